@@ -1,0 +1,1 @@
+//! Benchmarks live under `benches/benches/`; this crate has no library code of its own.

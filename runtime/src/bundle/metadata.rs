@@ -1,0 +1,142 @@
+//! Typed bundle metadata (stored as one JSON document inside the bundle).
+//!
+//! The JSON layout is part of the format: fields may be added in a minor revision (readers
+//! ignore unknown fields), never renamed or removed without bumping the structural version.
+
+use serde::{Deserialize, Serialize};
+
+/// Tensor names the runtime looks up in a bundle.
+pub mod tensor_names {
+    /// The encoder graph: ONNX protobuf bytes (dtype `bytes`).
+    pub const ENCODER_ONNX: &str = "encoder.onnx";
+    /// WordPiece vocabulary: UTF-8 `vocab.txt` bytes, one token per line, id = line number.
+    pub const VOCAB: &str = "tokenizer.vocab";
+    /// Prototype bank: `[n_types, type_dim]`, f16 or f32; row `i` belongs to `labels.types[i]`.
+    pub const PROTOTYPES: &str = "labels.prototypes";
+    /// Label memory: `[total_rows, type_dim]`, f16 or f32; slots index into it by row range.
+    pub const LABEL_MEMORY: &str = "labels.memory";
+}
+
+/// All metadata of a bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub encoder: EncoderMeta,
+    pub tokenizer: TokenizerMeta,
+    pub labels: LabelInventory,
+    pub transitions: CdtParams,
+    pub label_memory: LabelMemoryLayout,
+    pub provenance: Provenance,
+}
+
+/// Shape of the encoder graph and the names of its inputs and outputs.
+///
+/// Graph contract: inputs `input_ids` and `attention_mask`, both i64 `[batch, seq]` with symbolic
+/// `batch` and `seq` (seq includes `[CLS]` and `[SEP]`); outputs `boundary` f32 `[batch, seq, 3]`
+/// (unnormalised logits over O, B, I) and `types` f32 `[batch, seq, type_dim]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncoderMeta {
+    /// Architecture family, e.g. `"bert"`.
+    pub architecture: String,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub vocab_size: usize,
+    /// Largest sequence length (in WordPiece ids, including `[CLS]`/`[SEP]`) the graph accepts.
+    pub max_positions: usize,
+    /// Width of the type projection (the prototype space), 128 by default.
+    pub type_dim: usize,
+    /// Storage dtype of the weights inside the ONNX graph (`"f16"` or `"f32"`).
+    pub weight_dtype: String,
+}
+
+/// BERT basic tokenisation + WordPiece settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerMeta {
+    /// Only `"wordpiece"` is defined in format v1.
+    pub kind: String,
+    pub lowercase: bool,
+    pub strip_accents: bool,
+    pub tokenize_chinese_chars: bool,
+    pub unk_token: String,
+    pub cls_token: String,
+    pub sep_token: String,
+    pub pad_token: String,
+    pub continuing_subword_prefix: String,
+    /// Words longer than this many chars become `unk_token`.
+    pub max_input_chars_per_word: usize,
+}
+
+/// Entity types the bundle knows and which of them are active by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelInventory {
+    pub types: Vec<EntityType>,
+    /// Names of the types active when the user does not pass `--types`.
+    pub default_active: Vec<String>,
+}
+
+/// One entity type of the prototype bank.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityType {
+    /// Short tag used in output, e.g. `"PER"`.
+    pub name: String,
+    /// Row of this type in the prototype bank.
+    pub prototype_row: usize,
+    /// Corpus the type comes from, e.g. `"conll2003"`; empty for user-added types.
+    #[serde(default)]
+    pub source: String,
+    /// Human description, e.g. `"person name"`.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The 21 learned collapsed-dependency-transfer numbers (DESIGN §3).
+///
+/// `matrix[from][to]`: rows are abstract previous tags {O, B, I}; columns are abstract next tags
+/// {O, B, I, B′, I′}, where B/I mean "same type as the previous tag" and B′/I′ "another type".
+/// For the O row "same type" has no meaning: O→B-x uses column B, O→I-x column I, and columns
+/// B′, I′ of row O are unused. `start` and `end` are indexed {O, B, I}.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CdtParams {
+    pub matrix: [[f32; 5]; 3],
+    pub start: [f32; 3],
+    pub end: [f32; 3],
+}
+
+/// Layout of the label memory tensor: one slot per source entity type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelMemoryLayout {
+    /// Capacity M of each slot (MANNER uses 15).
+    pub capacity: usize,
+    pub slots: Vec<MemorySlot>,
+}
+
+/// One memory slot: rows `first_row .. first_row + rows` of [`tensor_names::LABEL_MEMORY`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemorySlot {
+    pub type_name: String,
+    #[serde(default)]
+    pub source: String,
+    pub first_row: usize,
+    pub rows: usize,
+}
+
+/// Where the bundle came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// E.g. `"sentence-transformers/all-MiniLM-L6-v2"` or `"random-init seed=7"`.
+    pub encoder_source: String,
+    /// sha256 of the source weights file, empty when initialised at random.
+    #[serde(default)]
+    pub encoder_sha256: String,
+    /// Hash over the training sentences; empty when untrained.
+    #[serde(default)]
+    pub training_data_sha256: String,
+    /// Corpora the model was trained on.
+    #[serde(default)]
+    pub training_corpora: Vec<String>,
+    /// Program and version that wrote the bundle, e.g. `"ner-tools 0.1.0"`.
+    pub created_by: String,
+    #[serde(default)]
+    pub notes: String,
+}

@@ -1,0 +1,214 @@
+//! The encoder: the bundle's ONNX graph run by tract on CPU.
+//!
+//! One optimised plan is built per bundle load, with symbolic batch and sequence length.
+//! Sequences longer than the graph's positions are split into overlapping [`windows`] and their
+//! per-piece scores merged, so no input is ever truncated.
+
+pub mod windows;
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::bundle::EncoderMeta;
+use crate::{Error, Result};
+
+pub use windows::{plan_windows, Window};
+
+/// Per-piece encoder outputs of one sequence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PieceScores {
+    /// `[pieces, 3]` unnormalised boundary logits (O, B, I).
+    pub boundary: Vec<f32>,
+    /// `[pieces, type_dim]` type-space vectors.
+    pub types: Vec<f32>,
+}
+
+/// Special token ids the encoder wraps every window with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub cls: u32,
+    pub sep: u32,
+    pub pad: u32,
+}
+
+/// A loaded, optimised encoder graph.
+pub struct Encoder {
+    plan: Arc<TypedSimplePlan>,
+    type_dim: usize,
+    max_pieces: usize,
+    vocab_size: usize,
+    special: SpecialIds,
+    batch_tokens: usize,
+}
+
+/// Upper bound on padded tokens (batch × length) per encoder call.
+pub const DEFAULT_BATCH_TOKENS: usize = 2048;
+
+impl Encoder {
+    /// Parses and optimises `onnx` (the graph contract is documented on [`EncoderMeta`]) and
+    /// checks its outputs against `meta`.
+    pub fn load(onnx: &[u8], meta: &EncoderMeta, special: SpecialIds) -> Result<Encoder> {
+        let err = |stage: &str, e: TractError| Error::Encoder(format!("{stage}: {e:#}"));
+        if meta.max_positions < 3 {
+            return Err(Error::Bundle(format!(
+                "encoder.max_positions is {}, need at least 3",
+                meta.max_positions
+            )));
+        }
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &onnx[..])
+            .map_err(|e| err("cannot parse encoder.onnx", e))?;
+        let model = model.into_optimized().map_err(|e| err("cannot optimise encoder graph", e))?;
+        if model.inputs.len() != 2 || model.outputs.len() != 2 {
+            return Err(Error::Encoder(format!(
+                "encoder graph has {} inputs and {} outputs, expected 2 (input_ids, attention_mask) and 2 (boundary, types)",
+                model.inputs.len(),
+                model.outputs.len()
+            )));
+        }
+        for (i, (what, last)) in [("boundary", 3usize), ("types", meta.type_dim)].iter().enumerate() {
+            let fact = model.output_fact(i).map_err(|e| err("cannot read output shape", e))?;
+            let got = fact.shape.last().and_then(|d| d.as_i64()).and_then(|d| usize::try_from(d).ok());
+            if fact.rank() != 3 || got != Some(*last) {
+                return Err(Error::Encoder(format!(
+                    "encoder output {i} ({what}) has shape {:?}, expected [batch, seq, {last}]",
+                    fact.shape
+                )));
+            }
+        }
+        let plan = model.into_runnable().map_err(|e| err("cannot plan encoder graph", e))?;
+        Ok(Encoder {
+            plan,
+            type_dim: meta.type_dim,
+            max_pieces: meta.max_positions - 2,
+            vocab_size: meta.vocab_size,
+            special,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
+        })
+    }
+
+    /// Width of the type vectors.
+    pub fn type_dim(&self) -> usize {
+        self.type_dim
+    }
+
+    /// Most pieces one window holds (positions minus `[CLS]` and `[SEP]`).
+    pub fn max_pieces(&self) -> usize {
+        self.max_pieces
+    }
+
+    /// Overrides the window length (at most [`Self::max_pieces`]); used to exercise windowing.
+    pub fn set_max_pieces(&mut self, n: usize) {
+        self.max_pieces = n.clamp(1, self.max_pieces);
+    }
+
+    /// Runs one padded batch; every sequence must hold at most [`Self::max_pieces`] ids.
+    pub fn run_batch(&self, seqs: &[&[u32]]) -> Result<Vec<PieceScores>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if longest > self.max_pieces {
+            return Err(Error::Encoder(format!(
+                "sequence of {longest} pieces exceeds the window of {}",
+                self.max_pieces
+            )));
+        }
+        let width = longest + 2;
+        let mut ids = vec![i64::from(self.special.pad); seqs.len() * width];
+        let mut mask = vec![0i64; seqs.len() * width];
+        for (b, seq) in seqs.iter().enumerate() {
+            let row = &mut ids[b * width..(b + 1) * width];
+            row[0] = i64::from(self.special.cls);
+            for (slot, &id) in row[1..].iter_mut().zip(seq.iter()) {
+                if id as usize >= self.vocab_size {
+                    return Err(Error::Encoder(format!(
+                        "token id {id} outside the vocabulary of {}",
+                        self.vocab_size
+                    )));
+                }
+                *slot = i64::from(id);
+            }
+            row[seq.len() + 1] = i64::from(self.special.sep);
+            mask[b * width..b * width + seq.len() + 2].fill(1);
+        }
+        let err = |e: TractError| Error::Encoder(format!("encoder run failed: {e:#}"));
+        let shape = [seqs.len(), width];
+        let inputs: TVec<TValue> = tvec!(
+            Tensor::from_shape(&shape, &ids).map_err(err)?.into_tvalue(),
+            Tensor::from_shape(&shape, &mask).map_err(err)?.into_tvalue(),
+        );
+        let outputs = self.plan.run(inputs).map_err(err)?;
+        let boundary = outputs[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(err)?;
+        let types = outputs[1].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(err)?;
+        let d = self.type_dim;
+        if boundary.len() != seqs.len() * width * 3 || types.len() != seqs.len() * width * d {
+            return Err(Error::Encoder(format!(
+                "encoder returned {} boundary and {} type values for a [{}, {width}] batch",
+                boundary.len(),
+                types.len(),
+                seqs.len()
+            )));
+        }
+        Ok(seqs
+            .iter()
+            .enumerate()
+            .map(|(b, seq)| {
+                let first = b * width + 1;
+                let last = first + seq.len();
+                PieceScores {
+                    boundary: boundary[first * 3..last * 3].to_vec(),
+                    types: types[first * d..last * d].to_vec(),
+                }
+            })
+            .collect())
+    }
+
+    /// Scores every piece of every sequence, whatever its length: long sequences go through
+    /// overlapping windows, windows are grouped by length into batches. Also returns the
+    /// number of windows used per sequence.
+    pub fn encode(&self, seqs: &[&[u32]]) -> Result<(Vec<PieceScores>, Vec<usize>)> {
+        struct Job {
+            seq: usize,
+            window: Window,
+        }
+        let mut jobs = Vec::new();
+        let mut window_counts = Vec::with_capacity(seqs.len());
+        for (i, s) in seqs.iter().enumerate() {
+            let ws = plan_windows(s.len(), self.max_pieces);
+            window_counts.push(ws.len());
+            jobs.extend(ws.into_iter().map(|window| Job { seq: i, window }));
+        }
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.window.end - j.window.start));
+        let mut out: Vec<PieceScores> = seqs
+            .iter()
+            .map(|s| PieceScores {
+                boundary: vec![0.0; s.len() * 3],
+                types: vec![0.0; s.len() * self.type_dim],
+            })
+            .collect();
+        let d = self.type_dim;
+        let mut at = 0;
+        while at < jobs.len() {
+            let width = jobs[at].window.end - jobs[at].window.start + 2;
+            let per_batch = (self.batch_tokens / width).max(1);
+            let batch = &jobs[at..(at + per_batch).min(jobs.len())];
+            let inputs: Vec<&[u32]> =
+                batch.iter().map(|j| &seqs[j.seq][j.window.start..j.window.end]).collect();
+            let scores = self.run_batch(&inputs)?;
+            for (job, sc) in batch.iter().zip(scores) {
+                let w = job.window;
+                let from = w.keep_start - w.start;
+                let n = w.keep_end - w.keep_start;
+                let dst = &mut out[job.seq];
+                dst.boundary[w.keep_start * 3..w.keep_end * 3]
+                    .copy_from_slice(&sc.boundary[from * 3..(from + n) * 3]);
+                dst.types[w.keep_start * d..w.keep_end * d]
+                    .copy_from_slice(&sc.types[from * d..(from + n) * d]);
+            }
+            at += batch.len();
+        }
+        Ok((out, window_counts))
+    }
+}

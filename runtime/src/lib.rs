@@ -1,0 +1,26 @@
+//! ner-edge runtime: few-shot named-entity recognition on CPU.
+//!
+//! Data flow, one module per stage:
+//!
+//! ```text
+//! input (text lines) ─► tokenizer (words + WordPiece, char offsets)
+//!   ─► encoder (tract, ONNX from the bundle): boundary logits [T,3], type vectors [T,128]
+//!   ─► emissions (log P over {O, B-X, I-X} for the active types)
+//!   ─► decode (CDT transitions, Viterbi with hard BIO constraints, forward–backward marginals)
+//!   ─► spans (entities with char offsets and confidence) ─► output (jsonl, conll, inline)
+//! ```
+//!
+//! The [`bundle`] module owns the on-disk format that carries the model.
+
+pub mod bundle;
+pub mod decode;
+pub mod emissions;
+pub mod encoder;
+pub mod error;
+pub mod input;
+pub mod output;
+pub mod pipeline;
+pub mod spans;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

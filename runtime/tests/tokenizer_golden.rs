@@ -1,0 +1,251 @@
+//! The tokenizer against the reference: ids and char offsets of HF `tokenizers` for the MiniLM
+//! tokenizer (fixtures/tokenizer/golden.jsonl, made by tools/scripts/gen_tokenizer_golden.py),
+//! plus structural properties of encodings on arbitrary text.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ner_edge::tokenizer::{bert_uncased_meta, Encoding, Tokenizer};
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn minilm() -> Tokenizer {
+    let vocab = std::fs::read_to_string(repo_path("fixtures/minilm/vocab.txt")).expect("vocab.txt");
+    Tokenizer::new(&bert_uncased_meta(), &vocab).expect("minilm tokenizer")
+}
+
+fn char_offset(text: &str, byte: usize) -> usize {
+    text.get(..byte).map_or(usize::MAX, |s| s.chars().count())
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("number") as u32)
+        .collect()
+}
+
+#[test]
+fn golden_ids_and_offsets() {
+    let tok = minilm();
+    let path = repo_path("fixtures/tokenizer/golden.jsonl");
+    let golden = std::fs::read_to_string(&path).expect("golden.jsonl");
+    let mut lines = 0;
+    let mut failures = Vec::new();
+    for (n, line) in golden.lines().enumerate() {
+        let case: Value = serde_json::from_str(line).expect("golden json");
+        let text = case["text"].as_str().expect("text");
+        let want_ids = u32s(&case["ids"]);
+        let want_offsets: Vec<(usize, usize)> = case["offsets"]
+            .as_array()
+            .expect("offsets")
+            .iter()
+            .map(|o| {
+                (
+                    o[0].as_u64().expect("start") as usize,
+                    o[1].as_u64().expect("end") as usize,
+                )
+            })
+            .collect();
+        let enc = tok.encode(text);
+        check_invariants(text, &enc).unwrap_or_else(|e| panic!("line {}: {text:?}: {e}", n + 1));
+        let mut ids = vec![tok.cls_id()];
+        ids.extend(&enc.ids);
+        ids.push(tok.sep_id());
+        let offsets: Vec<(usize, usize)> = enc
+            .piece_spans
+            .iter()
+            .map(|r| (char_offset(text, r.start), char_offset(text, r.end)))
+            .collect();
+        let inner = want_offsets
+            .get(1..want_offsets.len().saturating_sub(1))
+            .unwrap_or(&[]);
+        if ids != want_ids {
+            failures.push(format!(
+                "line {}: {text:?}\n  ids  {ids:?}\n  want {want_ids:?}",
+                n + 1
+            ));
+        } else if offsets != inner {
+            failures.push(format!(
+                "line {}: {text:?}\n  offsets {offsets:?}\n  want    {inner:?}",
+                n + 1
+            ));
+        }
+        lines += 1;
+    }
+    assert!(lines >= 250, "golden file has only {lines} lines");
+    assert!(
+        failures.is_empty(),
+        "{} of {lines} lines differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn reference_model_input_ids() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference/minilm_l6_ref_output.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    };
+    let reference: Value = serde_json::from_str(&text).expect("reference json");
+    let sentence = reference["sentence"].as_str().expect("sentence");
+    let tok = minilm();
+    let mut ids = vec![tok.cls_id()];
+    ids.extend(tok.encode(sentence).ids);
+    ids.push(tok.sep_id());
+    assert_eq!(ids, u32s(&reference["input_ids"]));
+}
+
+fn on_boundaries(text: &str, r: &Range<usize>) -> bool {
+    r.start < r.end
+        && r.end <= text.len()
+        && text.is_char_boundary(r.start)
+        && text.is_char_boundary(r.end)
+}
+
+/// Structure shared by `encode` and `encode_words` encodings.
+fn check_structure(text: &str, enc: &Encoding) -> Result<(), String> {
+    let n = enc.ids.len();
+    if enc.piece_spans.len() != n
+        || enc.piece_word.len() != n
+        || enc.word_first_piece.len() != enc.words.len()
+    {
+        return Err(format!("inconsistent lengths: {enc:?}"));
+    }
+    for (w, word) in enc.words.iter().enumerate() {
+        if !on_boundaries(text, word) && !(word.is_empty() && word.end <= text.len()) {
+            return Err(format!("word {w} {word:?} is not on char boundaries"));
+        }
+        if let Some(next) = enc.words.get(w + 1) {
+            if word.end > next.start || word.start >= next.start {
+                return Err(format!(
+                    "words {word:?} and {next:?} overlap or are out of order"
+                ));
+            }
+        }
+        let pieces = enc.word_pieces(w).ok_or("no pieces")?;
+        if pieces.is_empty() || pieces.end > n {
+            return Err(format!("word {w} has pieces {pieces:?}"));
+        }
+        for p in pieces {
+            if enc.piece_word[p] as usize != w {
+                return Err(format!("piece {p} should belong to word {w}"));
+            }
+            let span = &enc.piece_spans[p];
+            if !on_boundaries(text, span) && span != word {
+                return Err(format!("piece {p} {span:?} is not on char boundaries"));
+            }
+            if span.start < word.start || span.end > word.end {
+                return Err(format!("piece {p} {span:?} is outside its word {word:?}"));
+            }
+        }
+    }
+    if enc.word_first_piece.first().is_some_and(|&f| f != 0) || (enc.words.is_empty() && n != 0) {
+        return Err("pieces before the first word".into());
+    }
+    Ok(())
+}
+
+/// A char that the tokenizer drops when it stands alone (whitespace, control chars, lone marks).
+fn dropped_alone(tok: &Tokenizer, c: char) -> bool {
+    tok.encode(c.encode_utf8(&mut [0; 4])).words.is_empty()
+}
+
+/// A char that separates words: whitespace that cleaning does not delete.
+fn separates(tok: &Tokenizer, c: char) -> bool {
+    c.is_whitespace() && dropped_alone(tok, c) && tok.encode(&format!("x{c}x")).words.len() == 2
+}
+
+/// Structure of an `encode` result, plus coverage: a run of chars between separators is covered
+/// by words entirely when one of its chars survives normalisation, and not at all otherwise.
+fn check_invariants(text: &str, enc: &Encoding) -> Result<(), String> {
+    check_structure(text, enc)?;
+    let tok = minilm_cached();
+    let covered = |i: usize| enc.words.iter().any(|w| w.start <= i && i < w.end);
+    let mut chunk: Vec<(usize, char)> = Vec::new();
+    let mut check_chunk = |chunk: &mut Vec<(usize, char)>| -> Result<(), String> {
+        let alive = chunk.iter().any(|&(_, c)| !dropped_alone(tok, c));
+        for &(i, c) in chunk.iter() {
+            if covered(i) != alive {
+                return Err(format!(
+                    "char {c:?} at byte {i}: covered {}, expected {alive}",
+                    covered(i)
+                ));
+            }
+        }
+        chunk.clear();
+        Ok(())
+    };
+    for (i, c) in text.char_indices() {
+        if separates(tok, c) {
+            if covered(i) {
+                return Err(format!("separator {c:?} at byte {i} is inside a word"));
+            }
+            check_chunk(&mut chunk)?;
+        } else {
+            chunk.push((i, c));
+        }
+    }
+    check_chunk(&mut chunk)
+}
+
+fn minilm_cached() -> &'static Tokenizer {
+    static TOK: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+    TOK.get_or_init(minilm)
+}
+
+fn fragment() -> impl Strategy<Value = String> {
+    let pick =
+        |items: &'static [&'static str]| proptest::sample::select(items).prop_map(str::to_string);
+    prop_oneof![
+        4 => "[a-zA-Z]{1,12}",
+        1 => "[0-9]{1,6}",
+        3 => pick(&[" ", " ", "  ", "\t", "\n", "\r\n", "\u{a0}", "\u{3000}", "\u{2003}", "\u{2028}", "\u{85}", "\u{b}"]),
+        2 => pick(&[".", ",", "!", "?", "'", "\"", "-", "(", ")", "[", "]", "#", "##", "…", "—", "“", "”", "¿", "、", "。"]),
+        2 => pick(&["é", "è", "ñ", "Å", "ü", "ß", "ø", "İ", "ǅ", "e\u{301}", "\u{301}", "\u{308}\u{302}", "\u{94d}", "ﬁ", "Ω"]),
+        2 => pick(&["中", "文", "東京", "日本語", "ひらがな", "カタカナ", "한국어", "가", "豈", "𠀀", "\u{2b820}"]),
+        2 => pick(&["😀", "🎉", "❤\u{fe0f}", "👍🏽", "👨\u{200d}👩\u{200d}👧", "🇫🇷", "🥰", "1\u{fe0f}\u{20e3}"]),
+        2 => pick(&["\u{0}", "\u{7}", "\u{1b}", "\u{200b}", "\u{200d}", "\u{feff}", "\u{fffd}", "\u{ad}", "\u{e000}", "\u{e0067}"]),
+        1 => pick(&["[CLS]", "[SEP]", "[MASK]", "[UNK]", "[PAD]", "[sep]"]),
+        1 => pick(&["α", "Σ", "ж", "م", "ש", "न", "ส", "€", "∑", "½", "²"]),
+        2 => any::<char>().prop_map(String::from),
+        1 => "[a-z]{95,110}",
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(fragment(), 0..30).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn encode_invariants(text in text()) {
+        let enc = minilm_cached().encode(&text);
+        prop_assert!(check_invariants(&text, &enc).is_ok(), "{:?}", check_invariants(&text, &enc));
+    }
+
+    #[test]
+    fn encode_words_invariants(words in proptest::collection::vec(text(), 0..12)) {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let enc = minilm_cached().encode_words(&words);
+        let joined = words.join(" ");
+        prop_assert_eq!(enc.words.len(), words.len());
+        let mut offset = 0;
+        for (w, word) in words.iter().enumerate() {
+            prop_assert_eq!(&enc.words[w], &(offset..offset + word.len()));
+            offset += word.len() + 1;
+        }
+        let structure = check_structure(&joined, &enc);
+        prop_assert!(structure.is_ok(), "{:?}", structure);
+    }
+}

@@ -1,0 +1,146 @@
+//! Assembling a runtime bundle from encoder weights, a vocabulary and the label state.
+
+use anyhow::{ensure, Context, Result};
+use ner_edge::bundle::{
+    tensor_names, BundleWriter, CdtParams, EncoderMeta, EntityType, LabelInventory,
+    LabelMemoryLayout, MemorySlot, Metadata, Provenance, TokenizerMeta,
+};
+
+use super::onnx::{export_onnx, WeightDtype};
+use crate::model::ModelWeights;
+
+/// One entity type with its prototype and label-memory vectors (all `type_dim` wide).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeState {
+    pub name: String,
+    pub source: String,
+    pub description: String,
+    /// `[type_dim]`.
+    pub prototype: Vec<f32>,
+    /// `[rows, type_dim]`, at most the memory capacity rows.
+    pub memory: Vec<f32>,
+}
+
+/// Everything besides the encoder that goes into a bundle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BundleContents {
+    /// Contents of a BERT `vocab.txt`.
+    pub vocab_text: String,
+    pub tokenizer: TokenizerMeta,
+    pub types: Vec<TypeState>,
+    pub default_active: Vec<String>,
+    pub transitions: CdtParams,
+    pub memory_capacity: usize,
+    pub provenance: Provenance,
+}
+
+/// Tokenizer settings of uncased BERT vocabularies such as all-MiniLM-L6-v2's.
+pub fn bert_uncased_tokenizer() -> TokenizerMeta {
+    TokenizerMeta {
+        kind: "wordpiece".into(),
+        lowercase: true,
+        strip_accents: true,
+        tokenize_chinese_chars: true,
+        unk_token: "[UNK]".into(),
+        cls_token: "[CLS]".into(),
+        sep_token: "[SEP]".into(),
+        pad_token: "[PAD]".into(),
+        continuing_subword_prefix: "##".into(),
+        max_input_chars_per_word: 100,
+    }
+}
+
+/// Serialises weights and label state into bundle bytes (format v1, see `runtime/FORMAT.md`).
+/// Prototypes and memory are stored as f16 when `dtype` is F16, else f32.
+pub fn export_bundle(
+    w: &ModelWeights,
+    contents: &BundleContents,
+    dtype: WeightDtype,
+) -> Result<Vec<u8>> {
+    let c = &w.config;
+    let d = c.type_dim;
+    let vocab_len = contents.vocab_text.lines().count();
+    ensure!(
+        vocab_len == c.vocab_size,
+        "vocabulary has {vocab_len} tokens but the encoder has {} embeddings",
+        c.vocab_size
+    );
+    let mut prototypes = Vec::with_capacity(contents.types.len() * d);
+    let mut memory = Vec::new();
+    let mut types = Vec::with_capacity(contents.types.len());
+    let mut slots = Vec::with_capacity(contents.types.len());
+    for (row, t) in contents.types.iter().enumerate() {
+        ensure!(
+            t.prototype.len() == d,
+            "prototype of {:?} has {} values, expected {d}",
+            t.name,
+            t.prototype.len()
+        );
+        ensure!(
+            t.memory.len() % d == 0 && t.memory.len() / d <= contents.memory_capacity,
+            "memory of {:?} has {} values: not a multiple of {d} or over the capacity of {}",
+            t.name,
+            t.memory.len(),
+            contents.memory_capacity
+        );
+        prototypes.extend_from_slice(&t.prototype);
+        let first_row = memory.len() / d;
+        memory.extend_from_slice(&t.memory);
+        slots.push(MemorySlot {
+            type_name: t.name.clone(),
+            source: t.source.clone(),
+            first_row,
+            rows: t.memory.len() / d,
+        });
+        types.push(EntityType {
+            name: t.name.clone(),
+            prototype_row: row,
+            source: t.source.clone(),
+            description: t.description.clone(),
+        });
+    }
+    let metadata = Metadata {
+        encoder: EncoderMeta {
+            architecture: "bert".into(),
+            hidden: c.hidden,
+            layers: c.layers,
+            heads: c.heads,
+            intermediate: c.intermediate,
+            vocab_size: c.vocab_size,
+            max_positions: c.max_positions,
+            type_dim: d,
+            weight_dtype: match dtype {
+                WeightDtype::F16 => "f16".into(),
+                WeightDtype::F32 => "f32".into(),
+            },
+        },
+        tokenizer: contents.tokenizer.clone(),
+        labels: LabelInventory {
+            types,
+            default_active: contents.default_active.clone(),
+        },
+        transitions: contents.transitions.clone(),
+        label_memory: LabelMemoryLayout {
+            capacity: contents.memory_capacity,
+            slots,
+        },
+        provenance: contents.provenance.clone(),
+    };
+    let onnx = export_onnx(w, dtype)?;
+    let mut writer = BundleWriter::new(metadata);
+    writer.add_bytes(tensor_names::ENCODER_ONNX, &onnx)?;
+    writer.add_bytes(tensor_names::VOCAB, contents.vocab_text.as_bytes())?;
+    let n = contents.types.len();
+    let rows = memory.len() / d;
+    match dtype {
+        WeightDtype::F16 => {
+            writer.add_f16(tensor_names::PROTOTYPES, &[n, d], &prototypes)?;
+            writer.add_f16(tensor_names::LABEL_MEMORY, &[rows, d], &memory)?;
+        }
+        WeightDtype::F32 => {
+            writer.add_f32(tensor_names::PROTOTYPES, &[n, d], &prototypes)?;
+            writer.add_f32(tensor_names::LABEL_MEMORY, &[rows, d], &memory)?;
+        }
+    }
+    writer.to_bytes().context("serialising the bundle")
+}

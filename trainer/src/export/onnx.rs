@@ -1,0 +1,427 @@
+//! ONNX export of the encoder and its two heads, built as a `ModelProto` by hand.
+//!
+//! # Graph contract
+//!
+//! * inputs: `input_ids` i64 `[batch, seq]`, `attention_mask` i64 `[batch, seq]` (1 = token,
+//!   0 = padding); `batch` and `seq` are symbolic (`dim_param`);
+//! * outputs: `boundary` f32 `[batch, seq, 3]` (logits `O`, `B`, `I`) and `types` f32
+//!   `[batch, seq, type_dim]`;
+//! * opset 17, IR version 8; the model is computed in f32 whatever the storage dtype;
+//! * `seq` must not exceed `max_positions` (the position table is sliced to `seq` rows).
+//!
+//! The graph matches [`crate::model::reference_forward`]: post-LN BERT layers, exact-erf GELU,
+//! `(1 - mask) * -10000` added to the attention scores of every query against padded keys. The
+//! token-type row 0 is folded into the position table at export time (`position + token_type`
+//! is stored as `embeddings.position`), so the graph has no token-type input.
+//!
+//! With [`WeightDtype::F16`], every matrix (embedding tables, linear weights, heads) is a FLOAT16
+//! initializer followed by `Cast` to f32; the embedding tables are `Gather`ed / `Slice`d first
+//! and cast after, so only the looked-up rows are converted. Biases and layer-norm parameters
+//! stay f32. [`crate::model::ModelWeights::f16_effective`] gives the weights such a graph
+//! computes with.
+//!
+//! # Loading with tract 0.23.9
+//!
+//! The symbolic dims come from the `dim_param`s, so no input fact needs to be set:
+//!
+//! ```no_run
+//! use tract_onnx::prelude::*;
+//! # fn main() -> TractResult<()> {
+//! # let bytes: Vec<u8> = vec![];
+//! let model = tract_onnx::onnx()
+//!     .model_for_read(&mut &bytes[..])?  // facts: i64 [batch, seq] from the dim_params
+//!     .into_optimized()?                  // typed + decluttered + optimised, dims stay symbolic
+//!     .into_runnable()?;                  // Arc<TypedRunnableModel>, reusable for any batch/seq
+//! let ids = tract_ndarray::Array2::<i64>::zeros((2, 7));
+//! let mask = tract_ndarray::Array2::<i64>::ones((2, 7));
+//! let out = model.run(tvec!(Tensor::from(ids).into(), Tensor::from(mask).into()))?;
+//! let boundary = out[0].to_plain_array_view::<f32>()?; // [2, 7, 3]
+//! let types = out[1].to_plain_array_view::<f32>()?;    // [2, 7, type_dim]
+//! # let _ = (boundary, types); Ok(()) }
+//! ```
+//!
+//! To set (or re-declare) the facts explicitly, use the model's own symbol scope so the names
+//! unify with those of the graph:
+//!
+//! ```no_run
+//! use tract_onnx::prelude::*;
+//! use tract_onnx::tract_core::dims;
+//! # fn main() -> TractResult<()> {
+//! # let bytes: Vec<u8> = vec![];
+//! let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+//! let batch = model.symbols.sym("batch");
+//! let seq = model.symbols.sym("seq");
+//! model.set_input_fact(0, i64::fact(dims!(batch, seq)).into())?;
+//! model.set_input_fact(1, i64::fact(dims!(batch, seq)).into())?;
+//! let runnable = model.into_optimized()?.into_runnable()?;
+//! # let _ = runnable; Ok(()) }
+//! ```
+
+use anyhow::{Context, Result};
+use half::f16;
+use prost::Message;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use crate::model::{ModelWeights, ATTENTION_MASK_VALUE, BOUNDARY_LABELS};
+
+/// ONNX opset the export targets.
+pub const OPSET: i64 = 17;
+/// ONNX IR version the export declares.
+pub const IR_VERSION: i64 = 8;
+
+/// Storage type of the matrices in the exported graph (computation is always f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightDtype {
+    F16,
+    F32,
+}
+
+/// Serialises `w` as an ONNX model following the contract in the [module docs](self).
+///
+/// Fails if the weights are inconsistent with their config.
+pub fn export_onnx(w: &ModelWeights, dtype: WeightDtype) -> Result<Vec<u8>> {
+    Ok(build_model(w, dtype)?.encode_to_vec())
+}
+
+/// The `ModelProto` that [`export_onnx`] serialises.
+pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
+    w.check().context("exporting ONNX")?;
+    let c = &w.config;
+    let d = c.hidden as i64;
+    let heads = c.heads as i64;
+    let dh = c.head_dim() as i64;
+    let mut g = Builder {
+        dtype,
+        nodes: vec![],
+        initializers: vec![],
+    };
+
+    let word = g.table_lookup(
+        "embeddings.word",
+        &[c.vocab_size as i64, d],
+        &w.word_embeddings,
+        |g, table| g.node("Gather", &[table, "input_ids"], vec![attr_int("axis", 0)]),
+    );
+    let seq_len = g.node(
+        "Shape",
+        &["input_ids"],
+        vec![attr_int("start", 1), attr_int("end", 2)],
+    );
+    let zero = g.const_i64("const.zero1", &[1], &[0]);
+    let position = g.table_lookup(
+        "embeddings.position",
+        &[c.max_positions as i64, d],
+        &w.position_plus_token_type(),
+        |g, table| g.node("Slice", &[table, &zero, &seq_len, &zero], vec![]),
+    );
+    let sum = g.node("Add", &[&word, &position], vec![]);
+    let mut x = g.layer_norm("embeddings.ln", &sum, &w.embeddings_ln, c.layer_norm_eps);
+
+    let mask = g.node(
+        "Cast",
+        &["attention_mask"],
+        vec![attr_int("to", DataType::Float as i64)],
+    );
+    let one = g.const_f32("const.one", &[], &[1.0]);
+    let inverted = g.node("Sub", &[&one, &mask], vec![]);
+    let mask_value = g.const_f32("const.mask_value", &[], &[ATTENTION_MASK_VALUE]);
+    let bias = g.node("Mul", &[&inverted, &mask_value], vec![]);
+    let axes = g.const_i64("const.axes12", &[2], &[1, 2]);
+    let attn_bias = g.node("Unsqueeze", &[&bias, &axes], vec![]);
+
+    let split_heads = g.const_i64("const.split_heads", &[4], &[0, 0, heads, dh]);
+    let merge_heads = g.const_i64("const.merge_heads", &[3], &[0, 0, d]);
+    let scale = g.const_f32("const.scale", &[], &[1.0 / (dh as f32).sqrt()]);
+    let half = g.const_f32("const.half", &[], &[0.5]);
+    let inv_sqrt2 = g.const_f32("const.inv_sqrt2", &[], &[(2.0f32).sqrt().recip()]);
+
+    for (l, layer) in w.layers.iter().enumerate() {
+        let p = format!("layer{l}");
+        let q = g.linear(&format!("{p}.query"), &x, &layer.query);
+        let k = g.linear(&format!("{p}.key"), &x, &layer.key);
+        let v = g.linear(&format!("{p}.value"), &x, &layer.value);
+        let q = g.node("Reshape", &[&q, &split_heads], vec![]);
+        let q = g.node("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let k = g.node("Reshape", &[&k, &split_heads], vec![]);
+        let k = g.node("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 3, 1])]);
+        let v = g.node("Reshape", &[&v, &split_heads], vec![]);
+        let v = g.node("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let scores = g.node("MatMul", &[&q, &k], vec![]);
+        let scores = g.node("Mul", &[&scores, &scale], vec![]);
+        let scores = g.node("Add", &[&scores, &attn_bias], vec![]);
+        let probs = g.node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let context = g.node("MatMul", &[&probs, &v], vec![]);
+        let context = g.node(
+            "Transpose",
+            &[&context],
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        );
+        let context = g.node("Reshape", &[&context, &merge_heads], vec![]);
+        let attn = g.linear(&format!("{p}.attn_output"), &context, &layer.attn_output);
+        let residual = g.node("Add", &[&x, &attn], vec![]);
+        let h1 = g.layer_norm(
+            &format!("{p}.attn_ln"),
+            &residual,
+            &layer.attn_ln,
+            c.layer_norm_eps,
+        );
+
+        let inner = g.linear(&format!("{p}.ffn_in"), &h1, &layer.ffn_in);
+        let scaled = g.node("Mul", &[&inner, &inv_sqrt2], vec![]);
+        let erf = g.node("Erf", &[&scaled], vec![]);
+        let one_plus_erf = g.node("Add", &[&erf, &one], vec![]);
+        let half_x = g.node("Mul", &[&inner, &half], vec![]);
+        let gelu = g.node("Mul", &[&half_x, &one_plus_erf], vec![]);
+        let ffn = g.linear(&format!("{p}.ffn_out"), &gelu, &layer.ffn_out);
+        let residual = g.node("Add", &[&h1, &ffn], vec![]);
+        x = g.layer_norm(
+            &format!("{p}.ffn_ln"),
+            &residual,
+            &layer.ffn_ln,
+            c.layer_norm_eps,
+        );
+    }
+    let boundary = g.linear("head.boundary", &x, &w.boundary);
+    let types = g.linear("head.types", &x, &w.types);
+    g.rename_output(&boundary, "boundary");
+    g.rename_output(&types, "types");
+
+    let graph = GraphProto {
+        name: "ner-edge-encoder".into(),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![
+            value_info("input_ids", DataType::Int64, &[Dim::Batch, Dim::Seq]),
+            value_info("attention_mask", DataType::Int64, &[Dim::Batch, Dim::Seq]),
+        ],
+        output: vec![
+            value_info(
+                "boundary",
+                DataType::Float,
+                &[Dim::Batch, Dim::Seq, Dim::Fixed(BOUNDARY_LABELS as i64)],
+            ),
+            value_info(
+                "types",
+                DataType::Float,
+                &[Dim::Batch, Dim::Seq, Dim::Fixed(c.type_dim as i64)],
+            ),
+        ],
+        ..GraphProto::default()
+    };
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "ner-edge-trainer".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        ..ModelProto::default()
+    })
+}
+
+struct Builder {
+    dtype: WeightDtype,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl Builder {
+    fn node(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+        let name = format!("n{}.{}", self.nodes.len(), op);
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.clone()],
+            name: name.clone(),
+            op_type: op.into(),
+            attribute,
+            ..NodeProto::default()
+        });
+        name
+    }
+
+    fn rename_output(&mut self, from: &str, to: &str) {
+        for n in &mut self.nodes {
+            for o in &mut n.output {
+                if o == from {
+                    *o = to.into();
+                }
+            }
+        }
+    }
+
+    fn initializer(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        data_type: DataType,
+        raw: Vec<u8>,
+    ) -> String {
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: data_type as i32,
+            raw_data: raw,
+            ..TensorProto::default()
+        });
+        name.into()
+    }
+
+    fn const_f32(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
+        self.initializer(
+            name,
+            dims,
+            DataType::Float,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    }
+
+    fn const_i64(&mut self, name: &str, dims: &[i64], data: &[i64]) -> String {
+        self.initializer(
+            name,
+            dims,
+            DataType::Int64,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    }
+
+    fn const_f16(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
+        let raw = data
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        self.initializer(name, dims, DataType::Float16, raw)
+    }
+
+    fn is_f16(&self) -> bool {
+        self.dtype == WeightDtype::F16
+    }
+
+    /// A matrix in the storage dtype, as an f32 value.
+    fn matrix(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
+        if self.is_f16() {
+            let stored = self.const_f16(name, dims, data);
+            self.node(
+                "Cast",
+                &[&stored],
+                vec![attr_int("to", DataType::Float as i64)],
+            )
+        } else {
+            self.const_f32(name, dims, data)
+        }
+    }
+
+    /// An embedding table in the storage dtype, read by `lookup` and cast to f32 after.
+    fn table_lookup(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        data: &[f32],
+        lookup: impl FnOnce(&mut Builder, &str) -> String,
+    ) -> String {
+        if self.is_f16() {
+            let table = self.const_f16(name, dims, data);
+            let rows = lookup(self, &table);
+            self.node(
+                "Cast",
+                &[&rows],
+                vec![attr_int("to", DataType::Float as i64)],
+            )
+        } else {
+            let table = self.const_f32(name, dims, data);
+            lookup(self, &table)
+        }
+    }
+
+    fn linear(&mut self, name: &str, x: &str, l: &crate::model::Linear) -> String {
+        let weight = self.matrix(
+            &format!("{name}.weight"),
+            &[l.d_in as i64, l.d_out as i64],
+            &l.weight,
+        );
+        let bias = self.const_f32(&format!("{name}.bias"), &[l.d_out as i64], &l.bias);
+        let y = self.node("MatMul", &[x, &weight], vec![]);
+        self.node("Add", &[&y, &bias], vec![])
+    }
+
+    fn layer_norm(
+        &mut self,
+        name: &str,
+        x: &str,
+        ln: &crate::model::LayerNorm,
+        eps: f32,
+    ) -> String {
+        let d = ln.gamma.len() as i64;
+        let gamma = self.const_f32(&format!("{name}.gamma"), &[d], &ln.gamma);
+        let beta = self.const_f32(&format!("{name}.beta"), &[d], &ln.beta);
+        self.node(
+            "LayerNormalization",
+            &[x, &gamma, &beta],
+            vec![attr_int("axis", -1), attr_float("epsilon", eps)],
+        )
+    }
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..AttributeProto::default()
+    }
+}
+
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..AttributeProto::default()
+    }
+}
+
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f,
+        ..AttributeProto::default()
+    }
+}
+
+enum Dim {
+    Batch,
+    Seq,
+    Fixed(i64),
+}
+
+fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
+    use tensor_shape_proto::dimension::Value;
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Dim::Batch => Value::DimParam("batch".into()),
+                Dim::Seq => Value::DimParam("seq".into()),
+                Dim::Fixed(n) => Value::DimValue(*n),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem_type as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    }
+}

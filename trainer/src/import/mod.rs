@@ -1,0 +1,7 @@
+//! Import of pretrained encoders.
+
+pub mod minilm;
+pub mod safetensors;
+
+pub use minilm::{default_minilm_dir, import_minilm};
+pub use safetensors::SafeTensors;

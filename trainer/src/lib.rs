@@ -1,0 +1,10 @@
+//! ner-edge trainer: the encoder model with its f32 reference forward pass, import of pretrained
+//! weights, and ONNX export for the runtime.
+
+pub mod export;
+pub mod import;
+pub mod model;
+
+pub use export::onnx::{export_onnx, WeightDtype};
+pub use import::{default_minilm_dir, import_minilm};
+pub use model::{random_init, reference_forward, EncoderConfig, ForwardOutput, ModelWeights};

@@ -1,0 +1,341 @@
+//! Parameter storage for the encoder and its heads.
+//!
+//! Every tensor is a flat row-major `Vec<f32>`. Linear layers are stored as `[in, out]` so that
+//! `y = x W + b` for a row vector `x` (PyTorch stores `[out, in]`; importers transpose).
+
+use anyhow::{ensure, Result};
+use half::f16;
+
+use super::config::{EncoderConfig, BOUNDARY_LABELS};
+use super::rng::SplitMix64;
+
+/// Standard deviation of the normal initialisation of weight matrices and embedding tables.
+pub const INIT_STD: f32 = 0.02;
+
+/// A dense layer `y = x W + b` with `weight` row-major `[d_in, d_out]` and `bias` `[d_out]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    pub d_in: usize,
+    pub d_out: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Linear {
+    /// Weights drawn from N(0, [`INIT_STD`]²), zero bias.
+    pub fn random(d_in: usize, d_out: usize, rng: &mut SplitMix64) -> Linear {
+        Linear {
+            d_in,
+            d_out,
+            weight: rng.normal_vec(d_in * d_out, INIT_STD),
+            bias: vec![0.0; d_out],
+        }
+    }
+
+    fn check(&self, name: &str, d_in: usize, d_out: usize) -> Result<()> {
+        ensure!(
+            self.d_in == d_in && self.d_out == d_out,
+            "{name}: expected {d_in}x{d_out} linear, found {}x{}",
+            self.d_in,
+            self.d_out
+        );
+        ensure!(
+            self.weight.len() == d_in * d_out,
+            "{name}.weight: expected {} values, found {}",
+            d_in * d_out,
+            self.weight.len()
+        );
+        ensure!(
+            self.bias.len() == d_out,
+            "{name}.bias: expected {d_out} values, found {}",
+            self.bias.len()
+        );
+        Ok(())
+    }
+}
+
+/// Layer normalisation parameters: `gamma` (scale) and `beta` (shift), both `[D]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// `gamma = 1`, `beta = 0`.
+    pub fn identity(d: usize) -> LayerNorm {
+        LayerNorm {
+            gamma: vec![1.0; d],
+            beta: vec![0.0; d],
+        }
+    }
+
+    fn check(&self, name: &str, d: usize) -> Result<()> {
+        ensure!(
+            self.gamma.len() == d && self.beta.len() == d,
+            "{name}: expected gamma and beta of {d} values, found {} and {}",
+            self.gamma.len(),
+            self.beta.len()
+        );
+        Ok(())
+    }
+}
+
+/// One post-LN transformer layer.
+///
+/// `h1 = LN_attn(x + attn(x) W_o + b_o)`, `out = LN_ffn(h1 + GELU(h1 W_in + b_in) W_out + b_out)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerWeights {
+    /// `[D, D]`; output columns grouped by head (head `h` owns columns `h*dh .. (h+1)*dh`).
+    pub query: Linear,
+    /// `[D, D]`, same column grouping as `query`.
+    pub key: Linear,
+    /// `[D, D]`, same column grouping as `query`.
+    pub value: Linear,
+    /// `[D, D]`; input rows grouped by head, as the concatenated head outputs are.
+    pub attn_output: Linear,
+    pub attn_ln: LayerNorm,
+    /// `[D, intermediate]`.
+    pub ffn_in: Linear,
+    /// `[intermediate, D]`.
+    pub ffn_out: Linear,
+    pub ffn_ln: LayerNorm,
+}
+
+impl LayerWeights {
+    /// Random layer: linear weights N(0, 0.02²), zero biases, identity layer norms.
+    pub fn random(config: &EncoderConfig, rng: &mut SplitMix64) -> LayerWeights {
+        let d = config.hidden;
+        let i = config.intermediate;
+        LayerWeights {
+            query: Linear::random(d, d, rng),
+            key: Linear::random(d, d, rng),
+            value: Linear::random(d, d, rng),
+            attn_output: Linear::random(d, d, rng),
+            attn_ln: LayerNorm::identity(d),
+            ffn_in: Linear::random(d, i, rng),
+            ffn_out: Linear::random(i, d, rng),
+            ffn_ln: LayerNorm::identity(d),
+        }
+    }
+}
+
+/// All parameters of the encoder and the two token heads.
+///
+/// Embedding of token `t` at position `p`: `word_embeddings[t] + position_embeddings[p] +
+/// token_type_embedding`, then `embeddings_ln`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelWeights {
+    pub config: EncoderConfig,
+    /// `[vocab_size, D]`.
+    pub word_embeddings: Vec<f32>,
+    /// `[max_positions, D]`.
+    pub position_embeddings: Vec<f32>,
+    /// `[D]`: row 0 of the token-type table, the only token type the model uses.
+    pub token_type_embedding: Vec<f32>,
+    pub embeddings_ln: LayerNorm,
+    /// `config.layers` layers, input side first.
+    pub layers: Vec<LayerWeights>,
+    /// `[D, 3]`: logits for `O`, `B`, `I`.
+    pub boundary: Linear,
+    /// `[D, type_dim]`: type projection.
+    pub types: Linear,
+}
+
+/// Randomly initialised weights, fully determined by `config` and `seed`: embedding tables and
+/// linear weights N(0, 0.02²), biases 0, layer-norm gamma 1 and beta 0.
+///
+/// Panics only if `config` is inconsistent (call [`EncoderConfig::validate`] first on untrusted
+/// configs).
+pub fn random_init(config: &EncoderConfig, seed: u64) -> ModelWeights {
+    let mut rng = SplitMix64::new(seed);
+    let d = config.hidden;
+    let word_embeddings = rng.normal_vec(config.vocab_size * d, INIT_STD);
+    let position_embeddings = rng.normal_vec(config.max_positions * d, INIT_STD);
+    let token_type_embedding = rng.normal_vec(d, INIT_STD);
+    let layers = (0..config.layers)
+        .map(|_| LayerWeights::random(config, &mut rng))
+        .collect();
+    let (boundary, types) = random_heads(config, &mut rng);
+    ModelWeights {
+        config: config.clone(),
+        word_embeddings,
+        position_embeddings,
+        token_type_embedding,
+        embeddings_ln: LayerNorm::identity(d),
+        layers,
+        boundary,
+        types,
+    }
+}
+
+/// Random boundary (`[D, 3]`) and type (`[D, type_dim]`) heads.
+pub fn random_heads(config: &EncoderConfig, rng: &mut SplitMix64) -> (Linear, Linear) {
+    let boundary = Linear::random(config.hidden, BOUNDARY_LABELS, rng);
+    let types = Linear::random(config.hidden, config.type_dim, rng);
+    (boundary, types)
+}
+
+fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+impl ModelWeights {
+    /// Checks the config and that every tensor has the length the config implies.
+    pub fn check(&self) -> Result<()> {
+        let c = &self.config;
+        c.validate()?;
+        let d = c.hidden;
+        ensure!(
+            self.word_embeddings.len() == c.vocab_size * d,
+            "word_embeddings: expected {}x{d} values, found {}",
+            c.vocab_size,
+            self.word_embeddings.len()
+        );
+        ensure!(
+            self.position_embeddings.len() == c.max_positions * d,
+            "position_embeddings: expected {}x{d} values, found {}",
+            c.max_positions,
+            self.position_embeddings.len()
+        );
+        ensure!(
+            self.token_type_embedding.len() == d,
+            "token_type_embedding: expected {d} values, found {}",
+            self.token_type_embedding.len()
+        );
+        self.embeddings_ln.check("embeddings_ln", d)?;
+        ensure!(
+            self.layers.len() == c.layers,
+            "expected {} layers, found {}",
+            c.layers,
+            self.layers.len()
+        );
+        for (l, layer) in self.layers.iter().enumerate() {
+            layer.query.check(&format!("layer {l} query"), d, d)?;
+            layer.key.check(&format!("layer {l} key"), d, d)?;
+            layer.value.check(&format!("layer {l} value"), d, d)?;
+            layer
+                .attn_output
+                .check(&format!("layer {l} attn_output"), d, d)?;
+            layer.attn_ln.check(&format!("layer {l} attn_ln"), d)?;
+            layer
+                .ffn_in
+                .check(&format!("layer {l} ffn_in"), d, c.intermediate)?;
+            layer
+                .ffn_out
+                .check(&format!("layer {l} ffn_out"), c.intermediate, d)?;
+            layer.ffn_ln.check(&format!("layer {l} ffn_ln"), d)?;
+        }
+        self.boundary.check("boundary", d, BOUNDARY_LABELS)?;
+        self.types.check("types", d, c.type_dim)?;
+        Ok(())
+    }
+
+    /// The position table with the token-type row added to every position:
+    /// `[max_positions, D]`, what the ONNX export stores as its position table.
+    pub fn position_plus_token_type(&self) -> Vec<f32> {
+        let d = self.config.hidden;
+        self.position_embeddings
+            .chunks(d)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&self.token_type_embedding)
+                    .map(|(p, t)| p + t)
+            })
+            .collect()
+    }
+
+    /// The weights an F16 ONNX export computes with: every matrix (embedding tables, linear
+    /// weights) rounded to f16, with the token-type row folded into the position table before
+    /// rounding (so `token_type_embedding` is zero); biases and layer norms stay f32.
+    pub fn f16_effective(&self) -> ModelWeights {
+        let lin = |l: &Linear| Linear {
+            weight: round_f16(&l.weight),
+            ..l.clone()
+        };
+        ModelWeights {
+            config: self.config.clone(),
+            word_embeddings: round_f16(&self.word_embeddings),
+            position_embeddings: round_f16(&self.position_plus_token_type()),
+            token_type_embedding: vec![0.0; self.config.hidden],
+            embeddings_ln: self.embeddings_ln.clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerWeights {
+                    query: lin(&l.query),
+                    key: lin(&l.key),
+                    value: lin(&l.value),
+                    attn_output: lin(&l.attn_output),
+                    attn_ln: l.attn_ln.clone(),
+                    ffn_in: lin(&l.ffn_in),
+                    ffn_out: lin(&l.ffn_out),
+                    ffn_ln: l.ffn_ln.clone(),
+                })
+                .collect(),
+            boundary: lin(&self.boundary),
+            types: lin(&self.types),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> EncoderConfig {
+        EncoderConfig {
+            vocab_size: 11,
+            hidden: 6,
+            layers: 2,
+            heads: 2,
+            intermediate: 10,
+            max_positions: 7,
+            type_dim: 5,
+            layer_norm_eps: 1e-12,
+        }
+    }
+
+    #[test]
+    fn random_init_is_deterministic_and_consistent() {
+        let a = random_init(&tiny(), 3);
+        a.check().unwrap();
+        assert_eq!(a, random_init(&tiny(), 3));
+        assert_ne!(a.word_embeddings, random_init(&tiny(), 4).word_embeddings);
+        let count = a.word_embeddings.len()
+            + a.position_embeddings.len()
+            + a.token_type_embedding.len()
+            + 2 * a.embeddings_ln.gamma.len()
+            + a.layers
+                .iter()
+                .map(|l| {
+                    [
+                        &l.query,
+                        &l.key,
+                        &l.value,
+                        &l.attn_output,
+                        &l.ffn_in,
+                        &l.ffn_out,
+                    ]
+                    .iter()
+                    .map(|x| x.weight.len() + x.bias.len())
+                    .sum::<usize>()
+                        + 2 * l.attn_ln.gamma.len()
+                        + 2 * l.ffn_ln.gamma.len()
+                })
+                .sum::<usize>()
+            + a.boundary.weight.len()
+            + a.boundary.bias.len()
+            + a.types.weight.len()
+            + a.types.bias.len();
+        assert_eq!(count, tiny().parameter_count());
+    }
+
+    #[test]
+    fn check_names_the_bad_tensor() {
+        let mut w = random_init(&tiny(), 1);
+        w.layers[1].ffn_out.bias.pop();
+        let err = w.check().unwrap_err().to_string();
+        assert!(err.contains("layer 1 ffn_out.bias"), "{err}");
+    }
+}
