@@ -13,6 +13,8 @@
 //! The label layout is the one of [`crate::decode::labels`]: index 0 is O, `1 + 2k` is B-k and
 //! `2 + 2k` is I-k.
 
+use crate::decode::label_count;
+
 /// Computes the emission matrix `[T, 1 + 2 n_types]` (row-major) into `out`.
 ///
 /// * `boundary`: `[T, 3]` unnormalised logits over (O, B, I); `T = boundary.len() / 3`.
@@ -45,7 +47,7 @@ pub fn emissions(
         n_types * d,
         "prototypes must be [n_types, d]"
     );
-    let n_labels = 1 + 2 * n_types;
+    let n_labels = label_count(n_types);
     let t_len = (boundary.len() / 3).min(types.len().checked_div(d).unwrap_or(usize::MAX));
     out.clear();
     out.resize(t_len * n_labels, 0.0);

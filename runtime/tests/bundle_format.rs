@@ -284,6 +284,13 @@ fn check_extras(b: &Bundle, extras: &[Extra]) {
 }
 
 #[test]
+fn bundle_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Bundle>();
+    assert_send_sync::<BundleWriter>();
+}
+
+#[test]
 fn round_trip_through_from_vec_from_static_and_open() {
     let (w, extras) = rich_writer();
     let bytes = w.to_bytes().unwrap();
@@ -335,7 +342,7 @@ fn from_vec_accepts_any_alignment_and_from_static_requires_64() {
     for extra in 1..64 {
         let mut v = Vec::with_capacity(bytes.len() + extra);
         v.extend_from_slice(&bytes);
-        seen_misaligned |= v.as_ptr() as usize % 64 != 0;
+        seen_misaligned |= !(v.as_ptr() as usize).is_multiple_of(64);
         let b = Bundle::from_vec(v, "v").unwrap();
         assert_eq!(b.as_bytes().as_ptr() as usize % 64, 0);
         check_invariants(&b);

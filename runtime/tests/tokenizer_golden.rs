@@ -171,7 +171,7 @@ fn check_invariants(text: &str, enc: &Encoding) -> Result<(), String> {
     let tok = minilm_cached();
     let covered = |i: usize| enc.words.iter().any(|w| w.start <= i && i < w.end);
     let mut chunk: Vec<(usize, char)> = Vec::new();
-    let mut check_chunk = |chunk: &mut Vec<(usize, char)>| -> Result<(), String> {
+    let check_chunk = |chunk: &mut Vec<(usize, char)>| -> Result<(), String> {
         let alive = chunk.iter().any(|&(_, c)| !dropped_alone(tok, c));
         for &(i, c) in chunk.iter() {
             if covered(i) != alive {

@@ -1,6 +1,5 @@
 //! `ner-tools`: fixtures, data generation and (later) evaluation for ner-edge.
 
-mod fixture;
 mod synthetic_text;
 
 use std::path::PathBuf;
@@ -8,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ner_edge::bundle::{tensor_names, Bundle};
+use ner_edge_trainer::export::fixture;
 use ner_edge_trainer::WeightDtype;
 
 #[derive(Parser)]

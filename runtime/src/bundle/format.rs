@@ -80,7 +80,7 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.code() == code)
     }
 
-    /// Lower-case name as written in `FORMAT.md` and by [`super::describe`].
+    /// Lower-case name as written in `FORMAT.md` and by `describe`.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",

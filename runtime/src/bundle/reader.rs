@@ -106,7 +106,7 @@ impl Bundle {
     /// otherwise copied once into an aligned buffer.
     pub fn from_vec(bytes: Vec<u8>, name: &str) -> Result<Bundle> {
         let len = bytes.len();
-        let storage = if bytes.as_ptr().addr() % ALIGNMENT == 0 {
+        let storage = if bytes.as_ptr().addr().is_multiple_of(ALIGNMENT) {
             Storage::Owned {
                 buf: bytes,
                 start: 0,
@@ -278,8 +278,11 @@ impl Pod for i8 {}
 fn cast_slice<T: Pod>(bytes: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
     if cfg!(target_endian = "big")
-        || bytes.len() % size != 0
-        || bytes.as_ptr().addr() % std::mem::align_of::<T>() != 0
+        || !bytes.len().is_multiple_of(size)
+        || !bytes
+            .as_ptr()
+            .addr()
+            .is_multiple_of(std::mem::align_of::<T>())
     {
         return None;
     }
@@ -459,7 +462,7 @@ fn check_header(h: &RawHeader, actual_len: usize, name: &str) -> Result<Sections
         t_end,
         "tensor table",
     )?;
-    if h.data_offset % ALIGNMENT as u64 != 0 {
+    if !h.data_offset.is_multiple_of(ALIGNMENT as u64) {
         return Err(fail(format!(
             "data section offset {} (header byte {AT_DATA_OFFSET}) is not a multiple of \
              {ALIGNMENT}",
@@ -635,7 +638,7 @@ fn parse_table(
             )));
         }
         let (rel, len) = (rel as usize, len as usize);
-        if rel % ALIGNMENT != 0 {
+        if !rel.is_multiple_of(ALIGNMENT) {
             return Err(tbad(format!(
                 "offset {rel} at byte {offset_at} is not a multiple of {ALIGNMENT}"
             )));

@@ -9,16 +9,15 @@
 //! 2. cleaning deletes control, format and private-use chars (but `\t \n \r`), U+0000 and U+FFFD,
 //!    and turns whitespace into word breaks;
 //! 3. CJK ideographs become words of their own (`tokenize_chinese_chars`);
-//! 4. accents are stripped (NFD, then nonspacing marks dropped) and text is lower-cased, char by
-//!    char, when the settings say so;
+//! 4. accents are stripped (NFD with canonical reordering, then nonspacing marks dropped) and
+//!    text is lower-cased char by char, when the settings say so;
 //! 5. punctuation chars become words of their own;
 //! 6. each word is split greedily into the longest vocabulary pieces; a word longer than
 //!    `max_input_chars_per_word` chars, or one that cannot be split, is one `[UNK]` piece.
 //!
-//! Known difference: the reference puts combining marks of a whole string in canonical order
-//! (NFD) before dropping the nonspacing ones; this tokenizer decomposes char by char. The order
-//! of the surviving chars differs only when two of the 25 spacing marks with a nonzero combining
-//! class meet in one run of marks out of canonical order.
+//! Each normalised char remembers the original char it came from, so offsets always refer to
+//! the original text. The Unicode tables follow the reference's (older) Unicode data; see
+//! `tools/scripts/gen_unicode_tables.py`.
 
 mod normalize;
 #[rustfmt::skip]
@@ -277,6 +276,7 @@ impl Tokenizer {
             open: false,
             chunk_has_word: false,
             pending: None,
+            consumed: (base, base),
         };
         b.s.clear();
         let bytes = text.as_bytes();
@@ -290,7 +290,11 @@ impl Tokenizer {
             }
             if byte < 0x80 {
                 let at = base + i;
-                match ASCII_CLASS.get(byte as usize).copied().unwrap_or(A_REMOVED) {
+                let class = ASCII_CLASS.get(byte as usize).copied().unwrap_or(A_REMOVED);
+                if class != A_REMOVED {
+                    b.settle_marks();
+                }
+                match class {
                     A_SPACE => b.whitespace(),
                     A_REMOVED => b.dropped(at, at + 1),
                     A_PUNCT => b.single(char::from(byte), at, at + 1),
@@ -314,15 +318,19 @@ impl Tokenizer {
             if normalize::is_removed(c) {
                 b.dropped(start, end);
             } else if normalize::is_whitespace(c) {
+                b.settle_marks();
                 b.whitespace();
             } else if self.chinese && normalize::is_cjk(c) {
+                b.settle_marks();
                 b.flush();
-                self.normalized(c, start, end, &mut b);
+                b.normalized(c, start, end);
+                b.settle_marks();
                 b.flush();
             } else {
-                self.normalized(c, start, end, &mut b);
+                b.normalized(c, start, end);
             }
         }
+        b.settle_marks();
         b.flush();
     }
 
@@ -334,6 +342,7 @@ impl Tokenizer {
             .specials
             .iter()
             .find(|(t, _)| rest.starts_with(t.as_str()))?;
+        b.settle_marks();
         b.flush();
         b.open_word(base + i);
         b.enc.ids.push(*id);
@@ -343,33 +352,6 @@ impl Tokenizer {
         }
         b.open = false;
         Some(token.len())
-    }
-
-    /// Accent stripping and lower-casing of one non-ASCII char, fed to the word builder.
-    #[inline]
-    fn normalized(&self, c: char, start: usize, end: usize, b: &mut Builder<'_>) {
-        let mut any = false;
-        let mut emit = |d: char, b: &mut Builder<'_>| {
-            if self.lowercase {
-                for l in d.to_lowercase() {
-                    b.any_char(l, start, end);
-                    any = true;
-                }
-            } else {
-                b.any_char(d, start, end);
-                any = true;
-            }
-        };
-        if self.strip_accents {
-            for d in normalize::strip_accents(c) {
-                emit(d, b);
-            }
-        } else {
-            emit(c, b);
-        }
-        if !any {
-            b.dropped(start, end);
-        }
     }
 
     /// Greedy longest-match WordPiece of the open word in `s`, appending to `enc`.
@@ -440,10 +422,30 @@ struct Scratch {
     starts: Vec<u32>,
     /// Original byte range (shifted by the base) of each char.
     spans: Vec<(usize, usize)>,
+    /// Decomposed non-starters since the last starter.
+    marks: Vec<Mark>,
+    /// Original byte ranges that the first chars of `marks` take, in text order.
+    mark_spans: Vec<(usize, usize)>,
+}
+
+/// A decomposed non-starter waiting for canonical reordering.
+struct Mark {
+    class: u8,
+    c: char,
+    /// First char of the decomposition of its original char.
+    first: bool,
+    /// Original byte range of its original char.
+    span: (usize, usize),
 }
 
 impl Scratch {
     fn clear(&mut self) {
+        self.clear_word();
+        self.marks.clear();
+        self.mark_spans.clear();
+    }
+
+    fn clear_word(&mut self) {
         self.norm.clear();
         self.starts.clear();
         self.spans.clear();
@@ -461,11 +463,22 @@ struct Builder<'a> {
     chunk_has_word: bool,
     /// Start of chars deleted at the start of the current whitespace-delimited chunk.
     pending: Option<usize>,
+    /// Original byte range of the char that the last decomposition-initial char came from.
+    consumed: (usize, usize),
 }
 
 impl Builder<'_> {
     fn open_word(&mut self, start: usize) {
         let start = self.pending.take().unwrap_or(start);
+        if self.chunk_has_word {
+            if let (Some(prev), Some(piece)) =
+                (self.enc.words.last_mut(), self.enc.piece_spans.last())
+            {
+                if prev.end > start {
+                    prev.end = start.max(piece.end);
+                }
+            }
+        }
         self.enc.words.push(start..start);
         self.enc.word_first_piece.push(self.enc.ids.len() as u32);
         self.open = true;
@@ -504,14 +517,90 @@ impl Builder<'_> {
         }
     }
 
+    /// Accent stripping (when on) and lower-casing of one non-ASCII char. Decomposed
+    /// non-starters wait in `s.marks` for canonical reordering until the next starter.
+    #[inline]
+    fn normalized(&mut self, c: char, start: usize, end: usize) {
+        if !self.tok.strip_accents {
+            self.emit(c, start, end);
+            return;
+        }
+        for (j, d) in normalize::decompose(c).enumerate() {
+            let class = normalize::combining_class(d);
+            if class != 0 {
+                self.s.marks.push(Mark {
+                    class,
+                    c: d,
+                    first: j == 0,
+                    span: (start, end),
+                });
+                continue;
+            }
+            self.settle_marks();
+            if j == 0 {
+                self.consumed = (start, end);
+            }
+            let (a, z) = self.consumed;
+            if normalize::is_nonspacing_mark(d) {
+                self.dropped(a, z);
+            } else {
+                self.emit(d, a, z);
+            }
+        }
+    }
+
+    /// Canonical reordering of the waiting non-starters, with the reference's offsets: the chars
+    /// are sorted stably by combining class; then each char that was first in its decomposition
+    /// takes the next original char in text order, and each other char the last one taken.
+    /// Nonspacing marks are then dropped and the rest is emitted.
+    #[inline]
+    fn settle_marks(&mut self) {
+        if self.s.marks.is_empty() {
+            return;
+        }
+        let mut marks = std::mem::take(&mut self.s.marks);
+        let mut queue = std::mem::take(&mut self.s.mark_spans);
+        queue.clear();
+        queue.extend(marks.iter().filter(|m| m.first).map(|m| m.span));
+        marks.sort_by_key(|m| m.class);
+        let mut next = queue.iter();
+        for m in &marks {
+            if m.first {
+                self.consumed = next.next().copied().unwrap_or(m.span);
+            }
+            let (a, z) = self.consumed;
+            if normalize::is_nonspacing_mark(m.c) {
+                self.dropped(a, z);
+            } else {
+                self.emit(m.c, a, z);
+            }
+        }
+        marks.clear();
+        queue.clear();
+        self.s.marks = marks;
+        self.s.mark_spans = queue;
+    }
+
+    /// Lower-casing (when on) of a normalised char, then word building.
+    #[inline]
+    fn emit(&mut self, c: char, start: usize, end: usize) {
+        if self.tok.lowercase {
+            for l in c.to_lowercase() {
+                self.any_char(l, start, end);
+            }
+        } else {
+            self.any_char(c, start, end);
+        }
+    }
+
     /// A char that normalisation deleted: it joins the last word of the chunk, or the next one.
     fn dropped(&mut self, start: usize, end: usize) {
         if self.chunk_has_word {
             if let Some(w) = self.enc.words.last_mut() {
                 w.end = w.end.max(end);
             }
-        } else if self.pending.is_none() {
-            self.pending = Some(start);
+        } else {
+            self.pending = Some(self.pending.map_or(start, |p| p.min(start)));
         }
     }
 
@@ -525,7 +614,7 @@ impl Builder<'_> {
     fn flush(&mut self) {
         if self.open {
             self.tok.wordpiece(self.s, self.enc);
-            self.s.clear();
+            self.s.clear_word();
             self.open = false;
         }
     }

@@ -5,7 +5,7 @@
 
 use std::str::Chars;
 
-use super::tables::{CJK, PUNCT, REMOVED, STRIP_DROP, STRIP_MAP};
+use super::tables::{CCC, CJK, MN, NFD, PUNCT, REMOVED};
 
 /// Class of an ASCII byte in [`ASCII_CLASS`].
 pub(crate) const A_REMOVED: u8 = 0;
@@ -69,23 +69,45 @@ pub(crate) fn is_punctuation(c: char) -> bool {
 
 const HANGUL_FIRST: u32 = 0xAC00;
 const HANGUL_LAST: u32 = 0xD7A3;
+/// First code point with a decomposition, a combining class or category Mn.
+const FIRST_MARK_OR_DECOMPOSABLE: u32 = 0xC0;
 
-/// The chars that accent stripping (NFD, then drop nonspacing marks) turns one char into.
-pub(crate) enum Stripped {
+/// Dropped by accent stripping after NFD: nonspacing marks (general category Mn).
+#[inline]
+pub(crate) fn is_nonspacing_mark(c: char) -> bool {
+    (c as u32) >= FIRST_MARK_OR_DECOMPOSABLE && in_ranges(&MN, c)
+}
+
+/// Canonical combining class (0 for starters).
+#[inline]
+pub(crate) fn combining_class(c: char) -> u8 {
+    let cp = c as u32;
+    if cp < FIRST_MARK_OR_DECOMPOSABLE {
+        return 0;
+    }
+    let i = CCC.partition_point(|&(_, hi, _)| hi < cp);
+    match CCC.get(i) {
+        Some(&(lo, _, class)) if lo <= cp => class,
+        _ => 0,
+    }
+}
+
+/// The canonical decomposition (NFD, before reordering across chars) of one char.
+pub(crate) enum Decomposed {
     One(Option<char>),
     Many(Chars<'static>),
     Hangul([char; 3], u8, u8),
 }
 
-impl Iterator for Stripped {
+impl Iterator for Decomposed {
     type Item = char;
 
     #[inline]
     fn next(&mut self) -> Option<char> {
         match self {
-            Stripped::One(c) => c.take(),
-            Stripped::Many(chars) => chars.next(),
-            Stripped::Hangul(jamo, next, len) => {
+            Decomposed::One(c) => c.take(),
+            Decomposed::Many(chars) => chars.next(),
+            Decomposed::Hangul(jamo, next, len) => {
                 if *next >= *len {
                     return None;
                 }
@@ -97,12 +119,12 @@ impl Iterator for Stripped {
     }
 }
 
-/// NFD of `c` without its nonspacing marks (general category Mn).
+/// Full canonical decomposition of `c`; Hangul syllables are decomposed algorithmically.
 #[inline]
-pub(crate) fn strip_accents(c: char) -> Stripped {
+pub(crate) fn decompose(c: char) -> Decomposed {
     let cp = c as u32;
-    if cp < 0xC0 {
-        return Stripped::One(Some(c));
+    if cp < FIRST_MARK_OR_DECOMPOSABLE {
+        return Decomposed::One(Some(c));
     }
     if (HANGUL_FIRST..=HANGUL_LAST).contains(&cp) {
         let s = cp - HANGUL_FIRST;
@@ -111,20 +133,17 @@ pub(crate) fn strip_accents(c: char) -> Stripped {
         let t = char::from_u32(0x11A7 + s % 28);
         return match (l, v, t) {
             (Some(l), Some(v), Some(t)) => {
-                Stripped::Hangul([l, v, t], 0, if s % 28 == 0 { 2 } else { 3 })
+                Decomposed::Hangul([l, v, t], 0, if s % 28 == 0 { 2 } else { 3 })
             }
-            _ => Stripped::One(Some(c)),
+            _ => Decomposed::One(Some(c)),
         };
     }
-    if in_ranges(&STRIP_DROP, c) {
-        return Stripped::One(None);
-    }
-    match STRIP_MAP.binary_search_by_key(&cp, |&(k, _)| k) {
-        Ok(i) => match STRIP_MAP.get(i) {
-            Some(&(_, s)) => Stripped::Many(s.chars()),
-            None => Stripped::One(Some(c)),
+    match NFD.binary_search_by_key(&cp, |&(k, _)| k) {
+        Ok(i) => match NFD.get(i) {
+            Some(&(_, s)) => Decomposed::Many(s.chars()),
+            None => Decomposed::One(Some(c)),
         },
-        Err(_) => Stripped::One(Some(c)),
+        Err(_) => Decomposed::One(Some(c)),
     }
 }
 
@@ -132,18 +151,25 @@ pub(crate) fn strip_accents(c: char) -> Stripped {
 mod tests {
     use super::*;
 
+    /// NFD of a single-char-per-run text without its nonspacing marks.
     fn strip(s: &str) -> String {
-        s.chars().flat_map(strip_accents).collect()
+        s.chars()
+            .flat_map(decompose)
+            .filter(|&c| !is_nonspacing_mark(c))
+            .collect()
     }
 
     #[test]
     fn tables_are_sorted_and_disjoint() {
-        for table in [&REMOVED[..], &CJK[..], &PUNCT[..], &STRIP_DROP[..]] {
+        for table in [&REMOVED[..], &CJK[..], &PUNCT[..], &MN[..]] {
             for w in table.windows(2) {
                 assert!(w[0].0 <= w[0].1 && w[0].1 < w[1].0, "{w:x?}");
             }
         }
-        for w in STRIP_MAP.windows(2) {
+        for w in CCC.windows(2) {
+            assert!(w[0].0 <= w[0].1 && w[0].1 < w[1].0 && w[0].2 > 0, "{w:x?}");
+        }
+        for w in NFD.windows(2) {
             assert!(w[0].0 < w[1].0);
         }
     }
@@ -219,5 +245,11 @@ mod tests {
         assert_eq!(strip("가"), "\u{1100}\u{1161}");
         assert_eq!(strip("\u{f900}"), "\u{8c48}");
         assert_eq!(strip("plain ascii 123"), "plain ascii 123");
+        assert_eq!(combining_class('\u{301}'), 230);
+        assert_eq!(combining_class('\u{327}'), 202);
+        assert_eq!(combining_class('\u{1b44}'), 9);
+        assert_eq!(combining_class('a'), 0);
+        assert!(!is_nonspacing_mark('\u{1b44}'));
+        assert!(is_nonspacing_mark('\u{1734}'));
     }
 }

@@ -1,6 +1,7 @@
 //! Export of trained weights for the runtime: the ONNX encoder graph and the whole bundle.
 
 pub mod bundle;
+pub mod fixture;
 pub mod onnx;
 
 pub use bundle::{bert_uncased_tokenizer, export_bundle, BundleContents, TypeState};

@@ -57,7 +57,7 @@ impl EncoderConfig {
             ensure!(v > 0, "encoder config: {name} must be positive");
         }
         ensure!(
-            self.hidden % self.heads == 0,
+            self.hidden.is_multiple_of(self.heads),
             "encoder config: hidden ({}) is not a multiple of heads ({})",
             self.hidden,
             self.heads

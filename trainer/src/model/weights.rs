@@ -145,8 +145,7 @@ pub struct ModelWeights {
 /// Randomly initialised weights, fully determined by `config` and `seed`: embedding tables and
 /// linear weights N(0, 0.02²), biases 0, layer-norm gamma 1 and beta 0.
 ///
-/// Panics only if `config` is inconsistent (call [`EncoderConfig::validate`] first on untrusted
-/// configs).
+/// `config` is not validated here; call [`EncoderConfig::validate`] first on untrusted configs.
 pub fn random_init(config: &EncoderConfig, seed: u64) -> ModelWeights {
     let mut rng = SplitMix64::new(seed);
     let d = config.hidden;

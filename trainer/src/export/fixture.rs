@@ -2,12 +2,14 @@
 
 use anyhow::Result;
 use ner_edge::bundle::{CdtParams, Provenance};
-use ner_edge_trainer::export::{bert_uncased_tokenizer, export_bundle, BundleContents, TypeState, WeightDtype};
-use ner_edge_trainer::model::rng::SplitMix64;
-use ner_edge_trainer::{random_init, EncoderConfig};
+
+use super::bundle::{bert_uncased_tokenizer, export_bundle, BundleContents, TypeState};
+use super::onnx::WeightDtype;
+use crate::model::rng::SplitMix64;
+use crate::model::{random_init, EncoderConfig};
 
 /// The all-MiniLM-L6-v2 WordPiece vocabulary (Apache-2.0), shipped in `fixtures/minilm/`.
-pub const MINILM_VOCAB: &str = include_str!("../../fixtures/minilm/vocab.txt");
+pub const MINILM_VOCAB: &str = include_str!("../../../fixtures/minilm/vocab.txt");
 
 /// Model shape of a generated bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -83,7 +85,7 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
             encoder_sha256: String::new(),
             training_data_sha256: String::new(),
             training_corpora: Vec::new(),
-            created_by: format!("ner-tools {}", env!("CARGO_PKG_VERSION")),
+            created_by: format!("ner-edge-trainer {}", env!("CARGO_PKG_VERSION")),
             notes: "random weights: predictions are meaningless; for tests and speed measurements".into(),
         },
     };

@@ -1,0 +1,164 @@
+//! Golden round trip: a model exported by the trainer, read back by the runtime, gives the
+//! trainer's own forward pass (encoder outputs, emissions and decoded labels).
+//!
+//! Tolerances (max abs diff, divided by max(1, largest |reference value|)): ≤ 1e-5 with f32
+//! weights; with f16 weights ≤ 1e-5 against the reference run on the f16-rounded weights and
+//! ≤ 1e-3 against the original f32 weights.
+
+use ner_edge::bundle::{Bundle, CdtParams, Provenance};
+use ner_edge::decode::{label_count, unfold, viterbi};
+use ner_edge::emissions::emissions;
+use ner_edge::encoder::{Encoder, SpecialIds};
+use ner_edge::pipeline::Tagger;
+use ner_edge::tokenizer::Tokenizer;
+use ner_edge_trainer::export::{bert_uncased_tokenizer, export_bundle, BundleContents, TypeState};
+use ner_edge_trainer::model::rng::SplitMix64;
+use ner_edge_trainer::{random_init, reference_forward, EncoderConfig, ModelWeights, WeightDtype};
+
+const VOCAB: &str = include_str!("../../fixtures/minilm/vocab.txt");
+
+const TEXTS: &[&str] = &[
+    "Angela Merkel visited the Siemens plant in Erlangen on Tuesday.",
+    "Zürich",
+    "The U.N. said 3,000 people fled Khartoum; officials in Jeddah denied it.",
+    "北京大学 hosted Prof. Ñúñez at 10:30 — see https://example.org/a?b=c",
+];
+
+fn model(seed: u64) -> ModelWeights {
+    let cfg = EncoderConfig {
+        vocab_size: 30522,
+        hidden: 20,
+        layers: 2,
+        heads: 4,
+        intermediate: 36,
+        max_positions: 96,
+        type_dim: 12,
+        layer_norm_eps: 1e-12,
+    };
+    let mut w = random_init(&cfg, seed);
+    let mut rng = SplitMix64::new(seed + 1);
+    w.boundary.weight = rng.normal_vec(cfg.hidden * 3, 0.7);
+    w.boundary.bias = vec![0.0, 0.5, 0.8];
+    w.types.weight = rng.normal_vec(cfg.hidden * cfg.type_dim, 0.5);
+    w
+}
+
+fn contents(type_dim: usize, seed: u64) -> BundleContents {
+    let mut rng = SplitMix64::new(seed);
+    let types = ["PER", "ORG", "LOC"]
+        .iter()
+        .map(|n| TypeState {
+            name: n.to_string(),
+            source: "test".into(),
+            description: String::new(),
+            prototype: rng.normal_vec(type_dim, 1.0),
+            memory: rng.normal_vec(3 * type_dim, 1.0),
+        })
+        .collect();
+    BundleContents {
+        vocab_text: VOCAB.to_string(),
+        tokenizer: bert_uncased_tokenizer(),
+        types,
+        default_active: vec!["PER".into(), "ORG".into(), "LOC".into()],
+        transitions: CdtParams {
+            matrix: [[0.5, -0.3, 0.0, 0.0, 0.0], [-0.2, -0.7, 0.8, -0.6, 0.0], [-0.1, -0.7, 0.4, -0.6, 0.0]],
+            start: [0.3, -0.1, 0.0],
+            end: [0.1, 0.0, 0.0],
+        },
+        memory_capacity: 3,
+        provenance: Provenance {
+            encoder_source: "test".into(),
+            encoder_sha256: String::new(),
+            training_data_sha256: String::new(),
+            training_corpora: Vec::new(),
+            created_by: "runtime_roundtrip test".into(),
+            notes: String::new(),
+        },
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Reference outputs for `ids` (without specials), cut to the pieces (no `[CLS]`/`[SEP]`).
+fn reference_pieces(w: &ModelWeights, tok: &Tokenizer, ids: &[Vec<u32>]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let wrapped: Vec<Vec<u32>> = ids
+        .iter()
+        .map(|s| std::iter::once(tok.cls_id()).chain(s.iter().copied()).chain([tok.sep_id()]).collect())
+        .collect();
+    let out = reference_forward(w, &wrapped);
+    let d = w.config.type_dim;
+    let boundary = out.boundary.iter().zip(ids).map(|(b, s)| b[3..3 * (s.len() + 1)].to_vec()).collect();
+    let types = out.types.iter().zip(ids).map(|(t, s)| t[d..d * (s.len() + 1)].to_vec()).collect();
+    (boundary, types)
+}
+
+fn check_encoder(dtype: WeightDtype, against: &ModelWeights, exported: &ModelWeights, tol: f32) {
+    let bytes = export_bundle(exported, &contents(exported.config.type_dim, 3), dtype).unwrap();
+    let bundle = Bundle::from_vec(bytes, "roundtrip.nerb").unwrap();
+    let meta = bundle.metadata();
+    let tok = Tokenizer::new(&meta.tokenizer, VOCAB).unwrap();
+    let special = SpecialIds { cls: tok.cls_id(), sep: tok.sep_id(), pad: tok.pad_id() };
+    let enc = Encoder::load(bundle.bytes("encoder.onnx").unwrap(), &meta.encoder, special).unwrap();
+    let ids: Vec<Vec<u32>> = TEXTS.iter().map(|t| tok.encode(t).ids).collect();
+    let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let (scores, windows) = enc.encode(&refs).unwrap();
+    assert!(windows.iter().all(|&w| w == 1));
+    let (rb, rt) = reference_pieces(against, &tok, &ids);
+    for i in 0..TEXTS.len() {
+        let scale = |v: &[f32]| v.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let db = max_abs_diff(&scores[i].boundary, &rb[i]) / scale(&rb[i]);
+        let dt = max_abs_diff(&scores[i].types, &rt[i]) / scale(&rt[i]);
+        eprintln!("{dtype:?} text {i}: relative diff boundary {db:.2e}, types {dt:.2e}");
+        assert!(db <= tol && dt <= tol, "{dtype:?} text {i}: {db} / {dt} > {tol}");
+    }
+}
+
+#[test]
+fn runtime_encoder_equals_trainer_forward_f32() {
+    let w = model(11);
+    check_encoder(WeightDtype::F32, &w, &w, 1e-5);
+}
+
+#[test]
+fn runtime_encoder_equals_trainer_forward_f16() {
+    let w = model(12);
+    check_encoder(WeightDtype::F16, &w.f16_effective(), &w, 1e-5);
+    check_encoder(WeightDtype::F16, &w, &w, 1e-3);
+}
+
+#[test]
+fn runtime_predictions_equal_decoding_of_trainer_forward() {
+    let w = model(13);
+    let c = contents(w.config.type_dim, 5);
+    let bundle = Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F32).unwrap(), "rt.nerb").unwrap();
+    let tagger = Tagger::new(&bundle, None).unwrap();
+    let tagged = tagger.tag(TEXTS, 1).unwrap();
+    let tok = tagger.tokenizer();
+    let encodings: Vec<_> = TEXTS.iter().map(|t| tok.encode(t)).collect();
+    let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.ids.clone()).collect();
+    let (rb, rt) = reference_pieces(&w, tok, &ids);
+    let d = w.config.type_dim;
+    let protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
+    let trans = unfold(&c.transitions, c.types.len());
+    let mut entity_count = 0;
+    for (i, enc) in encodings.iter().enumerate() {
+        let mut b = Vec::new();
+        let mut t = Vec::new();
+        for &p in &enc.word_first_piece {
+            let p = p as usize;
+            b.extend_from_slice(&rb[i][3 * p..3 * p + 3]);
+            t.extend_from_slice(&rt[i][d * p..d * (p + 1)]);
+        }
+        let mut em = Vec::new();
+        emissions(&b, &t, d, &protos, c.types.len(), &mut em);
+        let mut path = Vec::new();
+        viterbi(&em, label_count(c.types.len()), &trans, &mut path);
+        assert_eq!(tagged[i].labels, path, "text {i}");
+        assert_eq!(tagged[i].words, enc.words);
+        entity_count += tagged[i].entities.len();
+    }
+    assert!(entity_count > 0, "the test model should produce entities");
+}
