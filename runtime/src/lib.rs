@@ -13,11 +13,13 @@
 //! The [`bundle`] module owns the on-disk format that carries the model.
 
 pub mod bundle;
+pub mod corpus;
 pub mod decode;
 pub mod emissions;
 pub mod encoder;
 pub mod error;
 pub mod input;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod spans;

@@ -1,0 +1,100 @@
+//! CoNLL-2003: `token POS chunk NER`, blank-line-separated sentences.
+
+use std::path::Path;
+
+use super::columns::{parse_blocks, LineKind};
+use super::{read_text, Corpus, TagScheme};
+use crate::Result;
+
+/// True for a CoNLL document-start line: its first space- or TAB-separated field is `-DOCSTART-`.
+pub(crate) fn is_docstart(line: &str) -> bool {
+    line.split(['\t', ' ']).next() == Some("-DOCSTART-")
+}
+
+/// Reads a CoNLL-2003 file: one token per line as 4 fields separated by ASCII whitespace
+/// (`token POS chunk NER`), sentences separated by blank lines, `-DOCSTART-` lines skipped.
+///
+/// The NER column is read as [`TagScheme::Bio`]; original IOB1 files therefore come out as
+/// IOB2, with every `I-` that starts an entity counted in [`Corpus::repairs`]. A line with
+/// another number of fields is an error.
+pub fn read_conll2003(path: &Path) -> Result<Corpus> {
+    parse_conll2003(&read_text(path)?, &path.display().to_string())
+}
+
+/// [`read_conll2003`] on the text of a file; `source` names it in errors and in [`Corpus::name`].
+pub fn parse_conll2003(text: &str, source: &str) -> Result<Corpus> {
+    parse_blocks(text, source, TagScheme::Bio, |line| {
+        let mut fields = line.split_ascii_whitespace();
+        match (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) {
+            (Some(token), Some(_), Some(_), Some(tag), None) => Ok(LineKind::Token(token, tag)),
+            _ => Err(format!(
+                "expected 4 space-separated columns (token POS chunk NER), found {}",
+                line.split_ascii_whitespace().count()
+            )),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::fixture;
+    use crate::Error;
+
+    fn message(result: Result<Corpus>) -> String {
+        match result {
+            Err(Error::Input(m)) => m,
+            other => panic!("expected an input error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_sentences_and_skips_docstart() {
+        let corpus = read_conll2003(&fixture("conll2003/sample.txt")).unwrap();
+        assert_eq!(corpus.sentences.len(), 3);
+        let first = &corpus.sentences[0];
+        assert_eq!(first.tokens[..3], ["EU", "rejects", "German"]);
+        assert_eq!(first.tags[..3], ["B-ORG", "O", "B-MISC"]);
+        assert_eq!(corpus.sentences[1].tokens, ["Peter", "Blackburn"]);
+        assert_eq!(corpus.sentences[1].tags, ["B-PER", "I-PER"]);
+        assert_eq!(corpus.types, ["LOC", "MISC", "ORG", "PER"]);
+        assert_eq!(corpus.repairs, 0);
+        assert!(corpus
+            .sentences
+            .iter()
+            .flat_map(|s| &s.tokens)
+            .all(|t| t != "-DOCSTART-"));
+    }
+
+    #[test]
+    fn iob1_input_becomes_iob2() {
+        let corpus = parse_conll2003("EU NNP I-NP I-ORG\nrejects VBZ I-VP O\n", "mem").unwrap();
+        assert_eq!(corpus.sentences[0].tags, ["B-ORG", "O"]);
+        assert_eq!(corpus.repairs, 1);
+    }
+
+    #[test]
+    fn wrong_column_count_names_file_and_line() {
+        let m = message(read_conll2003(&fixture("bad/conll_columns.txt")));
+        assert!(
+            m.contains("conll_columns.txt: line 7: expected 4 space-separated columns"),
+            "{m}"
+        );
+        assert!(m.ends_with("found 3"), "{m}");
+    }
+
+    #[test]
+    fn bad_tag_names_file_and_line() {
+        let m = message(parse_conll2003(
+            "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-\n",
+            "mem.txt",
+        ));
+        assert!(m.contains("mem.txt: line 3: malformed tag \"B-\""), "{m}");
+    }
+}
