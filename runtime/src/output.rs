@@ -241,7 +241,7 @@ mod tests {
             entities: vec![TaggedEntity { span: 0..8, type_index: 0, score: 0.5 }],
             windows: 1,
         };
-        let ta = TaggedText { words: vec![0..4], labels: vec![0], entities: vec![], windows: 1 };
+        let ta = TaggedText { words: std::iter::once(0..4).collect(), labels: vec![0], entities: vec![], windows: 1 };
         let out = render(Format::Jsonl, &[(a, ta), (b, tb)]);
         assert_eq!(out.lines().count(), 1);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();

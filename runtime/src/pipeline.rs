@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::bundle::{tensor_names, Bundle};
-use crate::decode::{self, Transitions};
+use crate::decode::{self, Decoder, Transitions};
 use crate::emissions::emissions;
 use crate::encoder::{Encoder, PieceScores, SpecialIds};
 use crate::tokenizer::{Encoding, Tokenizer};
@@ -84,6 +84,13 @@ impl Tagger {
             prototypes.extend_from_slice(row);
             type_names.push(name.clone());
         }
+        if decode::label_count(type_names.len()) > decode::MAX_LABELS {
+            return Err(Error::Usage(format!(
+                "{} active types is more than the decoder supports ({})",
+                type_names.len(),
+                (decode::MAX_LABELS - 1) / 2
+            )));
+        }
         let transitions = decode::unfold(&meta.transitions, type_names.len());
         Ok(Tagger { tokenizer, encoder, type_names, prototypes, transitions })
     }
@@ -148,7 +155,7 @@ impl Tagger {
         let n_types = self.type_names.len();
         let n_labels = decode::label_count(n_types);
         emissions(&s.boundary, &s.types, d, &self.prototypes, n_types, &mut s.emissions);
-        decode::viterbi(&s.emissions, n_labels, &self.transitions, &mut s.path);
+        s.decoder.viterbi(&s.emissions, n_labels, &self.transitions, &mut s.path);
         let marginals = decode::marginals(&s.emissions, n_labels, &self.transitions);
         let entities = spans::extract_entities(&s.path, Some(&marginals))
             .into_iter()
@@ -169,4 +176,5 @@ struct Scratch {
     types: Vec<f32>,
     emissions: Vec<f32>,
     path: Vec<usize>,
+    decoder: Decoder,
 }

@@ -162,3 +162,20 @@ fn runtime_predictions_equal_decoding_of_trainer_forward() {
     }
     assert!(entity_count > 0, "the test model should produce entities");
 }
+
+#[test]
+fn non_finite_prototypes_do_not_panic() {
+    let w = model(14);
+    let mut c = contents(w.config.type_dim, 6);
+    c.types[0].prototype[0] = f32::NAN;
+    c.types[1].prototype[1] = f32::INFINITY;
+    let bundle = Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F16).unwrap(), "nan.nerb").unwrap();
+    let tagger = Tagger::new(&bundle, None).unwrap();
+    let tagged = tagger.tag(TEXTS, 2).unwrap();
+    for (t, text) in tagged.iter().zip(TEXTS) {
+        assert_eq!(t.labels.len(), t.words.len());
+        for e in &t.entities {
+            assert!(text.get(e.span.clone()).is_some());
+        }
+    }
+}

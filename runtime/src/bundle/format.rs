@@ -231,3 +231,52 @@ pub(crate) fn content_id(bytes: &[u8], data_offset: usize) -> String {
 pub(crate) fn align_up(x: usize) -> Option<usize> {
     Some(x.checked_add(ALIGNMENT - 1)? / ALIGNMENT * ALIGNMENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtype_codes_round_trip_and_unknown_codes_are_rejected() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_code(d.code()), Some(d));
+            assert_eq!(d.to_string(), d.name());
+        }
+        assert!((5..=u8::MAX).all(|c| DType::from_code(c).is_none()));
+        assert_eq!(DType::ALL.map(DType::size), [4, 2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn align_up_rounds_and_detects_overflow() {
+        assert_eq!(align_up(0), Some(0));
+        assert_eq!(align_up(1), Some(64));
+        assert_eq!(align_up(64), Some(64));
+        assert_eq!(align_up(65), Some(128));
+        assert_eq!(align_up(usize::MAX - 62), None);
+    }
+
+    #[test]
+    fn header_fields_round_trip() {
+        let h = RawHeader {
+            magic: MAGIC,
+            version: 7,
+            flags: 3,
+            header_len: 128,
+            file_len: 1,
+            metadata_offset: 2,
+            metadata_len: 3,
+            table_offset: 4,
+            table_len: 5,
+            tensor_count: 6,
+            data_offset: 7,
+            data_len: u64::MAX,
+            reserved_zero: true,
+            ..RawHeader::default()
+        };
+        let mut out = [0u8; HEADER_LEN];
+        h.write(&mut out);
+        assert_eq!(RawHeader::read(&out), h);
+        assert_eq!(header_checksum(&out, 1000), None);
+        assert_eq!(data_checksum(&out, 100, usize::MAX), None);
+    }
+}

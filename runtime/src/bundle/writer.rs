@@ -263,3 +263,29 @@ pub fn reseal(bytes: &mut [u8]) {
         copy_into(bytes, AT_HEADER_CHECKSUM, &sum.to_le_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reseal_never_panics_on_garbage() {
+        for len in [0, 1, 87, 88, 95, 96, 127, 128, 200] {
+            for fill in [0u8, 0x40, 0xff] {
+                let mut b = vec![fill; len];
+                reseal(&mut b);
+            }
+        }
+    }
+
+    #[test]
+    fn reseal_restores_a_written_bundle() {
+        let w = crate::bundle::sample_writer(2, 4).unwrap();
+        let good = w.to_bytes().unwrap();
+        let mut b = good.clone();
+        b[80..96].fill(0);
+        assert!(parse(&b, "t").is_err());
+        reseal(&mut b);
+        assert_eq!(b, good);
+    }
+}
