@@ -10,7 +10,11 @@ use ner_edge_trainer::WeightDtype;
 fn encoder(c: &mut Criterion) {
     let bytes = random_bundle(Shape::Minilm, 7, WeightDtype::F16).expect("bundle");
     let bundle = Bundle::from_vec(bytes, "minilm-random").expect("valid bundle");
-    let special = SpecialIds { cls: 101, sep: 102, pad: 0 };
+    let special = SpecialIds {
+        cls: 101,
+        sep: 102,
+        pad: 0,
+    };
     let enc = Encoder::load(
         bundle.bytes(tensor_names::ENCODER_ONNX).expect("onnx"),
         &bundle.metadata().encoder,
@@ -19,7 +23,9 @@ fn encoder(c: &mut Criterion) {
     .expect("encoder loads");
     let mut group = c.benchmark_group("encoder_minilm_l6");
     for positions in [16usize, 32, 128] {
-        let ids: Vec<u32> = (0..positions - 2).map(|i| 1000 + (i as u32 * 7919) % 19000).collect();
+        let ids: Vec<u32> = (0..positions - 2)
+            .map(|i| 1000 + (i as u32 * 7919) % 19000)
+            .collect();
         group.throughput(Throughput::Elements(positions as u64));
         group.bench_function(format!("{positions}_tokens"), |b| {
             b.iter(|| enc.run_batch(&[&ids]).expect("run"))

@@ -14,7 +14,10 @@ pub enum Error {
     /// The encoder graph could not be loaded or run.
     Encoder(String),
     /// An operating-system I/O error, with what was being done.
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     /// The command line or an option combination is invalid.
     Usage(String),
 }
@@ -25,7 +28,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Builds an [`Error::Io`] naming `path` and the action that failed.
     pub fn io(action: &str, path: &Path, source: std::io::Error) -> Self {
-        Error::Io { context: format!("{action} {}", path.display()), source }
+        Error::Io {
+            context: format!("{action} {}", path.display()),
+            source,
+        }
     }
 
     /// Process exit code for this error (all runtime errors exit with 2).

@@ -62,7 +62,13 @@ impl<R: BufRead> SegmentReader<R> {
     /// `source` names the input in error messages (a path or `"<stdin>"`). Segments hold at
     /// most `max_segment_bytes` bytes (at least 64), cut at the last whitespace before the limit
     /// when there is one.
-    pub fn new(reader: R, source: &str, mode: DocumentMode, lossy: bool, max_segment_bytes: usize) -> Self {
+    pub fn new(
+        reader: R,
+        source: &str,
+        mode: DocumentMode,
+        lossy: bool,
+        max_segment_bytes: usize,
+    ) -> Self {
         SegmentReader {
             reader,
             source: source.to_string(),
@@ -324,14 +330,19 @@ mod tests {
     fn lines_are_documents_and_empty_lines_are_kept() {
         let segs = read_all(b"alpha beta\n\ngamma\r\ndelta", DocumentMode::Lines, 1024).unwrap();
         assert_eq!(docs(&segs), vec!["alpha beta", "", "gamma", "delta"]);
-        assert_eq!(segs.iter().map(|s| s.line).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            segs.iter().map(|s| s.line).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
         assert!(segs.iter().all(|s| s.first && s.last));
     }
 
     #[test]
     fn empty_input_gives_no_segment() {
         assert!(read_all(b"", DocumentMode::Lines, 1024).unwrap().is_empty());
-        assert!(read_all(b"\n\n \n", DocumentMode::Paragraphs, 1024).unwrap().is_empty());
+        assert!(read_all(b"\n\n \n", DocumentMode::Paragraphs, 1024)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -371,16 +382,24 @@ mod tests {
     fn invalid_utf8_names_line_and_byte() {
         let err = read_all(b"ok\nab\xffcd\n", DocumentMode::Lines, 1024).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("t.txt") && msg.contains("line 2") && msg.contains("byte 3"), "{msg}");
+        assert!(
+            msg.contains("t.txt") && msg.contains("line 2") && msg.contains("byte 3"),
+            "{msg}"
+        );
         let mut long = b"x ".repeat(100);
         long.extend_from_slice(b"\xfe tail\n");
-        let msg = read_all(&long, DocumentMode::Lines, 64).unwrap_err().to_string();
+        let msg = read_all(&long, DocumentMode::Lines, 64)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("line 1, byte 201 "), "{msg}");
-        let msg = read_all(b"a\nb\xc3\n", DocumentMode::Paragraphs, 1024).unwrap_err().to_string();
+        let msg = read_all(b"a\nb\xc3\n", DocumentMode::Paragraphs, 1024)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("line 2, byte 2 "), "{msg}");
-        let segs: Vec<Segment> = SegmentReader::new(&b"ab\xffcd\n"[..], "t", DocumentMode::Lines, true, 1024)
-            .collect::<Result<_>>()
-            .unwrap();
+        let segs: Vec<Segment> =
+            SegmentReader::new(&b"ab\xffcd\n"[..], "t", DocumentMode::Lines, true, 1024)
+                .collect::<Result<_>>()
+                .unwrap();
         assert_eq!(segs[0].text, "ab\u{fffd}cd");
     }
 }

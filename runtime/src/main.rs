@@ -70,7 +70,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("ner-edge: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -95,7 +97,10 @@ fn inspect(path: Option<PathBuf>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
-        .map_err(|e| Error::Io { context: "write output".into(), source: e })
+        .map_err(|e| Error::Io {
+            context: "write output".into(),
+            source: e,
+        })
 }
 
 /// Documents handed to the tagger at once: bounds memory and keeps threads busy.
@@ -108,15 +113,30 @@ fn predict(args: PredictArgs) -> Result<()> {
     if let Some(w) = args.window {
         tagger.encoder_mut().set_max_pieces(w);
     }
-    let (reader, source, total): (Box<dyn BufRead>, String, Option<u64>) = if args.input.as_os_str() == "-" {
-        (Box::new(BufReader::new(std::io::stdin().lock())), "<stdin>".into(), None)
+    let (reader, source, total): (Box<dyn BufRead>, String, Option<u64>) =
+        if args.input.as_os_str() == "-" {
+            (
+                Box::new(BufReader::new(std::io::stdin().lock())),
+                "<stdin>".into(),
+                None,
+            )
+        } else {
+            let file =
+                std::fs::File::open(&args.input).map_err(|e| Error::io("open", &args.input, e))?;
+            let len = file.metadata().ok().map(|m| m.len());
+            (
+                Box::new(BufReader::with_capacity(1 << 16, file)),
+                args.input.display().to_string(),
+                len,
+            )
+        };
+    let mode = if args.paragraphs {
+        DocumentMode::Paragraphs
     } else {
-        let file = std::fs::File::open(&args.input).map_err(|e| Error::io("open", &args.input, e))?;
-        let len = file.metadata().ok().map(|m| m.len());
-        (Box::new(BufReader::with_capacity(1 << 16, file)), args.input.display().to_string(), len)
+        DocumentMode::Lines
     };
-    let mode = if args.paragraphs { DocumentMode::Paragraphs } else { DocumentMode::Lines };
-    let mut segments = SegmentReader::new(reader, &source, mode, args.lossy, DEFAULT_MAX_SEGMENT_BYTES);
+    let mut segments =
+        SegmentReader::new(reader, &source, mode, args.lossy, DEFAULT_MAX_SEGMENT_BYTES);
     let stdout = std::io::stdout().lock();
     let mut writer = DocumentWriter::new(
         std::io::BufWriter::with_capacity(1 << 16, stdout),
@@ -183,7 +203,12 @@ struct Progress {
 impl Progress {
     fn new(total: Option<u64>) -> Self {
         let total = total.filter(|_| std::io::stderr().is_terminal());
-        Progress { total, done: 0, last: Instant::now(), shown: false }
+        Progress {
+            total,
+            done: 0,
+            last: Instant::now(),
+            shown: false,
+        }
     }
 
     fn advance(&mut self, bytes: u64) {

@@ -52,19 +52,31 @@ impl<W: Write> DocumentWriter<W> {
     /// `type_names[k]` is the output name of active type `k`; `paragraphs` separates documents
     /// by a blank line in inline format.
     pub fn new(out: W, format: Format, type_names: Vec<String>, paragraphs: bool) -> Self {
-        DocumentWriter { out, format, type_names, paragraphs, pending_entities: Vec::new(), entity_count: 0 }
+        DocumentWriter {
+            out,
+            format,
+            type_names,
+            paragraphs,
+            pending_entities: Vec::new(),
+            entity_count: 0,
+        }
     }
 
     /// Writes one segment. Segments of a document must arrive in order.
     pub fn write_segment(&mut self, seg: &Segment, tagged: &TaggedText) -> Result<()> {
-        self.write_inner(seg, tagged).map_err(|e| Error::Io { context: "write output".into(), source: e })
+        self.write_inner(seg, tagged).map_err(|e| Error::Io {
+            context: "write output".into(),
+            source: e,
+        })
     }
 
     /// Flushes buffered output.
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| Error::Io { context: "write output".into(), source: e })
+        self.out.flush().map_err(|e| Error::Io {
+            context: "write output".into(),
+            source: e,
+        })
     }
-
 
     fn write_inner(&mut self, seg: &Segment, tagged: &TaggedText) -> std::io::Result<()> {
         match self.format {
@@ -81,7 +93,8 @@ impl<W: Write> DocumentWriter<W> {
             self.entity_count = 0;
         }
         let quoted = serde_json::to_string(&seg.text).map_err(std::io::Error::other)?;
-        self.out.write_all(&quoted.as_bytes()[1..quoted.len() - 1])?;
+        self.out
+            .write_all(&quoted.as_bytes()[1..quoted.len() - 1])?;
         let mut chars = CharCounter::new(&seg.text);
         for e in &tagged.entities {
             let start = seg.char_offset + chars.chars_before(e.span.start);
@@ -97,7 +110,8 @@ impl<W: Write> DocumentWriter<W> {
             if self.entity_count > 0 {
                 self.pending_entities.push(b',');
             }
-            serde_json::to_writer(&mut self.pending_entities, &obj).map_err(std::io::Error::other)?;
+            serde_json::to_writer(&mut self.pending_entities, &obj)
+                .map_err(std::io::Error::other)?;
             self.entity_count += 1;
         }
         if seg.last {
@@ -140,7 +154,8 @@ impl<W: Write> DocumentWriter<W> {
         }
         self.out.write_all(&seg.text.as_bytes()[at..])?;
         if seg.last {
-            self.out.write_all(if self.paragraphs { b"\n\n" } else { b"\n" })?;
+            self.out
+                .write_all(if self.paragraphs { b"\n\n" } else { b"\n" })?;
         }
         Ok(())
     }
@@ -173,7 +188,11 @@ struct CharCounter<'a> {
 
 impl<'a> CharCounter<'a> {
     fn new(text: &'a str) -> Self {
-        CharCounter { text, byte: 0, chars: 0 }
+        CharCounter {
+            text,
+            byte: 0,
+            chars: 0,
+        }
     }
 
     fn chars_before(&mut self, byte: usize) -> usize {
@@ -182,7 +201,10 @@ impl<'a> CharCounter<'a> {
             self.chars = 0;
         }
         let end = byte.min(self.text.len());
-        self.chars += self.text.get(self.byte..end).map_or(0, |s| s.chars().count());
+        self.chars += self
+            .text
+            .get(self.byte..end)
+            .map_or(0, |s| s.chars().count());
         self.byte = end;
         self.chars
     }
@@ -194,14 +216,25 @@ mod tests {
     use crate::pipeline::TaggedEntity;
 
     fn seg(text: &str, first: bool, last: bool, char_offset: usize) -> Segment {
-        Segment { doc: 0, line: 1, char_offset, text: text.to_string(), first, last }
+        Segment {
+            doc: 0,
+            line: 1,
+            char_offset,
+            text: text.to_string(),
+            first,
+            last,
+        }
     }
 
     fn tagged_tim_cook() -> TaggedText {
         TaggedText {
             words: vec![0..3, 4..8, 9..15, 16..20],
             labels: vec![1, 2, 0, 0],
-            entities: vec![TaggedEntity { span: 0..8, type_index: 0, score: 0.87654 }],
+            entities: vec![TaggedEntity {
+                span: 0..8,
+                type_index: 0,
+                score: 0.87654,
+            }],
             windows: 1,
         }
     }
@@ -220,7 +253,11 @@ mod tests {
     #[test]
     fn jsonl_has_char_offsets_and_escapes_text() {
         let text = "Tim Cook visits \"Köln\"";
-        let t = TaggedText { words: vec![], labels: vec![], ..tagged_tim_cook() };
+        let t = TaggedText {
+            words: vec![],
+            labels: vec![],
+            ..tagged_tim_cook()
+        };
         let out = render(Format::Jsonl, &[(seg(text, true, true, 0), t)]);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["text"], text);
@@ -238,10 +275,19 @@ mod tests {
         let tb = TaggedText {
             words: vec![0..3, 4..8],
             labels: vec![1, 2],
-            entities: vec![TaggedEntity { span: 0..8, type_index: 0, score: 0.5 }],
+            entities: vec![TaggedEntity {
+                span: 0..8,
+                type_index: 0,
+                score: 0.5,
+            }],
             windows: 1,
         };
-        let ta = TaggedText { words: std::iter::once(0..4).collect(), labels: vec![0], entities: vec![], windows: 1 };
+        let ta = TaggedText {
+            words: std::iter::once(0..4).collect(),
+            labels: vec![0],
+            entities: vec![],
+            windows: 1,
+        };
         let out = render(Format::Jsonl, &[(a, ta), (b, tb)]);
         assert_eq!(out.lines().count(), 1);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
@@ -253,9 +299,15 @@ mod tests {
     #[test]
     fn conll_and_inline() {
         let text = "Tim Cook visits Rome";
-        let out = render(Format::Conll, &[(seg(text, true, true, 0), tagged_tim_cook())]);
+        let out = render(
+            Format::Conll,
+            &[(seg(text, true, true, 0), tagged_tim_cook())],
+        );
         assert_eq!(out, "Tim\tB-PER\nCook\tI-PER\nvisits\tO\nRome\tO\n\n");
-        let out = render(Format::Inline, &[(seg(text, true, true, 0), tagged_tim_cook())]);
+        let out = render(
+            Format::Inline,
+            &[(seg(text, true, true, 0), tagged_tim_cook())],
+        );
         assert_eq!(out, "[Tim Cook](PER) visits Rome\n");
     }
 }

@@ -47,8 +47,9 @@ impl Tagger {
     /// `types` selects the active types by name (default: the bundle's `default_active`).
     pub fn new(bundle: &Bundle, types: Option<&[String]>) -> Result<Tagger> {
         let meta = bundle.metadata();
-        let vocab = std::str::from_utf8(bundle.bytes(tensor_names::VOCAB)?)
-            .map_err(|e| Error::Bundle(format!("{}: vocabulary is not UTF-8: {e}", bundle.name())))?;
+        let vocab = std::str::from_utf8(bundle.bytes(tensor_names::VOCAB)?).map_err(|e| {
+            Error::Bundle(format!("{}: vocabulary is not UTF-8: {e}", bundle.name()))
+        })?;
         let tokenizer = Tokenizer::new(&meta.tokenizer, vocab)?;
         if tokenizer.vocab_size() != meta.encoder.vocab_size {
             return Err(Error::Bundle(format!(
@@ -58,9 +59,16 @@ impl Tagger {
                 meta.encoder.vocab_size
             )));
         }
-        let special =
-            SpecialIds { cls: tokenizer.cls_id(), sep: tokenizer.sep_id(), pad: tokenizer.pad_id() };
-        let encoder = Encoder::load(bundle.bytes(tensor_names::ENCODER_ONNX)?, &meta.encoder, special)?;
+        let special = SpecialIds {
+            cls: tokenizer.cls_id(),
+            sep: tokenizer.sep_id(),
+            pad: tokenizer.pad_id(),
+        };
+        let encoder = Encoder::load(
+            bundle.bytes(tensor_names::ENCODER_ONNX)?,
+            &meta.encoder,
+            special,
+        )?;
 
         let wanted: Vec<String> = match types {
             Some(t) => t.to_vec(),
@@ -74,13 +82,27 @@ impl Tagger {
             if type_names.contains(name) {
                 continue;
             }
-            let ty = meta.labels.types.iter().find(|t| &t.name == name).ok_or_else(|| {
-                let known: Vec<&str> = meta.labels.types.iter().map(|t| t.name.as_str()).collect();
-                Error::Usage(format!("unknown entity type {name:?}; this bundle has: {}", known.join(", ")))
-            })?;
-            let row = bank.get(ty.prototype_row * d..(ty.prototype_row + 1) * d).ok_or_else(|| {
-                Error::Bundle(format!("prototype row {} of type {name:?} is missing", ty.prototype_row))
-            })?;
+            let ty = meta
+                .labels
+                .types
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> =
+                        meta.labels.types.iter().map(|t| t.name.as_str()).collect();
+                    Error::Usage(format!(
+                        "unknown entity type {name:?}; this bundle has: {}",
+                        known.join(", ")
+                    ))
+                })?;
+            let row = bank
+                .get(ty.prototype_row * d..(ty.prototype_row + 1) * d)
+                .ok_or_else(|| {
+                    Error::Bundle(format!(
+                        "prototype row {} of type {name:?} is missing",
+                        ty.prototype_row
+                    ))
+                })?;
             prototypes.extend_from_slice(row);
             type_names.push(name.clone());
         }
@@ -92,7 +114,13 @@ impl Tagger {
             )));
         }
         let transitions = decode::unfold(&meta.transitions, type_names.len());
-        Ok(Tagger { tokenizer, encoder, type_names, prototypes, transitions })
+        Ok(Tagger {
+            tokenizer,
+            encoder,
+            type_names,
+            prototypes,
+            transitions,
+        })
     }
 
     /// Names of the active types, in label order.
@@ -118,11 +146,15 @@ impl Tagger {
         }
         let chunk = texts.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                texts.chunks(chunk).map(|part| scope.spawn(move || self.tag_chunk(part))).collect();
+            let handles: Vec<_> = texts
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.tag_chunk(part)))
+                .collect();
             let mut all = Vec::with_capacity(texts.len());
             for h in handles {
-                let part = h.join().map_err(|_| Error::Encoder("a tagging thread panicked".into()))??;
+                let part = h
+                    .join()
+                    .map_err(|_| Error::Encoder("a tagging thread panicked".into()))??;
                 all.extend(part);
             }
             Ok(all)
@@ -142,7 +174,13 @@ impl Tagger {
             .collect())
     }
 
-    fn decode_text(&self, enc: Encoding, sc: &PieceScores, windows: usize, s: &mut Scratch) -> TaggedText {
+    fn decode_text(
+        &self,
+        enc: Encoding,
+        sc: &PieceScores,
+        windows: usize,
+        s: &mut Scratch,
+    ) -> TaggedText {
         let d = self.encoder.type_dim();
         let n_words = enc.words.len();
         s.boundary.clear();
@@ -154,8 +192,16 @@ impl Tagger {
         }
         let n_types = self.type_names.len();
         let n_labels = decode::label_count(n_types);
-        emissions(&s.boundary, &s.types, d, &self.prototypes, n_types, &mut s.emissions);
-        s.decoder.viterbi(&s.emissions, n_labels, &self.transitions, &mut s.path);
+        emissions(
+            &s.boundary,
+            &s.types,
+            d,
+            &self.prototypes,
+            n_types,
+            &mut s.emissions,
+        );
+        s.decoder
+            .viterbi(&s.emissions, n_labels, &self.transitions, &mut s.path);
         let marginals = decode::marginals(&s.emissions, n_labels, &self.transitions);
         let entities = spans::extract_entities(&s.path, Some(&marginals))
             .into_iter()
@@ -166,7 +212,12 @@ impl Tagger {
                 score: e.score,
             })
             .collect();
-        TaggedText { words: enc.words, labels: s.path.clone(), entities, windows }
+        TaggedText {
+            words: enc.words,
+            labels: s.path.clone(),
+            entities,
+            windows,
+        }
     }
 }
 

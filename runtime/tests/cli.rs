@@ -18,7 +18,11 @@ fn sample() -> PathBuf {
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ner-edge"));
-    cmd.args(args).env_remove("NER_EDGE_BUNDLE").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .env_remove("NER_EDGE_BUNDLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn ner-edge");
     {
         let mut pipe = child.stdin.take().expect("stdin");
@@ -56,7 +60,11 @@ fn tmp_file(name: &str, bytes: &[u8]) -> PathBuf {
 fn assert_one_line_error(o: &Output, needles: &[&str]) {
     assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(o));
     let err = stderr(o);
-    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error must be one line: {err:?}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     for n in needles {
         assert!(err.contains(n), "error {err:?} lacks {n:?}");
@@ -118,7 +126,10 @@ fn jsonl_has_one_object_per_line_with_consistent_offsets() {
             total += 1;
         }
     }
-    assert!(total > 0, "the fixture is expected to produce some entities");
+    assert!(
+        total > 0,
+        "the fixture is expected to produce some entities"
+    );
 }
 
 #[test]
@@ -146,7 +157,10 @@ fn formats_agree_with_each_other() {
         for l in block.lines() {
             let (word, tag) = l.split_once('\t').expect("word<TAB>tag");
             assert!(!word.is_empty() && !word.contains(char::is_whitespace));
-            assert!(tag == "O" || tag.starts_with("B-") || tag.starts_with("I-"), "{tag}");
+            assert!(
+                tag == "O" || tag.starts_with("B-") || tag.starts_with("I-"),
+                "{tag}"
+            );
         }
     }
 }
@@ -168,7 +182,9 @@ fn embedded_bundle_env_var_and_stdin_give_the_same_output() {
 
 #[test]
 fn threads_do_not_change_output() {
-    let text: String = (0..120).map(|i| format!("Report {i} from Berlin and Paris by Maria Keller.\n")).collect();
+    let text: String = (0..120)
+        .map(|i| format!("Report {i} from Berlin and Paris by Maria Keller.\n"))
+        .collect();
     let p = tmp_file("threads.txt", text.as_bytes());
     let one = stdout(&predict(&["--threads", "1"], &p));
     let three = stdout(&predict(&["--threads", "3"], &p));
@@ -231,7 +247,15 @@ fn corrupt_bundles_are_one_line_errors() {
     ];
     for (name, bytes) in cases {
         let p = tmp_file(name, &bytes);
-        let o = run(&["predict", "--bundle", p.to_str().unwrap(), sample().to_str().unwrap()], None);
+        let o = run(
+            &[
+                "predict",
+                "--bundle",
+                p.to_str().unwrap(),
+                sample().to_str().unwrap(),
+            ],
+            None,
+        );
         assert_one_line_error(&o, &[name]);
         assert!(o.stdout.is_empty());
         let o = run(&["inspect", p.to_str().unwrap()], None);
@@ -250,7 +274,10 @@ fn long_lines_are_windowed_not_truncated() {
     assert!(err.contains("line 1") && err.contains("windows"), "{err}");
     let out = stdout(&o);
     let first = out.split("\n\n").next().unwrap();
-    let tagged: Vec<&str> = first.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    let tagged: Vec<&str> = first
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
     let expect: Vec<String> = line.split_whitespace().map(|w| w.to_lowercase()).collect();
     assert_eq!(tagged.len(), expect.len());
     for (t, e) in tagged.iter().zip(&expect) {
@@ -264,7 +291,11 @@ fn windowed_and_unwindowed_runs_cover_the_same_words() {
     let p = tmp_file("window.txt", words.join(" ").as_bytes());
     let full = stdout(&predict(&["--format", "conll"], &p));
     let small = stdout(&predict(&["--format", "conll", "--window", "7"], &p));
-    let col = |s: &str| s.lines().map(|l| l.split('\t').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+    let col = |s: &str| {
+        s.lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(col(&full), col(&small));
 }
 
@@ -286,7 +317,10 @@ fn huge_line_is_segmented_with_bounded_segments_and_one_output_object() {
 
 #[test]
 fn paragraph_mode_joins_lines() {
-    let p = tmp_file("paras.txt", b"First para line one\nline two\n\n\nSecond para\n");
+    let p = tmp_file(
+        "paras.txt",
+        b"First para line one\nline two\n\n\nSecond para\n",
+    );
     let docs = parse_jsonl(&stdout(&predict(&["--paragraphs"], &p)));
     let texts: Vec<&str> = docs.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(texts, vec!["First para line one\nline two", "Second para"]);
@@ -297,7 +331,14 @@ fn inspect_lists_version_tensors_and_types() {
     let o = run(&["inspect", fixture_bundle().to_str().unwrap()], None);
     assert!(o.status.success());
     let out = stdout(&o);
-    for needle in ["format version", "encoder.onnx", "labels.prototypes", "PER", "MISC", "random-init"] {
+    for needle in [
+        "format version",
+        "encoder.onnx",
+        "labels.prototypes",
+        "PER",
+        "MISC",
+        "random-init",
+    ] {
         assert!(out.contains(needle), "inspect output lacks {needle:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! ner-edge trainer: the encoder model with its f32 reference forward pass, import of pretrained
 //! weights, and ONNX export for the runtime.
 
+pub mod episodes;
 pub mod export;
 pub mod import;
 pub mod model;

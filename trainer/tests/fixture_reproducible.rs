@@ -6,7 +6,8 @@ use ner_edge_trainer::WeightDtype;
 
 #[test]
 fn committed_fixture_is_reproducible() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb");
     let committed = std::fs::read(&path).expect("fixture bundle is committed");
     let fresh = random_bundle(Shape::Tiny, 7, WeightDtype::F16).expect("fixture builds");
     assert!(

@@ -61,7 +61,11 @@ fn contents(type_dim: usize, seed: u64) -> BundleContents {
         types,
         default_active: vec!["PER".into(), "ORG".into(), "LOC".into()],
         transitions: CdtParams {
-            matrix: [[0.5, -0.3, 0.0, 0.0, 0.0], [-0.2, -0.7, 0.8, -0.6, 0.0], [-0.1, -0.7, 0.4, -0.6, 0.0]],
+            matrix: [
+                [0.5, -0.3, 0.0, 0.0, 0.0],
+                [-0.2, -0.7, 0.8, -0.6, 0.0],
+                [-0.1, -0.7, 0.4, -0.6, 0.0],
+            ],
             start: [0.3, -0.1, 0.0],
             end: [0.1, 0.0, 0.0],
         },
@@ -79,19 +83,41 @@ fn contents(type_dim: usize, seed: u64) -> BundleContents {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Reference outputs for `ids` (without specials), cut to the pieces (no `[CLS]`/`[SEP]`).
-fn reference_pieces(w: &ModelWeights, tok: &Tokenizer, ids: &[Vec<u32>]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn reference_pieces(
+    w: &ModelWeights,
+    tok: &Tokenizer,
+    ids: &[Vec<u32>],
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let wrapped: Vec<Vec<u32>> = ids
         .iter()
-        .map(|s| std::iter::once(tok.cls_id()).chain(s.iter().copied()).chain([tok.sep_id()]).collect())
+        .map(|s| {
+            std::iter::once(tok.cls_id())
+                .chain(s.iter().copied())
+                .chain([tok.sep_id()])
+                .collect()
+        })
         .collect();
     let out = reference_forward(w, &wrapped);
     let d = w.config.type_dim;
-    let boundary = out.boundary.iter().zip(ids).map(|(b, s)| b[3..3 * (s.len() + 1)].to_vec()).collect();
-    let types = out.types.iter().zip(ids).map(|(t, s)| t[d..d * (s.len() + 1)].to_vec()).collect();
+    let boundary = out
+        .boundary
+        .iter()
+        .zip(ids)
+        .map(|(b, s)| b[3..3 * (s.len() + 1)].to_vec())
+        .collect();
+    let types = out
+        .types
+        .iter()
+        .zip(ids)
+        .map(|(t, s)| t[d..d * (s.len() + 1)].to_vec())
+        .collect();
     (boundary, types)
 }
 
@@ -100,8 +126,17 @@ fn check_encoder(dtype: WeightDtype, against: &ModelWeights, exported: &ModelWei
     let bundle = Bundle::from_vec(bytes, "roundtrip.nerb").unwrap();
     let meta = bundle.metadata();
     let tok = Tokenizer::new(&meta.tokenizer, VOCAB).unwrap();
-    let special = SpecialIds { cls: tok.cls_id(), sep: tok.sep_id(), pad: tok.pad_id() };
-    let enc = Encoder::load(bundle.bytes("encoder.onnx").unwrap(), &meta.encoder, special).unwrap();
+    let special = SpecialIds {
+        cls: tok.cls_id(),
+        sep: tok.sep_id(),
+        pad: tok.pad_id(),
+    };
+    let enc = Encoder::load(
+        bundle.bytes("encoder.onnx").unwrap(),
+        &meta.encoder,
+        special,
+    )
+    .unwrap();
     let ids: Vec<Vec<u32>> = TEXTS.iter().map(|t| tok.encode(t).ids).collect();
     let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
     let (scores, windows) = enc.encode(&refs).unwrap();
@@ -112,7 +147,10 @@ fn check_encoder(dtype: WeightDtype, against: &ModelWeights, exported: &ModelWei
         let db = max_abs_diff(&scores[i].boundary, &rb[i]) / scale(&rb[i]);
         let dt = max_abs_diff(&scores[i].types, &rt[i]) / scale(&rt[i]);
         eprintln!("{dtype:?} text {i}: relative diff boundary {db:.2e}, types {dt:.2e}");
-        assert!(db <= tol && dt <= tol, "{dtype:?} text {i}: {db} / {dt} > {tol}");
+        assert!(
+            db <= tol && dt <= tol,
+            "{dtype:?} text {i}: {db} / {dt} > {tol}"
+        );
     }
 }
 
@@ -133,7 +171,8 @@ fn runtime_encoder_equals_trainer_forward_f16() {
 fn runtime_predictions_equal_decoding_of_trainer_forward() {
     let w = model(13);
     let c = contents(w.config.type_dim, 5);
-    let bundle = Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F32).unwrap(), "rt.nerb").unwrap();
+    let bundle =
+        Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F32).unwrap(), "rt.nerb").unwrap();
     let tagger = Tagger::new(&bundle, None).unwrap();
     let tagged = tagger.tag(TEXTS, 1).unwrap();
     let tok = tagger.tokenizer();
@@ -169,7 +208,8 @@ fn non_finite_prototypes_do_not_panic() {
     let mut c = contents(w.config.type_dim, 6);
     c.types[0].prototype[0] = f32::NAN;
     c.types[1].prototype[1] = f32::INFINITY;
-    let bundle = Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F16).unwrap(), "nan.nerb").unwrap();
+    let bundle =
+        Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F16).unwrap(), "nan.nerb").unwrap();
     let tagger = Tagger::new(&bundle, None).unwrap();
     let tagged = tagger.tag(TEXTS, 2).unwrap();
     for (t, text) in tagged.iter().zip(TEXTS) {

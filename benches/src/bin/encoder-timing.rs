@@ -18,13 +18,25 @@ fn main() {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, lens) = args.split_first().ok_or("usage: encoder-timing BUNDLE LEN [LEN ...]")?;
+    let (path, lens) = args
+        .split_first()
+        .ok_or("usage: encoder-timing BUNDLE LEN [LEN ...]")?;
     let bundle = Bundle::open(std::path::Path::new(path))?;
-    let special = SpecialIds { cls: 101, sep: 102, pad: 0 };
-    let enc = Encoder::load(bundle.bytes(tensor_names::ENCODER_ONNX)?, &bundle.metadata().encoder, special)?;
+    let special = SpecialIds {
+        cls: 101,
+        sep: 102,
+        pad: 0,
+    };
+    let enc = Encoder::load(
+        bundle.bytes(tensor_names::ENCODER_ONNX)?,
+        &bundle.metadata().encoder,
+        special,
+    )?;
     for len in lens {
         let n: usize = len.parse()?;
-        let ids: Vec<u32> = (0..n.saturating_sub(2)).map(|i| 1000 + (i as u32 * 7919) % 19000).collect();
+        let ids: Vec<u32> = (0..n.saturating_sub(2))
+            .map(|i| 1000 + (i as u32 * 7919) % 19000)
+            .collect();
         for _ in 0..10 {
             enc.run_batch(&[&ids])?;
         }
@@ -37,7 +49,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         times.sort_by(f64::total_cmp);
         let k = times.len();
-        println!("tract {n} {:.3} {:.3} {:.3}", times[k / 2], times[k / 10], times[(9 * k) / 10]);
+        println!(
+            "tract {n} {:.3} {:.3} {:.3}",
+            times[k / 2],
+            times[k / 10],
+            times[(9 * k) / 10]
+        );
     }
     Ok(())
 }

@@ -59,7 +59,9 @@ impl Encoder {
         let model = tract_onnx::onnx()
             .model_for_read(&mut &onnx[..])
             .map_err(|e| err("cannot parse encoder.onnx", e))?;
-        let model = model.into_optimized().map_err(|e| err("cannot optimise encoder graph", e))?;
+        let model = model
+            .into_optimized()
+            .map_err(|e| err("cannot optimise encoder graph", e))?;
         if model.inputs.len() != 2 || model.outputs.len() != 2 {
             return Err(Error::Encoder(format!(
                 "encoder graph has {} inputs and {} outputs, expected 2 (input_ids, attention_mask) and 2 (boundary, types)",
@@ -67,9 +69,18 @@ impl Encoder {
                 model.outputs.len()
             )));
         }
-        for (i, (what, last)) in [("boundary", 3usize), ("types", meta.type_dim)].iter().enumerate() {
-            let fact = model.output_fact(i).map_err(|e| err("cannot read output shape", e))?;
-            let got = fact.shape.last().and_then(|d| d.as_i64()).and_then(|d| usize::try_from(d).ok());
+        for (i, (what, last)) in [("boundary", 3usize), ("types", meta.type_dim)]
+            .iter()
+            .enumerate()
+        {
+            let fact = model
+                .output_fact(i)
+                .map_err(|e| err("cannot read output shape", e))?;
+            let got = fact
+                .shape
+                .last()
+                .and_then(|d| d.as_i64())
+                .and_then(|d| usize::try_from(d).ok());
             if fact.rank() != 3 || got != Some(*last) {
                 return Err(Error::Encoder(format!(
                     "encoder output {i} ({what}) has shape {:?}, expected [batch, seq, {last}]",
@@ -77,7 +88,9 @@ impl Encoder {
                 )));
             }
         }
-        let plan = model.into_runnable().map_err(|e| err("cannot plan encoder graph", e))?;
+        let plan = model
+            .into_runnable()
+            .map_err(|e| err("cannot plan encoder graph", e))?;
         Ok(Encoder {
             plan,
             type_dim: meta.type_dim,
@@ -137,11 +150,19 @@ impl Encoder {
         let shape = [seqs.len(), width];
         let inputs: TVec<TValue> = tvec!(
             Tensor::from_shape(&shape, &ids).map_err(err)?.into_tvalue(),
-            Tensor::from_shape(&shape, &mask).map_err(err)?.into_tvalue(),
+            Tensor::from_shape(&shape, &mask)
+                .map_err(err)?
+                .into_tvalue(),
         );
         let outputs = self.plan.run(inputs).map_err(err)?;
-        let boundary = outputs[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(err)?;
-        let types = outputs[1].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(err)?;
+        let boundary = outputs[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(err)?;
+        let types = outputs[1]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(err)?;
         let d = self.type_dim;
         if boundary.len() != seqs.len() * width * 3 || types.len() != seqs.len() * width * d {
             return Err(Error::Encoder(format!(
@@ -194,8 +215,10 @@ impl Encoder {
             let width = jobs[at].window.end - jobs[at].window.start + 2;
             let per_batch = (self.batch_tokens / width).max(1);
             let batch = &jobs[at..(at + per_batch).min(jobs.len())];
-            let inputs: Vec<&[u32]> =
-                batch.iter().map(|j| &seqs[j.seq][j.window.start..j.window.end]).collect();
+            let inputs: Vec<&[u32]> = batch
+                .iter()
+                .map(|j| &seqs[j.seq][j.window.start..j.window.end])
+                .collect();
             let scores = self.run_batch(&inputs)?;
             for (job, sc) in batch.iter().zip(scores) {
                 let w = job.window;

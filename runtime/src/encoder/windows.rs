@@ -19,7 +19,12 @@ pub fn plan_windows(len: usize, max: usize) -> Vec<Window> {
         return Vec::new();
     }
     if len <= max {
-        return vec![Window { start: 0, end: len, keep_start: 0, keep_end: len }];
+        return vec![Window {
+            start: 0,
+            end: len,
+            keep_start: 0,
+            keep_end: len,
+        }];
     }
     let step = (max / 2).max(1);
     let mut starts = Vec::new();
@@ -37,7 +42,12 @@ pub fn plan_windows(len: usize, max: usize) -> Vec<Window> {
             Some(&next) => (next + end).div_ceil(2).max(keep_start),
             None => len,
         };
-        windows.push(Window { start, end, keep_start, keep_end });
+        windows.push(Window {
+            start,
+            end,
+            keep_start,
+            keep_end,
+        });
     }
     windows
 }
@@ -72,7 +82,15 @@ mod tests {
 
     #[test]
     fn short_sequence_is_one_window() {
-        assert_eq!(plan_windows(5, 10), vec![Window { start: 0, end: 5, keep_start: 0, keep_end: 5 }]);
+        assert_eq!(
+            plan_windows(5, 10),
+            vec![Window {
+                start: 0,
+                end: 5,
+                keep_start: 0,
+                keep_end: 5
+            }]
+        );
         assert!(plan_windows(0, 10).is_empty());
     }
 }

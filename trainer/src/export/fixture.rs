@@ -63,21 +63,29 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
     weights.types.weight = rng.normal_vec(cfg.hidden * cfg.type_dim, 0.5);
     let d = cfg.type_dim;
     let capacity = 5;
-    let types = [("PER", "person"), ("ORG", "organisation"), ("LOC", "location"), ("MISC", "other named entity")]
-        .iter()
-        .map(|(name, description)| TypeState {
-            name: name.to_string(),
-            source: "random-fixture".into(),
-            description: description.to_string(),
-            prototype: rng.normal_vec(d, 1.0),
-            memory: rng.normal_vec(capacity * d, 1.0),
-        })
-        .collect();
+    let types = [
+        ("PER", "person"),
+        ("ORG", "organisation"),
+        ("LOC", "location"),
+        ("MISC", "other named entity"),
+    ]
+    .iter()
+    .map(|(name, description)| TypeState {
+        name: name.to_string(),
+        source: "random-fixture".into(),
+        description: description.to_string(),
+        prototype: rng.normal_vec(d, 1.0),
+        memory: rng.normal_vec(capacity * d, 1.0),
+    })
+    .collect();
     let contents = BundleContents {
         vocab_text: MINILM_VOCAB.to_string(),
         tokenizer: bert_uncased_tokenizer(),
         types,
-        default_active: ["PER", "ORG", "LOC", "MISC"].iter().map(|s| s.to_string()).collect(),
+        default_active: ["PER", "ORG", "LOC", "MISC"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         transitions: plausible_transitions(),
         memory_capacity: capacity,
         provenance: Provenance {
@@ -86,7 +94,8 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
             training_data_sha256: String::new(),
             training_corpora: Vec::new(),
             created_by: format!("ner-edge-trainer {}", env!("CARGO_PKG_VERSION")),
-            notes: "random weights: predictions are meaningless; for tests and speed measurements".into(),
+            notes: "random weights: predictions are meaningless; for tests and speed measurements"
+                .into(),
         },
     };
     export_bundle(&weights, &contents, dtype)
