@@ -10,8 +10,9 @@ use ner_edge::decode::{label_count, unfold, viterbi};
 use ner_edge::emissions::emissions;
 use ner_edge::encoder::{Encoder, SpecialIds};
 use ner_edge::pipeline::Tagger;
+use ner_edge::tokenizer::bert_uncased_meta;
 use ner_edge::tokenizer::Tokenizer;
-use ner_edge_trainer::export::{bert_uncased_tokenizer, export_bundle, BundleContents, TypeState};
+use ner_edge_trainer::export::{export_bundle, BundleContents, TypeState};
 use ner_edge_trainer::model::rng::SplitMix64;
 use ner_edge_trainer::{random_init, reference_forward, EncoderConfig, ModelWeights, WeightDtype};
 
@@ -57,7 +58,7 @@ fn contents(type_dim: usize, seed: u64) -> BundleContents {
         .collect();
     BundleContents {
         vocab_text: VOCAB.to_string(),
-        tokenizer: bert_uncased_tokenizer(),
+        tokenizer: bert_uncased_meta(),
         types,
         default_active: vec!["PER".into(), "ORG".into(), "LOC".into()],
         transitions: CdtParams {

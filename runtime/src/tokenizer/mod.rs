@@ -257,7 +257,7 @@ impl Tokenizer {
                 enc.piece_spans.push(range.clone());
             } else {
                 enc.ids.extend_from_slice(&sub.ids);
-                enc.piece_spans.extend(sub.piece_spans.drain(..));
+                enc.piece_spans.append(&mut sub.piece_spans);
             }
             enc.piece_word.resize(enc.ids.len(), w as u32);
             enc.words.push(range);
@@ -296,7 +296,7 @@ impl Tokenizer {
                 }
                 match class {
                     A_SPACE => b.whitespace(),
-                    A_REMOVED => b.dropped(at, at + 1),
+                    A_REMOVED => b.removed(at, at + 1),
                     A_PUNCT => b.single(char::from(byte), at, at + 1),
                     _ => {
                         let c = if self.lowercase {
@@ -316,7 +316,7 @@ impl Tokenizer {
             let (start, end) = (base + i, base + i + c.len_utf8());
             i += c.len_utf8();
             if normalize::is_removed(c) {
-                b.dropped(start, end);
+                b.removed(start, end);
             } else if normalize::is_whitespace(c) {
                 b.settle_marks();
                 b.whitespace();
@@ -426,6 +426,8 @@ struct Scratch {
     marks: Vec<Mark>,
     /// Original byte ranges that the first chars of `marks` take, in text order.
     mark_spans: Vec<(usize, usize)>,
+    /// Original byte ranges of the chars deleted by cleaning while `marks` wait.
+    late_drops: Vec<(usize, usize)>,
 }
 
 /// A decomposed non-starter waiting for canonical reordering.
@@ -443,6 +445,7 @@ impl Scratch {
         self.clear_word();
         self.marks.clear();
         self.mark_spans.clear();
+        self.late_drops.clear();
     }
 
     fn clear_word(&mut self) {
@@ -450,6 +453,11 @@ impl Scratch {
         self.starts.clear();
         self.spans.clear();
     }
+}
+
+/// The smallest range covering `range` (if any) and `start..end`.
+fn union(range: Option<(usize, usize)>, start: usize, end: usize) -> (usize, usize) {
+    range.map_or((start, end), |(a, z)| (a.min(start), z.max(end)))
 }
 
 /// Turns a stream of normalised chars into words and pieces.
@@ -461,15 +469,18 @@ struct Builder<'a> {
     open: bool,
     /// A word was started since the last whitespace.
     chunk_has_word: bool,
-    /// Start of chars deleted at the start of the current whitespace-delimited chunk.
-    pending: Option<usize>,
+    /// Range of the chars deleted at the start of the current whitespace-delimited chunk.
+    pending: Option<(usize, usize)>,
     /// Original byte range of the char that the last decomposition-initial char came from.
     consumed: (usize, usize),
 }
 
 impl Builder<'_> {
     fn open_word(&mut self, start: usize) {
-        let start = self.pending.take().unwrap_or(start);
+        let (start, end) = match self.pending.take() {
+            Some((a, z)) => (a.min(start), z.max(start)),
+            None => (start, start),
+        };
         if self.chunk_has_word {
             if let (Some(prev), Some(piece)) =
                 (self.enc.words.last_mut(), self.enc.piece_spans.last())
@@ -479,7 +490,7 @@ impl Builder<'_> {
                 }
             }
         }
-        self.enc.words.push(start..start);
+        self.enc.words.push(start..end);
         self.enc.word_first_piece.push(self.enc.ids.len() as u32);
         self.open = true;
         self.chunk_has_word = true;
@@ -560,25 +571,35 @@ impl Builder<'_> {
         }
         let mut marks = std::mem::take(&mut self.s.marks);
         let mut queue = std::mem::take(&mut self.s.mark_spans);
+        let mut late = std::mem::take(&mut self.s.late_drops);
         queue.clear();
         queue.extend(marks.iter().filter(|m| m.first).map(|m| m.span));
         marks.sort_by_key(|m| m.class);
         let mut next = queue.iter();
+        let mut late_iter = late.iter().peekable();
         for m in &marks {
             if m.first {
                 self.consumed = next.next().copied().unwrap_or(m.span);
             }
             let (a, z) = self.consumed;
+            while let Some(&(da, dz)) = late_iter.next_if(|d| d.0 < a) {
+                self.dropped(da, dz);
+            }
             if normalize::is_nonspacing_mark(m.c) {
                 self.dropped(a, z);
             } else {
                 self.emit(m.c, a, z);
             }
         }
+        for &(da, dz) in late_iter {
+            self.dropped(da, dz);
+        }
         marks.clear();
         queue.clear();
+        late.clear();
         self.s.marks = marks;
         self.s.mark_spans = queue;
+        self.s.late_drops = late;
     }
 
     /// Lower-casing (when on) of a normalised char, then word building.
@@ -600,7 +621,16 @@ impl Builder<'_> {
                 w.end = w.end.max(end);
             }
         } else {
-            self.pending = Some(self.pending.map_or(start, |p| p.min(start)));
+            self.pending = Some(union(self.pending, start, end));
+        }
+    }
+
+    /// A char that text cleaning deleted; it waits for the non-starters before it, if any.
+    fn removed(&mut self, start: usize, end: usize) {
+        if self.s.marks.is_empty() {
+            self.dropped(start, end);
+        } else {
+            self.s.late_drops.push((start, end));
         }
     }
 

@@ -7,10 +7,13 @@ use std::str::Chars;
 
 use super::tables::{CCC, CJK, MN, NFD, PUNCT, REMOVED};
 
-/// Class of an ASCII byte in [`ASCII_CLASS`].
+/// [`ASCII_CLASS`] of a char that text cleaning deletes.
 pub(crate) const A_REMOVED: u8 = 0;
+/// [`ASCII_CLASS`] of whitespace.
 pub(crate) const A_SPACE: u8 = 1;
+/// [`ASCII_CLASS`] of punctuation.
 pub(crate) const A_PUNCT: u8 = 2;
+/// [`ASCII_CLASS`] of any other char (letters, digits): part of a word.
 pub(crate) const A_WORD: u8 = 3;
 
 /// Class of each ASCII char: control chars other than `\t \n \r` are removed by cleaning.
@@ -133,7 +136,7 @@ pub(crate) fn decompose(c: char) -> Decomposed {
         let t = char::from_u32(0x11A7 + s % 28);
         return match (l, v, t) {
             (Some(l), Some(v), Some(t)) => {
-                Decomposed::Hangul([l, v, t], 0, if s % 28 == 0 { 2 } else { 3 })
+                Decomposed::Hangul([l, v, t], 0, if s.is_multiple_of(28) { 2 } else { 3 })
             }
             _ => Decomposed::One(Some(c)),
         };

@@ -99,7 +99,7 @@ fn offsets_map_to_original_text() {
     }
     assert!(tok.encode("").words.is_empty());
     assert!(tok.encode(" \t\u{200b}\u{0} \u{301} ").words.is_empty());
-    assert_eq!(tok.encode("\u{301}\0A").words, [0..4]);
+    assert_eq!(tok.encode("\u{301}\0A").words, vec![0..4]);
     let marks = tok.encode("\u{301}a\u{302} b");
     assert_eq!(marks.words, [0..5, 6..7]);
     assert_eq!(marks.piece_spans[0], 2..3);
@@ -163,6 +163,6 @@ fn canonical_reordering_keeps_offsets_positional() {
     // U+0327 (class 202) sorts after U+1B44 (class 9, a spacing mark that survives stripping);
     // the reference then gives U+1B44 the position of U+0327.
     let enc = tok.encode(" \u{327}\u{1b44}pq");
-    assert_eq!(enc.words, [1..8]);
-    assert_eq!(enc.piece_spans, [1..8]);
+    assert_eq!(enc.words, vec![1..8]);
+    assert_eq!(enc.piece_spans, vec![1..8]);
 }

@@ -34,22 +34,6 @@ pub struct BundleContents {
     pub provenance: Provenance,
 }
 
-/// Tokenizer settings of uncased BERT vocabularies such as all-MiniLM-L6-v2's.
-pub fn bert_uncased_tokenizer() -> TokenizerMeta {
-    TokenizerMeta {
-        kind: "wordpiece".into(),
-        lowercase: true,
-        strip_accents: true,
-        tokenize_chinese_chars: true,
-        unk_token: "[UNK]".into(),
-        cls_token: "[CLS]".into(),
-        sep_token: "[SEP]".into(),
-        pad_token: "[PAD]".into(),
-        continuing_subword_prefix: "##".into(),
-        max_input_chars_per_word: 100,
-    }
-}
-
 /// Serialises weights and label state into bundle bytes (format v1, see `runtime/FORMAT.md`).
 /// Prototypes and memory are stored as f16 when `dtype` is F16, else f32.
 pub fn export_bundle(

@@ -3,7 +3,9 @@
 use anyhow::Result;
 use ner_edge::bundle::{CdtParams, Provenance};
 
-use super::bundle::{bert_uncased_tokenizer, export_bundle, BundleContents, TypeState};
+use ner_edge::tokenizer::bert_uncased_meta;
+
+use super::bundle::{export_bundle, BundleContents, TypeState};
 use super::onnx::WeightDtype;
 use crate::model::rng::SplitMix64;
 use crate::model::{random_init, EncoderConfig};
@@ -80,7 +82,7 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
     .collect();
     let contents = BundleContents {
         vocab_text: MINILM_VOCAB.to_string(),
-        tokenizer: bert_uncased_tokenizer(),
+        tokenizer: bert_uncased_meta(),
         types,
         default_active: ["PER", "ORG", "LOC", "MISC"]
             .iter()
