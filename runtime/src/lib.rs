@@ -19,6 +19,7 @@ pub mod emissions;
 pub mod encoder;
 pub mod error;
 pub mod input;
+pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
