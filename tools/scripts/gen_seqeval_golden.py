@@ -3,8 +3,8 @@
 
 Usage: gen_seqeval_golden.py [OUT.json]
   OUT: default fixtures/metrics/seqeval_golden.json next to this repository's tools/
-Needs the `seqeval` package from PyPI (e.g. `python3 -m venv /tmp/seqvenv &&
-/tmp/seqvenv/bin/pip install seqeval`).
+Needs the `seqeval` package from PyPI (e.g. `python3 -m venv .venv-seqeval &&
+.venv-seqeval/bin/pip install seqeval`).
 
 The file holds sets of (gold, pred) tag sequence pairs: seeded random BIO, BIOES and IO
 (Few-NERD style bare labels) sequences with stray I- tags, type switches, empty and all-O

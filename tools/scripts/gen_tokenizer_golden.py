@@ -4,8 +4,8 @@
 Usage: gen_tokenizer_golden.py MODEL_DIR [OUT.jsonl]
   MODEL_DIR: directory with the `tokenizer.json` of sentence-transformers/all-MiniLM-L6-v2
   OUT:       default fixtures/tokenizer/golden.jsonl next to this repository's tools/
-Needs the `tokenizers` package from PyPI (e.g. `python3 -m venv /tmp/tokvenv &&
-/tmp/tokvenv/bin/pip install tokenizers`).
+Needs the `tokenizers` package from PyPI (e.g. `python3 -m venv .venv-tokenizers &&
+.venv-tokenizers/bin/pip install tokenizers`).
 
 Each output line: {"text": ..., "ids": [CLS ... SEP], "offsets": [[start, end], ...]} with
 offsets in chars, one pair per id, as `tokenizers` returns them ([0, 0] for [CLS]/[SEP]).

@@ -179,15 +179,7 @@ fn sentence_of(record: &Record, overlaps: Overlaps) -> Result<(Sentence, usize),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::fixture;
-    use crate::Error;
-
-    fn message(result: Result<Corpus>) -> String {
-        match result {
-            Err(Error::Input(m)) => m,
-            other => panic!("expected an input error, got {other:?}"),
-        }
-    }
+    use crate::corpus::{fixture, input_error_message as message};
 
     #[test]
     fn char_tokens_and_inclusive_spans() {

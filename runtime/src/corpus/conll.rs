@@ -44,15 +44,7 @@ pub fn parse_conll2003(text: &str, source: &str) -> Result<Corpus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::fixture;
-    use crate::Error;
-
-    fn message(result: Result<Corpus>) -> String {
-        match result {
-            Err(Error::Input(m)) => m,
-            other => panic!("expected an input error, got {other:?}"),
-        }
-    }
+    use crate::corpus::{fixture, input_error_message as message};
 
     #[test]
     fn reads_sentences_and_skips_docstart() {

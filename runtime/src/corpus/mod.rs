@@ -235,6 +235,15 @@ pub(crate) fn json_error(source: &str, line: usize, column: usize, e: &serde_jso
     ))
 }
 
+/// The message of an [`Error::Input`]; panics on anything else (tests only).
+#[cfg(test)]
+pub(crate) fn input_error_message(result: Result<Corpus>) -> String {
+    match result {
+        Err(crate::Error::Input(m)) => m,
+        other => panic!("expected an input error, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn fixture(relative: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

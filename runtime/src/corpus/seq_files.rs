@@ -81,15 +81,7 @@ pub fn parse_seq_files(seq_in: &str, seq_out: &str, source: &str) -> Result<Corp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::fixture;
-    use crate::Error;
-
-    fn message(result: Result<Corpus>) -> String {
-        match result {
-            Err(Error::Input(m)) => m,
-            other => panic!("expected an input error, got {other:?}"),
-        }
-    }
+    use crate::corpus::{fixture, input_error_message as message};
 
     #[test]
     fn atis_lines_align() {
