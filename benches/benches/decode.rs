@@ -4,25 +4,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ner_edge::bundle::metadata::CdtParams;
 use ner_edge::decode::{label_count, marginals, unfold, Decoder};
 use ner_edge::emissions::emissions;
+use ner_edge_benches::values;
 use std::hint::black_box;
 
 const T: usize = 32;
 const TYPE_DIM: usize = 128;
-
-/// Deterministic values in `[-1, 1)`.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn params() -> CdtParams {
     let v = values(21, 7);

@@ -6,27 +6,13 @@ use ner_edge::bundle::MemorySlot;
 use ner_edge::memory::{
     squared_euclidean_cost, Plan, Retriever, SinkhornConfig, SinkhornWorkspace,
 };
+use ner_edge_benches::values;
 use std::hint::black_box;
 
 const D: usize = 128;
 const M: usize = 15;
 const N: usize = 10;
 const SLOTS: usize = 60;
-
-/// Deterministic values in `[-1, 1)`.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn bench_sinkhorn(c: &mut Criterion) {
     let x = values(M * D, 1);

