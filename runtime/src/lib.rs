@@ -10,8 +10,11 @@
 //!   ─► spans (entities with char offsets and confidence) ─► output (jsonl, conll, inline)
 //! ```
 //!
-//! The [`bundle`] module owns the on-disk format that carries the model.
+//! The [`bundle`] module owns the on-disk format that carries the model; [`adapt`] builds
+//! [`pack`]s (label packs: new types on top of one bundle) that [`pipeline::Tagger`] activates
+//! next to the bundle's own types.
 
+pub mod adapt;
 pub mod bundle;
 pub mod corpus;
 pub mod decode;
@@ -22,6 +25,7 @@ pub mod input;
 pub mod memory;
 pub mod metrics;
 pub mod output;
+pub mod pack;
 pub mod pipeline;
 pub mod spans;
 pub mod tokenizer;

@@ -7,9 +7,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+use ner_edge::adapt::{
+    adapt, read_support, AdaptOptions, SupportFormat, DEFAULT_MAX_SUPPORT_BYTES,
+};
 use ner_edge::bundle::{describe, Bundle};
 use ner_edge::input::{DocumentMode, Segment, SegmentReader, DEFAULT_MAX_SEGMENT_BYTES};
 use ner_edge::output::{DocumentWriter, Format};
+use ner_edge::pack::{write_pack, LabelPack, PACK_MAGIC};
 use ner_edge::pipeline::Tagger;
 use ner_edge::{Error, Result};
 
@@ -25,11 +29,46 @@ struct Cli {
 enum Command {
     /// Tag entities in a UTF-8 text file (one document per line) or stdin (`-`).
     Predict(PredictArgs),
-    /// Print a bundle's version, metadata, tensors and entity types.
+    /// Print a bundle's (or a label pack's) version, metadata, tensors and entity types.
     Inspect {
-        /// Bundle file; the embedded default bundle when omitted.
+        /// Bundle or label pack file; the embedded default bundle when omitted.
         bundle: Option<PathBuf>,
     },
+    /// Adapt new entity types from a few examples (or descriptions) into a label pack.
+    Adapt(AdaptArgs),
+}
+
+#[derive(clap::Args)]
+struct AdaptArgs {
+    /// Support set: CoNLL, token<TAB>tag BIO, JSONL with char spans, or inline markup
+    /// (`[aspirin](DRUG) reduced the fever`). May be omitted when every type has --type-name.
+    support: Option<PathBuf>,
+    /// Label pack to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Base bundle (default: $NER_EDGE_BUNDLE, else the bundle embedded in this binary).
+    #[arg(long, env = "NER_EDGE_BUNDLE")]
+    bundle: Option<PathBuf>,
+    /// Support format: auto, conll, tsv, jsonl or inline.
+    #[arg(long, default_value = "auto")]
+    format: SupportFormat,
+    /// A type description, `NAME=DESCRIPTION` (repeatable): seeds the prototype of a type that
+    /// has no examples (zero-shot).
+    #[arg(long = "type-name", value_name = "NAME=DESCRIPTION")]
+    type_names: Vec<String>,
+    /// Comma-separated types of the pack (default: every type of the support set and every
+    /// --type-name); other mentions in the support set are ignored.
+    #[arg(long, value_delimiter = ',')]
+    types: Option<Vec<String>>,
+    /// Add a type's description to its examples instead of using the examples alone.
+    #[arg(long)]
+    combine_descriptions: bool,
+    /// Largest support file to read, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_SUPPORT_BYTES)]
+    max_support_bytes: u64,
+    /// Print nothing on stderr on success.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -42,9 +81,16 @@ struct PredictArgs {
     /// Output format: jsonl, conll or inline.
     #[arg(long, default_value = "jsonl")]
     format: Format,
-    /// Comma-separated entity types to tag (default: the bundle's default set).
+    /// Comma-separated entity types to tag, from the bundle and the packs (default: the
+    /// bundle's default set and every type of every pack).
     #[arg(long, value_delimiter = ',')]
     types: Option<Vec<String>>,
+    /// Label pack made by `ner-edge adapt` for this bundle (repeatable): adds its types.
+    #[arg(long = "pack", value_name = "PACK")]
+    packs: Vec<PathBuf>,
+    /// Let a later pack redefine a type name that the bundle or an earlier pack already has.
+    #[arg(long = "override")]
+    allow_override: bool,
     /// Documents are separated by blank lines instead of one per line.
     #[arg(long)]
     paragraphs: bool,
@@ -67,6 +113,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Predict(args) => predict(args),
         Command::Inspect { bundle } => inspect(bundle),
+        Command::Adapt(args) => adapt_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,8 +139,20 @@ fn load_bundle(path: Option<PathBuf>) -> Result<Bundle> {
 }
 
 fn inspect(path: Option<PathBuf>) -> Result<()> {
-    let bundle = load_bundle(path)?;
-    let text = describe(&bundle);
+    let is_pack = path.as_deref().is_some_and(|p| {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|()| magic == PACK_MAGIC)
+    });
+    let text = match path {
+        Some(p) if is_pack => LabelPack::open(&p)?.describe(),
+        _ => describe(&load_bundle(path)?),
+    };
+    write_stdout(&text)
+}
+
+fn write_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
@@ -103,13 +162,81 @@ fn inspect(path: Option<PathBuf>) -> Result<()> {
         })
 }
 
+fn adapt_command(args: AdaptArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut descriptions = Vec::with_capacity(args.type_names.len());
+    for spec in &args.type_names {
+        let (name, text) = spec.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--type-name {spec:?}: expected NAME=DESCRIPTION, e.g. \
+                 \"drug=medication or drug name\""
+            ))
+        })?;
+        descriptions.push((name.trim().to_string(), text.trim().to_string()));
+    }
+    let bundle = load_bundle(args.bundle.clone())?;
+    let support = match &args.support {
+        Some(p) => Some(read_support(p, args.format, args.max_support_bytes)?),
+        None if descriptions.is_empty() => {
+            return Err(Error::Usage(
+                "adapt needs a SUPPORT file, or --type-name NAME=DESCRIPTION for every type".into(),
+            ))
+        }
+        None => None,
+    };
+    let opts = AdaptOptions {
+        descriptions,
+        types: args.types.clone(),
+        combine_descriptions: args.combine_descriptions,
+        notes: String::new(),
+    };
+    let adapted = adapt(&bundle, support.as_ref(), &opts)?;
+    write_pack(&args.out, &adapted.metadata, &adapted.prototypes)?;
+    if !args.quiet {
+        if let Some(s) = support.as_ref().filter(|s| s.repairs > 0) {
+            eprintln!(
+                "ner-edge: {}: {} stray I- tags read as B-",
+                s.source, s.repairs
+            );
+        }
+        for t in &adapted.metadata.types {
+            let slot = match (&t.memory_slot, t.memory_distance) {
+                (Some(slot), Some(d)) => format!("memory slot {slot} (OT distance {d:.4})"),
+                _ => "no memory slot".into(),
+            };
+            eprintln!(
+                "ner-edge: type {}: {} from {} mentions in {} sentences, {} vectors, {slot}",
+                t.name,
+                t.method.as_str(),
+                t.support_entities,
+                t.support_sentences,
+                t.support_tokens
+            );
+        }
+        eprintln!(
+            "ner-edge: wrote {} ({} types, prior MLP: {}) in {:.0} ms",
+            args.out.display(),
+            adapted.metadata.types.len(),
+            adapted.metadata.provenance.prior,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
 /// Documents handed to the tagger at once: bounds memory and keeps threads busy.
 const BLOCK_BYTES: usize = 256 * 1024;
 const BLOCK_SEGMENTS: usize = 512;
 
 fn predict(args: PredictArgs) -> Result<()> {
     let bundle = load_bundle(args.bundle.clone())?;
-    let mut tagger = Tagger::new(&bundle, args.types.as_deref())?;
+    let packs = args
+        .packs
+        .iter()
+        .map(|p| LabelPack::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut tagger =
+        Tagger::with_packs(&bundle, &packs, args.types.as_deref(), args.allow_override)?;
     if let Some(w) = args.window {
         tagger.encoder_mut().set_max_pieces(w);
     }

@@ -1,11 +1,17 @@
 //! The whole inference path: text → tokens → encoder → emissions → CRF → entities.
+//!
+//! Active types come in label groups: the bundle's own active types, then one group per label
+//! pack. Each group is decoded as its own CRF (own type softmax, own unfolded CDT transitions),
+//! so adding a pack leaves the emissions, paths and scores of every other group bit-identical.
+//! The groups' entities are then merged (see [`Tagger::tag`]).
 
 use std::ops::Range;
 
 use crate::bundle::{tensor_names, Bundle};
-use crate::decode::{self, Decoder, Transitions};
+use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
 use crate::encoder::{Encoder, PieceScores, SpecialIds};
+use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::{spans, Error, Result};
 
@@ -16,7 +22,8 @@ pub struct TaggedEntity {
     pub span: Range<usize>,
     /// Index into [`Tagger::type_names`].
     pub type_index: usize,
-    /// CRF marginal probability that exactly this entity is present.
+    /// CRF marginal probability that exactly this entity is present, under the CRF of the label
+    /// group its type belongs to.
     pub score: f32,
 }
 
@@ -25,7 +32,8 @@ pub struct TaggedEntity {
 pub struct TaggedText {
     /// Byte ranges of the words (BERT basic tokens) of the text.
     pub words: Vec<Range<usize>>,
-    /// Label index per word (layout of [`decode::Tag`]).
+    /// Label index per word (layout of [`decode::Tag`], type indices into
+    /// [`Tagger::type_names`]).
     pub labels: Vec<usize>,
     /// Entities, in text order, non-overlapping.
     pub entities: Vec<TaggedEntity>,
@@ -33,97 +41,241 @@ pub struct TaggedText {
     pub windows: usize,
 }
 
-/// A ready-to-run tagger for one bundle and one active type set.
+/// One label group: types decoded together under one CRF.
+struct LabelGroup {
+    /// Index of the group's first type in [`Tagger::type_names`].
+    offset: usize,
+    n_types: usize,
+    /// `[n_types, d]`.
+    prototypes: Vec<f32>,
+    transitions: Transitions,
+}
+
+/// A candidate type while the groups are assembled: its name, prototype and defining source.
+struct Candidate {
+    name: String,
+    prototype: Vec<f32>,
+}
+
+/// A ready-to-run tagger for one bundle, its label packs and one active type set.
 pub struct Tagger {
     tokenizer: Tokenizer,
     encoder: Encoder,
     type_names: Vec<String>,
-    prototypes: Vec<f32>,
-    transitions: Transitions,
+    groups: Vec<LabelGroup>,
+    /// `[type_names.len(), d]`: every active prototype, for resolving overlaps between groups.
+    all_prototypes: Vec<f32>,
+}
+
+/// Builds the tokenizer and encoder plan of `bundle`.
+pub(crate) fn load_model(bundle: &Bundle) -> Result<(Tokenizer, Encoder)> {
+    let meta = bundle.metadata();
+    let vocab = std::str::from_utf8(bundle.bytes(tensor_names::VOCAB)?)
+        .map_err(|e| Error::Bundle(format!("{}: vocabulary is not UTF-8: {e}", bundle.name())))?;
+    let tokenizer = Tokenizer::new(&meta.tokenizer, vocab)?;
+    if tokenizer.vocab_size() != meta.encoder.vocab_size {
+        return Err(Error::Bundle(format!(
+            "{}: vocabulary has {} tokens but the encoder expects {}",
+            bundle.name(),
+            tokenizer.vocab_size(),
+            meta.encoder.vocab_size
+        )));
+    }
+    let special = SpecialIds {
+        cls: tokenizer.cls_id(),
+        sep: tokenizer.sep_id(),
+        pad: tokenizer.pad_id(),
+    };
+    let encoder = Encoder::load(
+        bundle.bytes(tensor_names::ENCODER_ONNX)?,
+        &meta.encoder,
+        special,
+    )?;
+    Ok((tokenizer, encoder))
 }
 
 impl Tagger {
     /// Builds the tokenizer, encoder plan, prototype matrix and unfolded transitions.
     /// `types` selects the active types by name (default: the bundle's `default_active`).
     pub fn new(bundle: &Bundle, types: Option<&[String]>) -> Result<Tagger> {
-        let meta = bundle.metadata();
-        let vocab = std::str::from_utf8(bundle.bytes(tensor_names::VOCAB)?).map_err(|e| {
-            Error::Bundle(format!("{}: vocabulary is not UTF-8: {e}", bundle.name()))
-        })?;
-        let tokenizer = Tokenizer::new(&meta.tokenizer, vocab)?;
-        if tokenizer.vocab_size() != meta.encoder.vocab_size {
-            return Err(Error::Bundle(format!(
-                "{}: vocabulary has {} tokens but the encoder expects {}",
-                bundle.name(),
-                tokenizer.vocab_size(),
-                meta.encoder.vocab_size
-            )));
-        }
-        let special = SpecialIds {
-            cls: tokenizer.cls_id(),
-            sep: tokenizer.sep_id(),
-            pad: tokenizer.pad_id(),
-        };
-        let encoder = Encoder::load(
-            bundle.bytes(tensor_names::ENCODER_ONNX)?,
-            &meta.encoder,
-            special,
-        )?;
+        Tagger::with_packs(bundle, &[], types, false)
+    }
 
-        let wanted: Vec<String> = match types {
-            Some(t) => t.to_vec(),
-            None => meta.labels.default_active.clone(),
-        };
+    /// A tagger for `bundle` with label `packs` active on top of it.
+    ///
+    /// Every pack must have been adapted on `bundle` ([`LabelPack::check_base`]). Active types:
+    /// with `types`, exactly those names, each looked up among all the bundle's types and the
+    /// packs' types; without, the bundle's `default_active` and every type of every pack.
+    ///
+    /// Label groups, in this order: the bundle's active types (in `types` order, else
+    /// `default_active` order), then each pack's active types (in `types` order, else pack
+    /// order). A name active in two sources is an [`Error::Usage`] unless `allow_override`, in
+    /// which case the later source (packs in the order given, after the bundle) defines it and
+    /// the earlier ones drop it. Groups left without types are dropped.
+    pub fn with_packs(
+        bundle: &Bundle,
+        packs: &[LabelPack],
+        types: Option<&[String]>,
+        allow_override: bool,
+    ) -> Result<Tagger> {
+        for pack in packs {
+            pack.check_base(bundle)?;
+        }
+        let (tokenizer, encoder) = load_model(bundle)?;
+        let meta = bundle.metadata();
         let d = meta.encoder.type_dim;
         let bank = bundle.to_f32_vec(tensor_names::PROTOTYPES)?;
-        let mut prototypes = Vec::with_capacity(wanted.len() * d);
-        let mut type_names = Vec::with_capacity(wanted.len());
-        for name in &wanted {
-            if type_names.contains(name) {
-                continue;
-            }
-            let ty = meta
-                .labels
-                .types
-                .iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> =
-                        meta.labels.types.iter().map(|t| t.name.as_str()).collect();
-                    Error::Usage(format!(
-                        "unknown entity type {name:?}; this bundle has: {}",
-                        known.join(", ")
-                    ))
-                })?;
-            let row = bank
-                .get(ty.prototype_row * d..(ty.prototype_row + 1) * d)
+
+        let bundle_type = |name: &str| -> Result<Option<Vec<f32>>> {
+            let Some(ty) = meta.labels.types.iter().find(|t| t.name == name) else {
+                return Ok(None);
+            };
+            bank.get(ty.prototype_row * d..(ty.prototype_row + 1) * d)
+                .map(|row| Some(row.to_vec()))
                 .ok_or_else(|| {
                     Error::Bundle(format!(
                         "prototype row {} of type {name:?} is missing",
                         ty.prototype_row
                     ))
-                })?;
-            prototypes.extend_from_slice(row);
-            type_names.push(name.clone());
+                })
+        };
+        let pack_type = |pack: &LabelPack, name: &str| -> Option<Vec<f32>> {
+            let k = pack.metadata().types.iter().position(|t| t.name == name)?;
+            pack.prototype(k).map(<[f32]>::to_vec)
+        };
+
+        let mut wanted: Vec<String> = Vec::new();
+        let explicit = types.is_some();
+        match types {
+            Some(t) => {
+                for name in t {
+                    if !wanted.contains(name) {
+                        wanted.push(name.clone());
+                    }
+                }
+            }
+            None => {
+                for name in &meta.labels.default_active {
+                    if !wanted.contains(name) {
+                        wanted.push(name.clone());
+                    }
+                }
+            }
         }
-        if decode::label_count(type_names.len()) > decode::MAX_LABELS {
-            return Err(Error::Usage(format!(
-                "{} active types is more than the decoder supports ({})",
-                type_names.len(),
-                (decode::MAX_LABELS - 1) / 2
-            )));
+        let mut sources: Vec<(String, Vec<Candidate>)> = Vec::with_capacity(1 + packs.len());
+        let mut base = Vec::new();
+        for name in &wanted {
+            if let Some(prototype) = bundle_type(name)? {
+                base.push(Candidate {
+                    name: name.clone(),
+                    prototype,
+                });
+            }
         }
-        let transitions = decode::unfold(&meta.transitions, type_names.len());
+        sources.push((format!("bundle {}", bundle.name()), base));
+        for pack in packs {
+            let names: Vec<String> = if explicit {
+                wanted
+                    .iter()
+                    .filter(|n| pack_type(pack, n).is_some())
+                    .cloned()
+                    .collect()
+            } else {
+                pack.type_names()
+            };
+            let group = names
+                .into_iter()
+                .filter_map(|name| {
+                    pack_type(pack, &name).map(|prototype| Candidate { name, prototype })
+                })
+                .collect();
+            sources.push((format!("label pack {}", pack.name()), group));
+        }
+        if explicit {
+            for name in &wanted {
+                if !sources
+                    .iter()
+                    .any(|(_, g)| g.iter().any(|c| &c.name == name))
+                {
+                    let mut known: Vec<String> =
+                        meta.labels.types.iter().map(|t| t.name.clone()).collect();
+                    for pack in packs {
+                        known.extend(pack.type_names());
+                    }
+                    return Err(Error::Usage(format!(
+                        "unknown entity type {name:?}; the bundle and packs have: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        for later in (1..sources.len()).rev() {
+            let (later_sources, rest) = sources.split_at_mut(later);
+            let (later_name, later_group) = &rest[0];
+            for (earlier_name, earlier_group) in later_sources.iter_mut() {
+                for c in later_group {
+                    if let Some(at) = earlier_group.iter().position(|e| e.name == c.name) {
+                        if !allow_override {
+                            return Err(Error::Usage(format!(
+                                "entity type {:?} is defined by both {earlier_name} and \
+                                 {later_name}; drop it from one of them, or pass --override to \
+                                 let the later one replace the earlier",
+                                c.name
+                            )));
+                        }
+                        earlier_group.remove(at);
+                    }
+                }
+            }
+        }
+
+        let mut type_names = Vec::new();
+        let mut groups = Vec::new();
+        let mut all_prototypes = Vec::new();
+        for (_, group) in sources {
+            if group.is_empty() {
+                continue;
+            }
+            let n_types = group.len();
+            if decode::label_count(n_types) > decode::MAX_LABELS {
+                return Err(Error::Usage(format!(
+                    "{n_types} active types in one group is more than the decoder supports ({})",
+                    (decode::MAX_LABELS - 1) / 2
+                )));
+            }
+            let offset = type_names.len();
+            let mut prototypes = Vec::with_capacity(n_types * d);
+            for c in group {
+                prototypes.extend_from_slice(&c.prototype);
+                type_names.push(c.name);
+            }
+            all_prototypes.extend_from_slice(&prototypes);
+            let transitions = decode::unfold(&meta.transitions, n_types);
+            groups.push(LabelGroup {
+                offset,
+                n_types,
+                prototypes,
+                transitions,
+            });
+        }
+        if groups.is_empty() {
+            groups.push(LabelGroup {
+                offset: 0,
+                n_types: 0,
+                prototypes: Vec::new(),
+                transitions: decode::unfold(&meta.transitions, 0),
+            });
+        }
         Ok(Tagger {
             tokenizer,
             encoder,
             type_names,
-            prototypes,
-            transitions,
+            groups,
+            all_prototypes,
         })
     }
 
-    /// Names of the active types, in label order.
+    /// Names of the active types, in label order (bundle group first, then each pack's).
     pub fn type_names(&self) -> &[String] {
         &self.type_names
     }
@@ -133,12 +285,26 @@ impl Tagger {
         &self.tokenizer
     }
 
+    /// The encoder of the bundle.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
     /// The encoder of the bundle (mutable to adjust its window, e.g. in tests).
     pub fn encoder_mut(&mut self) -> &mut Encoder {
         &mut self.encoder
     }
 
     /// Tags texts, splitting the work over up to `threads` threads; results keep input order.
+    ///
+    /// With several label groups, each group's entities come from its own Viterbi path, and
+    /// they are merged as follows: an entity that overlaps no entity of another group is kept
+    /// as is. Where entities of different groups overlap, each gets a conflict score, the mean
+    /// over its words of its type's probability under a softmax of the word's type vector
+    /// against every active prototype; entities are then taken greedily by descending conflict
+    /// score (ties: earlier group, i.e. the bundle first; then earlier start), skipping any that
+    /// overlaps one already taken. Entities of a group that nothing overlaps are therefore
+    /// exactly those (and with exactly the scores) the group would give alone.
     pub fn tag(&self, texts: &[&str], threads: usize) -> Result<Vec<TaggedText>> {
         let threads = threads.clamp(1, texts.len().max(1));
         if threads == 1 {
@@ -190,23 +356,48 @@ impl Tagger {
             s.boundary.extend_from_slice(&sc.boundary[p * 3..p * 3 + 3]);
             s.types.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
         }
-        let n_types = self.type_names.len();
-        let n_labels = decode::label_count(n_types);
-        emissions(
-            &s.boundary,
-            &s.types,
-            d,
-            &self.prototypes,
-            n_types,
-            &mut s.emissions,
-        );
-        s.decoder
-            .viterbi(&s.emissions, n_labels, &self.transitions, &mut s.path);
-        let marginals = decode::marginals(&s.emissions, n_labels, &self.transitions);
-        let entities = spans::extract_entities(&s.path, Some(&marginals))
+        if s.decoders.len() < self.groups.len() {
+            s.decoders.resize_with(self.groups.len(), Decoder::default);
+        }
+        let mut found: Vec<(usize, spans::Entity)> = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let n_labels = decode::label_count(group.n_types);
+            emissions(
+                &s.boundary,
+                &s.types,
+                d,
+                &group.prototypes,
+                group.n_types,
+                &mut s.emissions,
+            );
+            s.decoders[g].viterbi(&s.emissions, n_labels, &group.transitions, &mut s.path);
+            let marginals = decode::marginals(&s.emissions, n_labels, &group.transitions);
+            found.extend(
+                spans::extract_entities(&s.path, Some(&marginals))
+                    .into_iter()
+                    .filter(|e| e.end_word <= n_words && e.start_word < e.end_word)
+                    .map(|mut e| {
+                        e.type_index += group.offset;
+                        (g, e)
+                    }),
+            );
+        }
+        let labels = if self.groups.len() == 1 {
+            std::mem::take(&mut s.path)
+        } else {
+            found = self.merge_groups(found, &s.types, d);
+            let mut labels = vec![decode::O_INDEX; n_words];
+            for (_, e) in &found {
+                labels[e.start_word] = Tag::B(e.type_index).to_index();
+                for l in &mut labels[e.start_word + 1..e.end_word] {
+                    *l = Tag::I(e.type_index).to_index();
+                }
+            }
+            labels
+        };
+        let entities = found
             .into_iter()
-            .filter(|e| e.end_word <= n_words && e.start_word < e.end_word)
-            .map(|e| TaggedEntity {
+            .map(|(_, e)| TaggedEntity {
                 span: enc.words[e.start_word].start..enc.words[e.end_word - 1].end,
                 type_index: e.type_index,
                 score: e.score,
@@ -214,9 +405,85 @@ impl Tagger {
             .collect();
         TaggedText {
             words: enc.words,
-            labels: s.path.clone(),
+            labels,
             entities,
             windows,
+        }
+    }
+
+    /// Merges the entities of several groups (see [`Tagger::tag`]); returns them in text order.
+    fn merge_groups(
+        &self,
+        found: Vec<(usize, spans::Entity)>,
+        types: &[f32],
+        d: usize,
+    ) -> Vec<(usize, spans::Entity)> {
+        let overlaps = |a: &spans::Entity, b: &spans::Entity| {
+            a.start_word < b.end_word && b.start_word < a.end_word
+        };
+        let contested: Vec<bool> = found
+            .iter()
+            .map(|(g, e)| found.iter().any(|(h, f)| h != g && overlaps(e, f)))
+            .collect();
+        let n_all = self.type_names.len();
+        let mut probs = vec![0.0f64; n_all];
+        let mut ranked: Vec<(f64, usize)> = found
+            .iter()
+            .zip(&contested)
+            .enumerate()
+            .map(|(i, ((_, e), &contested))| {
+                if !contested {
+                    return (f64::INFINITY, i);
+                }
+                let mut sum = 0.0f64;
+                for w in e.start_word..e.end_word {
+                    let v = types.get(w * d..(w + 1) * d).unwrap_or(&[]);
+                    joint_type_probs(v, &self.all_prototypes, d, &mut probs);
+                    sum += probs.get(e.type_index).copied().unwrap_or(0.0);
+                }
+                (sum / (e.end_word - e.start_word) as f64, i)
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(found[a.1].0.cmp(&found[b.1].0))
+                .then(found[a.1].1.start_word.cmp(&found[b.1].1.start_word))
+        });
+        let mut kept: Vec<(usize, spans::Entity)> = Vec::with_capacity(found.len());
+        for (_, i) in ranked {
+            let (g, e) = &found[i];
+            if !kept.iter().any(|(_, k)| overlaps(k, e)) {
+                kept.push((*g, e.clone()));
+            }
+        }
+        kept.sort_by_key(|(_, e)| e.start_word);
+        kept
+    }
+}
+
+/// Softmax over all `prototypes` (`[n, d]`) of the dot products with `v`, into `out` (`[n]`).
+fn joint_type_probs(v: &[f32], prototypes: &[f32], d: usize, out: &mut [f64]) {
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let mut max = f64::NEG_INFINITY;
+    for (o, p) in out.iter_mut().zip(prototypes.chunks_exact(d)) {
+        *o = v
+            .iter()
+            .zip(p)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        max = max.max(*o);
+    }
+    let mut z = 0.0;
+    for o in out.iter_mut() {
+        *o = (*o - max).exp();
+        z += *o;
+    }
+    if z > 0.0 && z.is_finite() {
+        for o in out.iter_mut() {
+            *o /= z;
         }
     }
 }
@@ -227,5 +494,5 @@ struct Scratch {
     types: Vec<f32>,
     emissions: Vec<f32>,
     path: Vec<usize>,
-    decoder: Decoder,
+    decoders: Vec<Decoder>,
 }

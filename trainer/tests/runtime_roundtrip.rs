@@ -79,6 +79,7 @@ fn contents(type_dim: usize, seed: u64) -> BundleContents {
             created_by: "runtime_roundtrip test".into(),
             notes: String::new(),
         },
+        prior: None,
     }
 }
 

@@ -15,6 +15,14 @@ pub mod tensor_names {
     pub const PROTOTYPES: &str = "labels.prototypes";
     /// Label memory: `[total_rows, type_dim]`, f16 or f32; slots index into it by row range.
     pub const LABEL_MEMORY: &str = "labels.memory";
+    /// Optional prior MLP, first layer weight: `[2 type_dim, type_dim]`, `y = x W + b`.
+    pub const PRIOR_FC1_WEIGHT: &str = "prior.fc1.weight";
+    /// Optional prior MLP, first layer bias: `[type_dim]`.
+    pub const PRIOR_FC1_BIAS: &str = "prior.fc1.bias";
+    /// Optional prior MLP, second layer weight: `[type_dim, type_dim]`.
+    pub const PRIOR_FC2_WEIGHT: &str = "prior.fc2.weight";
+    /// Optional prior MLP, second layer bias: `[type_dim]`.
+    pub const PRIOR_FC2_BIAS: &str = "prior.fc2.bias";
 }
 
 /// All metadata of a bundle.

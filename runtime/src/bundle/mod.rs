@@ -10,9 +10,9 @@ mod describe;
 mod embedded;
 mod format;
 pub mod metadata;
-mod reader;
+pub(crate) mod reader;
 mod sample;
-mod writer;
+pub(crate) mod writer;
 
 #[doc(hidden)]
 pub use checksum::xxh64;

@@ -306,8 +306,57 @@ struct Sections {
     data: (usize, usize),
 }
 
+/// Which file kind a container holds: bundles and label packs share the layout of FORMAT.md
+/// (header, metadata JSON, tensor table, aligned data, checksums) under different magics.
+pub(crate) struct ContainerKind {
+    /// First four bytes.
+    pub magic: [u8; 4],
+    /// The one structural version this reader accepts.
+    pub version: u32,
+    /// What the file is called in messages, e.g. `"ner-edge bundle"`.
+    pub what: &'static str,
+    /// The magic of the sibling kind and a hint to print when a file of that kind is given.
+    pub sibling: ([u8; 4], &'static str),
+}
+
+/// The bundle kind (`NERB`).
+pub(crate) const BUNDLE_KIND: ContainerKind = ContainerKind {
+    magic: MAGIC,
+    version: FORMAT_VERSION,
+    what: "ner-edge bundle",
+    sibling: (
+        *b"NERP",
+        "it is a label pack: pass it with --pack, and the bundle with --bundle",
+    ),
+};
+
+/// A structurally valid container: header, checksums, metadata JSON and tensor table checked.
+pub(crate) struct Container<M> {
+    pub version: u32,
+    pub metadata: M,
+    pub tensors: Vec<TensorInfo>,
+    pub content_id: String,
+}
+
 /// Validates `bytes` as a complete bundle. `name` prefixes every error message.
 pub(crate) fn parse(bytes: &[u8], name: &str) -> Result<Parsed> {
+    let c: Container<Metadata> = parse_container(bytes, name, &BUNDLE_KIND)?;
+    validate(&c.metadata, &c.tensors, bytes, name)?;
+    Ok(Parsed {
+        version: c.version,
+        metadata: c.metadata,
+        tensors: c.tensors,
+        content_id: c.content_id,
+    })
+}
+
+/// Steps 1–7 of FORMAT.md "Validation order" for a container of `kind`: everything except
+/// the kind-specific cross-references. `name` prefixes every error message.
+pub(crate) fn parse_container<M: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    name: &str,
+    kind: &ContainerKind,
+) -> Result<Container<M>> {
     let header = bytes.first_chunk::<HEADER_LEN>().ok_or_else(|| {
         bad(
             name,
@@ -318,7 +367,7 @@ pub(crate) fn parse(bytes: &[u8], name: &str) -> Result<Parsed> {
         )
     })?;
     let h = RawHeader::read(header);
-    let sections = check_header(&h, bytes.len(), name)?;
+    let sections = check_header(&h, bytes.len(), name, kind)?;
     let (data_offset, data_len) = sections.data;
 
     let stored = h.header_checksum;
@@ -349,7 +398,7 @@ pub(crate) fn parse(bytes: &[u8], name: &str) -> Result<Parsed> {
 
     let (m_off, m_len) = sections.metadata;
     let m_bytes = bytes.get(m_off..m_off + m_len).unwrap_or(&[]);
-    let metadata: Metadata = serde_json::from_slice(m_bytes).map_err(|e| {
+    let metadata: M = serde_json::from_slice(m_bytes).map_err(|e| {
         bad(
             name,
             format!(
@@ -360,8 +409,7 @@ pub(crate) fn parse(bytes: &[u8], name: &str) -> Result<Parsed> {
     })?;
 
     let tensors = parse_table(bytes, &h, &sections, name)?;
-    validate(&metadata, &tensors, bytes, name)?;
-    Ok(Parsed {
+    Ok(Container {
         version: h.version,
         metadata,
         tensors,
@@ -369,19 +417,32 @@ pub(crate) fn parse(bytes: &[u8], name: &str) -> Result<Parsed> {
     })
 }
 
-fn check_header(h: &RawHeader, actual_len: usize, name: &str) -> Result<Sections> {
+fn check_header(
+    h: &RawHeader,
+    actual_len: usize,
+    name: &str,
+    kind: &ContainerKind,
+) -> Result<Sections> {
     let fail = |m: String| bad(name, m);
-    if h.magic != MAGIC {
+    if h.magic != kind.magic {
+        let hint = if h.magic == kind.sibling.0 {
+            format!("; {}", kind.sibling.1)
+        } else {
+            String::new()
+        };
         return Err(fail(format!(
-            "bad magic {:02x?} at byte 0, expected {:02x?} (\"NERB\"): not a ner-edge bundle",
-            h.magic, MAGIC
+            "bad magic {:02x?} at byte 0, expected {:02x?} ({:?}): not a {}{hint}",
+            h.magic,
+            kind.magic,
+            String::from_utf8_lossy(&kind.magic),
+            kind.what
         )));
     }
-    if h.version != FORMAT_VERSION {
+    if h.version != kind.version {
         return Err(fail(format!(
             "unsupported structural version {} at byte {AT_VERSION}; this reader reads version \
-             {FORMAT_VERSION}",
-            h.version
+             {}",
+            h.version, kind.version
         )));
     }
     if h.flags != 0 {
@@ -888,6 +949,47 @@ fn validate(meta: &Metadata, tensors: &[TensorInfo], bytes: &[u8], name: &str) -
                     memory.name
                 )));
             }
+        }
+    }
+    validate_prior(tensors, enc.type_dim, name)
+}
+
+/// The optional prior MLP tensors: none, or all four with f16/f32 dtype and the shapes of
+/// FORMAT.md (`d` = `encoder.type_dim`).
+fn validate_prior(tensors: &[TensorInfo], d: usize, name: &str) -> Result<()> {
+    let want = [
+        (tensor_names::PRIOR_FC1_WEIGHT, [2 * d, d].to_vec()),
+        (tensor_names::PRIOR_FC1_BIAS, [d].to_vec()),
+        (tensor_names::PRIOR_FC2_WEIGHT, [d, d].to_vec()),
+        (tensor_names::PRIOR_FC2_BIAS, [d].to_vec()),
+    ];
+    let found: Vec<Option<&TensorInfo>> = want
+        .iter()
+        .map(|(n, _)| tensors.iter().find(|t| t.name == *n))
+        .collect();
+    let present = found.iter().filter(|f| f.is_some()).count();
+    if present == 0 {
+        return Ok(());
+    }
+    for ((tensor, shape), info) in want.iter().zip(&found) {
+        let Some(info) = info else {
+            return Err(bad(
+                name,
+                format!(
+                    "prior MLP tensor {tensor:?} is missing: the four prior.* tensors are \
+                     optional but come together ({present} of 4 present)"
+                ),
+            ));
+        };
+        if !matches!(info.dtype, DType::F16 | DType::F32) || &info.shape != shape {
+            return Err(bad(
+                name,
+                format!(
+                    "tensor {tensor:?} is {} {:?}, expected f16 or f32 {shape:?} \
+                     (encoder.type_dim = {d})",
+                    info.dtype, info.shape
+                ),
+            ));
         }
     }
     Ok(())

@@ -19,6 +19,14 @@ struct Pending {
     data: Vec<u8>,
 }
 
+/// Tensors waiting to be laid out, with the checks of [`BundleWriter::add_raw`]; shared by the
+/// bundle and label-pack writers.
+#[derive(Default)]
+pub(crate) struct TensorList {
+    tensors: Vec<Pending>,
+    names: HashSet<String>,
+}
+
 /// Collects metadata and tensors and lays them out as a format-v1 bundle.
 ///
 /// Tensors are stored in the order they were added, each at the next 64-byte boundary of the
@@ -26,8 +34,7 @@ struct Pending {
 /// [`super::Bundle`] accepts: they run the reader's full validation on the result.
 pub struct BundleWriter {
     metadata: Metadata,
-    tensors: Vec<Pending>,
-    names: HashSet<String>,
+    tensors: TensorList,
 }
 
 fn werr(name: &str, msg: impl std::fmt::Display) -> Error {
@@ -39,8 +46,7 @@ impl BundleWriter {
     pub fn new(metadata: Metadata) -> Self {
         BundleWriter {
             metadata,
-            tensors: Vec::new(),
-            names: HashSet::new(),
+            tensors: TensorList::default(),
         }
     }
 
@@ -64,48 +70,7 @@ impl BundleWriter {
         shape: &[usize],
         data: Vec<u8>,
     ) -> Result<()> {
-        if name.is_empty() || name.len() > MAX_TENSOR_NAME_LEN || name.chars().any(char::is_control)
-        {
-            return Err(werr(
-                name,
-                format!(
-                    "name must be 1..={MAX_TENSOR_NAME_LEN} UTF-8 bytes without control characters"
-                ),
-            ));
-        }
-        if self.names.contains(name) {
-            return Err(werr(name, "added twice"));
-        }
-        if shape.len() > MAX_RANK {
-            return Err(werr(
-                name,
-                format!("rank {} exceeds {MAX_RANK}", shape.len()),
-            ));
-        }
-        if dtype == DType::Bytes && shape.len() != 1 {
-            return Err(werr(name, "dtype bytes needs shape [len]"));
-        }
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| werr(name, format!("byte size of shape {shape:?} overflows")))?;
-        if expected != data.len() {
-            return Err(werr(
-                name,
-                format!(
-                    "shape {shape:?} x {dtype} needs {expected} bytes, got {}",
-                    data.len()
-                ),
-            ));
-        }
-        self.names.insert(name.to_string());
-        self.tensors.push(Pending {
-            name: name.to_string(),
-            dtype,
-            shape: shape.to_vec(),
-            data,
-        });
-        Ok(())
+        self.tensors.add_raw(name, dtype, shape, data)
     }
 
     /// Adds an f32 tensor; `data.len()` must equal `product(shape)`.
@@ -157,9 +122,105 @@ impl BundleWriter {
     /// wrong bundles.
     #[doc(hidden)]
     pub fn to_bytes_unchecked(&self) -> Result<Vec<u8>> {
-        let overflow = || Error::Bundle("bundle writer: bundle size overflows usize".to_string());
         let meta = serde_json::to_vec(&self.metadata)
             .map_err(|e| Error::Bundle(format!("bundle writer: cannot serialise metadata: {e}")))?;
+        self.tensors.assemble(MAGIC, FORMAT_VERSION, &meta)
+    }
+
+    /// Writes the bundle to `path` atomically: a temporary file in the same directory is written,
+    /// flushed to disk and renamed over `path`, so readers never see a partial file and existing
+    /// memory maps of an older file at `path` stay valid.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_bytes()?)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory is written,
+/// flushed to disk and renamed over `path`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("output path {} has no file name", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| Error::io("write", &tmp, e))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("rename to", path, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl TensorList {
+    /// See [`BundleWriter::add_raw`].
+    pub(crate) fn add_raw(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        data: Vec<u8>,
+    ) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_TENSOR_NAME_LEN || name.chars().any(char::is_control)
+        {
+            return Err(werr(
+                name,
+                format!(
+                    "name must be 1..={MAX_TENSOR_NAME_LEN} UTF-8 bytes without control characters"
+                ),
+            ));
+        }
+        if self.names.contains(name) {
+            return Err(werr(name, "added twice"));
+        }
+        if shape.len() > MAX_RANK {
+            return Err(werr(
+                name,
+                format!("rank {} exceeds {MAX_RANK}", shape.len()),
+            ));
+        }
+        if dtype == DType::Bytes && shape.len() != 1 {
+            return Err(werr(name, "dtype bytes needs shape [len]"));
+        }
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| werr(name, format!("byte size of shape {shape:?} overflows")))?;
+        if expected != data.len() {
+            return Err(werr(
+                name,
+                format!(
+                    "shape {shape:?} x {dtype} needs {expected} bytes, got {}",
+                    data.len()
+                ),
+            ));
+        }
+        self.names.insert(name.to_string());
+        self.tensors.push(Pending {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            data,
+        });
+        Ok(())
+    }
+
+    /// Adds an f32 tensor; `data.len()` must equal `product(shape)`.
+    pub(crate) fn add_f32(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+        let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.add_raw(name, DType::F32, shape, bytes)
+    }
+
+    /// The complete container: `magic`, `version`, the metadata JSON `meta` and the tensors in
+    /// the canonical layout of FORMAT.md, with both checksums. No semantic validation.
+    pub(crate) fn assemble(&self, magic: [u8; 4], version: u32, meta: &[u8]) -> Result<Vec<u8>> {
+        let overflow = || Error::Bundle("bundle writer: file size overflows usize".to_string());
         let mut table = Vec::new();
         let mut placed = Vec::with_capacity(self.tensors.len());
         let mut data_len = 0usize;
@@ -185,8 +246,8 @@ impl BundleWriter {
 
         let mut out = vec![0u8; file_len];
         let header = RawHeader {
-            magic: MAGIC,
-            version: FORMAT_VERSION,
+            magic,
+            version,
             flags: 0,
             header_len: HEADER_LEN as u32,
             file_len: file_len as u64,
@@ -200,40 +261,13 @@ impl BundleWriter {
             ..RawHeader::default()
         };
         header.write(&mut out);
-        copy_into(&mut out, meta_off, &meta);
+        copy_into(&mut out, meta_off, meta);
         copy_into(&mut out, table_off, &table);
         for (t, &offset) in self.tensors.iter().zip(&placed) {
             copy_into(&mut out, data_off + offset, &t.data);
         }
         reseal(&mut out);
         Ok(out)
-    }
-
-    /// Writes the bundle to `path` atomically: a temporary file in the same directory is written,
-    /// flushed to disk and renamed over `path`, so readers never see a partial file and existing
-    /// memory maps of an older file at `path` stay valid.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes()?;
-        let file_name = path.file_name().ok_or_else(|| {
-            Error::Usage(format!("bundle path {} has no file name", path.display()))
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        let result = fs::File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&bytes)?;
-                f.sync_all()
-            })
-            .map_err(|e| Error::io("write bundle", &tmp, e))
-            .and_then(|()| {
-                fs::rename(&tmp, path).map_err(|e| Error::io("rename bundle to", path, e))
-            });
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
     }
 }
 

@@ -13,7 +13,7 @@ pub mod sinkhorn;
 
 pub use retrieval::{
     barycentric_map, barycentric_map_into, mean_rows, prior_prototype, retrieve, PriorMlp,
-    Retrieval, Retriever, PRIOR_GAMMA,
+    PriorNet, Retrieval, Retriever, PRIOR_GAMMA,
 };
 pub use sinkhorn::{
     sinkhorn, squared_euclidean_cost, squared_euclidean_cost_into, Plan, SinkhornConfig,

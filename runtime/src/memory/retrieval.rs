@@ -6,7 +6,8 @@
 //! to the support by the barycentric map `mapped_i = Σ_j T_ij y_j / Σ_j T_ij`.
 
 use super::sinkhorn::{squared_euclidean_cost_into, Plan, SinkhornConfig, SinkhornWorkspace};
-use crate::bundle::MemorySlot;
+use crate::bundle::{tensor_names, Bundle, MemorySlot};
+use crate::{Error, Result};
 
 /// MANNER's weight `γ` of the MLP term in [`prior_prototype`].
 pub const PRIOR_GAMMA: f32 = 0.5;
@@ -184,15 +185,122 @@ pub fn mean_rows(x: &[f32], rows: usize, d: usize) -> Option<Vec<f32>> {
 /// to `d` values.
 pub type PriorMlp<'a> = &'a dyn Fn(&[f32]) -> Vec<f32>;
 
+/// The learned prior network of a bundle (tensors `prior.fc1.*`, `prior.fc2.*`, FORMAT.md):
+/// `MLP(x) = fc2(ReLU(fc1(x)))` with `fc(x) = x W + b`, `W` stored `[d_in, d_out]` row-major,
+/// input `x = [support_mean; mapped_mean]` of length `2·d`, output of length `d`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorNet {
+    d: usize,
+    fc1_weight: Vec<f32>,
+    fc1_bias: Vec<f32>,
+    fc2_weight: Vec<f32>,
+    fc2_bias: Vec<f32>,
+}
+
+impl PriorNet {
+    /// A network for type dimension `d` from its four tensors; [`Error::Bundle`] when a length
+    /// does not match (`[2d, d]`, `[d]`, `[d, d]`, `[d]`), `d == 0`, or a value is not finite.
+    pub fn new(
+        d: usize,
+        fc1_weight: Vec<f32>,
+        fc1_bias: Vec<f32>,
+        fc2_weight: Vec<f32>,
+        fc2_bias: Vec<f32>,
+    ) -> Result<PriorNet> {
+        let lens = [
+            (tensor_names::PRIOR_FC1_WEIGHT, fc1_weight.len(), 2 * d * d),
+            (tensor_names::PRIOR_FC1_BIAS, fc1_bias.len(), d),
+            (tensor_names::PRIOR_FC2_WEIGHT, fc2_weight.len(), d * d),
+            (tensor_names::PRIOR_FC2_BIAS, fc2_bias.len(), d),
+        ];
+        if d == 0 {
+            return Err(Error::Bundle("prior MLP with type_dim 0".into()));
+        }
+        for (name, got, want) in lens {
+            if got != want {
+                return Err(Error::Bundle(format!(
+                    "prior MLP tensor {name:?} has {got} values, expected {want} (type_dim {d})"
+                )));
+            }
+        }
+        let all = [&fc1_weight, &fc1_bias, &fc2_weight, &fc2_bias];
+        if all.iter().any(|t| t.iter().any(|v| !v.is_finite())) {
+            return Err(Error::Bundle(
+                "prior MLP tensors hold a non-finite value".into(),
+            ));
+        }
+        Ok(PriorNet {
+            d,
+            fc1_weight,
+            fc1_bias,
+            fc2_weight,
+            fc2_bias,
+        })
+    }
+
+    /// The bundle's prior network, `None` when the bundle has no `prior.*` tensors (the reader
+    /// has already checked that they come as a complete set with the right shapes).
+    pub fn from_bundle(bundle: &Bundle) -> Result<Option<PriorNet>> {
+        if bundle.tensor_info(tensor_names::PRIOR_FC1_WEIGHT).is_err() {
+            return Ok(None);
+        }
+        let read = |name: &str| {
+            bundle
+                .to_f32_vec(name)
+                .map_err(|e| Error::Bundle(format!("{}: {e}", bundle.name())))
+        };
+        PriorNet::new(
+            bundle.metadata().encoder.type_dim,
+            read(tensor_names::PRIOR_FC1_WEIGHT)?,
+            read(tensor_names::PRIOR_FC1_BIAS)?,
+            read(tensor_names::PRIOR_FC2_WEIGHT)?,
+            read(tensor_names::PRIOR_FC2_BIAS)?,
+        )
+        .map(Some)
+        .map_err(|e| Error::Bundle(format!("{}: {e}", bundle.name())))
+    }
+
+    /// The type dimension `d`.
+    pub fn type_dim(&self) -> usize {
+        self.d
+    }
+
+    /// `MLP(x)` for `x` of length `2·d`; an empty vector for any other length (which makes
+    /// [`prior_prototype`] return `None`). Accumulates in `f64`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.d;
+        if x.len() != 2 * d {
+            return Vec::new();
+        }
+        let hidden: Vec<f32> = affine(x, &self.fc1_weight, &self.fc1_bias)
+            .into_iter()
+            .map(|h| h.max(0.0))
+            .collect();
+        affine(&hidden, &self.fc2_weight, &self.fc2_bias)
+    }
+}
+
+/// `x W + b` with `W` row-major `[x.len(), b.len()]`.
+fn affine(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let out = b.len();
+    let mut acc: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+    for (&xi, row) in x.iter().zip(w.chunks_exact(out)) {
+        for (a, &wij) in acc.iter_mut().zip(row) {
+            *a += f64::from(xi) * f64::from(wij);
+        }
+    }
+    acc.into_iter().map(|a| a as f32).collect()
+}
+
 /// MANNER's prior prototype for a new type:
 ///
 /// ```text
 /// μ = γ · MLP([support_mean; mapped_mean]) + (1 − γ) · support_mean
 /// ```
 ///
-/// `mlp` receives the concatenation (length `2·d`) and must return `d` values. Bundles do not
-/// store the MLP yet; with `mlp = None` the MLP is taken to be the projection onto its second
-/// half, `MLP([s; m]) = m`, so `μ = γ·mapped_mean + (1 − γ)·support_mean` (the midpoint for
+/// `mlp` receives the concatenation (length `2·d`) and must return `d` values; a bundle's
+/// learned network is [`PriorNet`]. For bundles without one, `mlp = None` takes the MLP to be
+/// the projection onto its second half, `MLP([s; m]) = m`, so `μ = γ·mapped_mean + (1 − γ)·support_mean` (the midpoint for
 /// [`PRIOR_GAMMA`] = 0.5): the retrieved memory moves the prototype with weight `γ`.
 ///
 /// Returns `None` when the two means differ in length, are empty, or the MLP output does not have
@@ -285,6 +393,62 @@ mod tests {
         assert!(prior_prototype(&s, &m, Some(&bad), 0.5).is_none());
         assert!(prior_prototype(&s, &m[..1], None, 0.5).is_none());
         assert!(prior_prototype(&[], &[], None, 0.5).is_none());
+    }
+
+    #[test]
+    fn prior_net_matches_a_hand_computation() {
+        // d = 1: fc1 [2, 1], fc2 [1, 1].
+        let net = PriorNet::new(1, vec![1.0, -2.0], vec![0.5], vec![3.0], vec![-1.0]).unwrap();
+        // h = relu(1·s − 2·m + 0.5); y = 3h − 1.
+        assert_eq!(net.forward(&[2.0, 0.25]), vec![3.0 * 2.0 - 1.0]);
+        assert_eq!(net.forward(&[0.0, 1.0]), vec![-1.0]);
+        assert!(net.forward(&[1.0]).is_empty());
+        let mu = prior_prototype(&[2.0], &[0.25], Some(&|x| net.forward(x)), 0.5).unwrap();
+        assert_eq!(mu, vec![0.5 * 5.0 + 0.5 * 2.0]);
+        assert!(PriorNet::new(1, vec![1.0], vec![0.5], vec![3.0], vec![-1.0]).is_err());
+        assert!(PriorNet::new(1, vec![1.0, f32::NAN], vec![0.5], vec![3.0], vec![-1.0]).is_err());
+        assert!(PriorNet::new(0, vec![], vec![], vec![], vec![]).is_err());
+    }
+
+    #[test]
+    fn prior_net_is_read_from_a_bundle_and_validated() {
+        use crate::bundle::{sample_writer, Bundle};
+        let d = 4;
+        let no_prior = Bundle::from_vec(sample_writer(2, d).unwrap().to_bytes().unwrap(), "b");
+        assert_eq!(PriorNet::from_bundle(&no_prior.unwrap()).unwrap(), None);
+        let mut w = sample_writer(2, d).unwrap();
+        w.add_f32(tensor_names::PRIOR_FC1_WEIGHT, &[2 * d, d], &[0.5; 32])
+            .unwrap();
+        w.add_f32(tensor_names::PRIOR_FC1_BIAS, &[d], &[0.0; 4])
+            .unwrap();
+        w.add_f32(tensor_names::PRIOR_FC2_WEIGHT, &[d, d], &[0.25; 16])
+            .unwrap();
+        let partial = w.to_bytes().unwrap_err().to_string();
+        assert!(
+            partial.contains("prior.fc2.bias") && partial.contains("3 of 4"),
+            "{partial}"
+        );
+        w.add_f16(tensor_names::PRIOR_FC2_BIAS, &[d], &[1.0; 4])
+            .unwrap();
+        let b = Bundle::from_vec(w.to_bytes().unwrap(), "b").unwrap();
+        let net = PriorNet::from_bundle(&b).unwrap().unwrap();
+        // h = relu(0.5 · Σx) per unit; y = 0.25 · Σh + 1.
+        let y = net.forward(&[1.0; 8]);
+        assert_eq!(y, vec![0.25 * 4.0 * 4.0 + 1.0; 4]);
+        let mut w = sample_writer(2, d).unwrap();
+        w.add_f32(tensor_names::PRIOR_FC1_WEIGHT, &[d, d], &[0.5; 16])
+            .unwrap();
+        w.add_f32(tensor_names::PRIOR_FC1_BIAS, &[d], &[0.0; 4])
+            .unwrap();
+        w.add_f32(tensor_names::PRIOR_FC2_WEIGHT, &[d, d], &[0.25; 16])
+            .unwrap();
+        w.add_f32(tensor_names::PRIOR_FC2_BIAS, &[d], &[0.0; 4])
+            .unwrap();
+        let shape = w.to_bytes().unwrap_err().to_string();
+        assert!(
+            shape.contains("prior.fc1.weight") && shape.contains("[8, 4]"),
+            "{shape}"
+        );
     }
 
     #[test]

@@ -21,6 +21,20 @@ pub struct TypeState {
     pub memory: Vec<f32>,
 }
 
+/// MANNER's prior network, `MLP(x) = fc2(ReLU(fc1(x)))` with `fc(x) = x W + b`, written as the
+/// optional `prior.*` tensors of `runtime/FORMAT.md` (f32, `W` row-major `[d_in, d_out]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorWeights {
+    /// `[2 type_dim, type_dim]`.
+    pub fc1_weight: Vec<f32>,
+    /// `[type_dim]`.
+    pub fc1_bias: Vec<f32>,
+    /// `[type_dim, type_dim]`.
+    pub fc2_weight: Vec<f32>,
+    /// `[type_dim]`.
+    pub fc2_bias: Vec<f32>,
+}
+
 /// Everything besides the encoder that goes into a bundle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BundleContents {
@@ -32,6 +46,9 @@ pub struct BundleContents {
     pub transitions: CdtParams,
     pub memory_capacity: usize,
     pub provenance: Provenance,
+    /// The prior MLP; `None` writes no `prior.*` tensors (the runtime then uses
+    /// `MLP([s; m]) = m`).
+    pub prior: Option<PriorWeights>,
 }
 
 /// Serialises weights and label state into bundle bytes (format v1, see `runtime/FORMAT.md`).
@@ -124,6 +141,30 @@ pub fn export_bundle(
         WeightDtype::F32 => {
             writer.add_f32(tensor_names::PROTOTYPES, &[n, d], &prototypes)?;
             writer.add_f32(tensor_names::LABEL_MEMORY, &[rows, d], &memory)?;
+        }
+    }
+    if let Some(p) = &contents.prior {
+        for (name, shape, data) in [
+            (
+                tensor_names::PRIOR_FC1_WEIGHT,
+                [2 * d, d].as_slice(),
+                &p.fc1_weight,
+            ),
+            (tensor_names::PRIOR_FC1_BIAS, [d].as_slice(), &p.fc1_bias),
+            (
+                tensor_names::PRIOR_FC2_WEIGHT,
+                [d, d].as_slice(),
+                &p.fc2_weight,
+            ),
+            (tensor_names::PRIOR_FC2_BIAS, [d].as_slice(), &p.fc2_bias),
+        ] {
+            let want: usize = shape.iter().product();
+            ensure!(
+                data.len() == want,
+                "prior MLP tensor {name} has {} values, expected {want} (shape {shape:?})",
+                data.len()
+            );
+            writer.add_f32(name, shape, data)?;
         }
     }
     writer.to_bytes().context("serialising the bundle")

@@ -5,7 +5,7 @@ use ner_edge::bundle::{CdtParams, Provenance};
 
 use ner_edge::tokenizer::bert_uncased_meta;
 
-use super::bundle::{export_bundle, BundleContents, TypeState};
+use super::bundle::{export_bundle, BundleContents, PriorWeights, TypeState};
 use super::onnx::WeightDtype;
 use crate::model::rng::SplitMix64;
 use crate::model::{random_init, EncoderConfig};
@@ -52,7 +52,8 @@ pub fn plausible_transitions() -> CdtParams {
     }
 }
 
-/// A random-weight bundle with the CoNLL types PER, ORG, LOC, MISC, all active by default.
+/// A random-weight bundle with the CoNLL types PER, ORG, LOC, MISC, all active by default, and a
+/// random prior MLP (He-scaled normal weights, zero biases).
 /// The heads are scaled up so that some (meaningless) entities appear, which lets tests and
 /// demos exercise every output path.
 pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<u8>> {
@@ -80,6 +81,14 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
         memory: rng.normal_vec(capacity * d, 1.0),
     })
     .collect();
+    let scale1 = (2.0 / (2 * d) as f64).sqrt();
+    let scale2 = (1.0 / d as f64).sqrt();
+    let prior = PriorWeights {
+        fc1_weight: rng.normal_vec(2 * d * d, scale1 as f32),
+        fc1_bias: vec![0.0; d],
+        fc2_weight: rng.normal_vec(d * d, scale2 as f32),
+        fc2_bias: vec![0.0; d],
+    };
     let contents = BundleContents {
         vocab_text: MINILM_VOCAB.to_string(),
         tokenizer: bert_uncased_meta(),
@@ -99,6 +108,7 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
             notes: "random weights: predictions are meaningless; for tests and speed measurements"
                 .into(),
         },
+        prior: Some(prior),
     };
     export_bundle(&weights, &contents, dtype)
 }

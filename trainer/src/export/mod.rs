@@ -4,5 +4,5 @@ pub mod bundle;
 pub mod fixture;
 pub mod onnx;
 
-pub use bundle::{export_bundle, BundleContents, TypeState};
+pub use bundle::{export_bundle, BundleContents, PriorWeights, TypeState};
 pub use onnx::{export_onnx, WeightDtype};

@@ -1,0 +1,329 @@
+//! `ner-edge adapt`: new entity types from a few examples or a description, as a label pack.
+//!
+//! For each new type (DESIGN §3, MANNER):
+//!
+//! 1. **Support vectors**: every support sentence is tokenised and encoded with the bundle's
+//!    own tokenizer and encoder; a mention contributes the type vector of the first word piece
+//!    of each word it overlaps (the same vectors `predict` scores against prototypes).
+//!    A description (`--type-name NAME=DESCRIPTION`) is encoded as a sentence and contributes the
+//!    first-piece vector of each of its words.
+//! 2. **Memory retrieval**: entropic OT (Sinkhorn, uniform marginals, ε = 0.1) between the
+//!    support vectors and every label-memory slot; the slot with the smallest `⟨C, T⟩` is
+//!    barycentrically mapped next to the support.
+//! 3. **Prior prototype**: `μ = γ·MLP([mean(support); mean(mapped)]) + (1 − γ)·mean(support)`,
+//!    `γ = 0.5`, with the bundle's prior MLP or, without one, `MLP([s; m]) = m`.
+//!
+//! No minimum support size and no padding: OT with uniform marginals is defined for any
+//! `n ≥ 1` support vectors, and MANNER-style padding by repeating the support points `k` times
+//! leaves the plan (up to the factor `k`), the retrieved slot and the mapped points unchanged
+//! (`tests::padding_by_repetition_changes_nothing`), while a partial repetition would weight some
+//! support points more than others for no reason.
+//!
+//! Which vectors make the support set: examples only when a type has examples (the
+//! description is recorded but unused), the description alone when it has none ([`Method`]).
+//! `combine_descriptions` adds the description's vectors to the examples instead.
+
+pub mod support;
+
+use std::collections::HashMap;
+
+use crate::bundle::{tensor_names, Bundle};
+use crate::memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
+use crate::pack::{valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType};
+use crate::pipeline::load_model;
+use crate::{Error, Result};
+
+pub use support::{
+    detect_format, parse_support, read_support, SupportEntity, SupportFormat, SupportSentence,
+    SupportSet, DEFAULT_MAX_SUPPORT_BYTES,
+};
+
+/// Sentences encoded per encoder call while reading the support set.
+const CHUNK_SENTENCES: usize = 32;
+
+/// Options of [`adapt`].
+#[derive(Clone, Debug, Default)]
+pub struct AdaptOptions {
+    /// `(name, description)` pairs from `--type-name NAME=DESCRIPTION`.
+    pub descriptions: Vec<(String, String)>,
+    /// The exact types of the pack (`--types`), in order; `None`: every type of the support
+    /// set (in order of first mention), then every described type not among them.
+    pub types: Option<Vec<String>>,
+    /// Add a type's description vectors to its example vectors ([`Method::Combined`]) instead
+    /// of using the examples alone.
+    pub combine_descriptions: bool,
+    /// Written into the pack's provenance notes.
+    pub notes: String,
+}
+
+/// The result of [`adapt`]: pack metadata and prototypes, ready for
+/// [`crate::pack::write_pack`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adapted {
+    pub metadata: PackMetadata,
+    /// `[metadata.types.len(), type_dim]`, row `i` = `metadata.types[i]`.
+    pub prototypes: Vec<f32>,
+}
+
+#[derive(Default)]
+struct Collected {
+    vectors: Vec<f32>,
+    sentences: usize,
+    entities: usize,
+}
+
+/// Builds the prototypes of new types on `bundle` from `support` (may be `None` for
+/// description-only adaptation) and `opts`.
+///
+/// Errors ([`Error::Input`], naming the support file and line where there is one): an empty
+/// support set; a mention that covers no word the tokenizer keeps; a type in `opts.types`
+/// with neither examples nor a description; an invalid type name or an empty description;
+/// nothing to adapt. Encoder failures are [`Error::Encoder`].
+pub fn adapt(
+    bundle: &Bundle,
+    support: Option<&SupportSet>,
+    opts: &AdaptOptions,
+) -> Result<Adapted> {
+    if let Some(s) = support {
+        if s.sentences.is_empty() {
+            return Err(Error::Input(format!(
+                "{}: empty support set: no sentences (expected CoNLL, token<TAB>tag, JSONL or \
+                 inline markup)",
+                s.source
+            )));
+        }
+    }
+    let source = support.map_or("<no support file>", |s| s.source.as_str());
+    let mut descriptions: Vec<(String, String)> = Vec::new();
+    for (name, text) in &opts.descriptions {
+        if !valid_type_name(name) {
+            return Err(Error::Usage(format!(
+                "--type-name {name:?}: a type name must be non-empty without whitespace"
+            )));
+        }
+        if text.trim().is_empty() {
+            return Err(Error::Usage(format!(
+                "--type-name {name}=…: the description is empty"
+            )));
+        }
+        if descriptions.iter().any(|(n, _)| n == name) {
+            return Err(Error::Usage(format!("--type-name {name} is given twice")));
+        }
+        descriptions.push((name.clone(), text.clone()));
+    }
+    if let Some(types) = &opts.types {
+        if let Some(t) = types.iter().find(|t| !valid_type_name(t)) {
+            return Err(Error::Usage(format!(
+                "--types: {t:?} is not a type name (non-empty, no whitespace)"
+            )));
+        }
+    }
+
+    let (tokenizer, encoder) = load_model(bundle)?;
+    let d = encoder.type_dim();
+    let wanted = |ty: &str| {
+        opts.types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|x| x == ty))
+    };
+
+    let mut order: Vec<String> = Vec::new();
+    let mut examples: HashMap<String, Collected> = HashMap::new();
+    if let Some(s) = support {
+        for chunk in s.sentences.chunks(CHUNK_SENTENCES) {
+            let encodings: Vec<_> = chunk.iter().map(|x| tokenizer.encode(&x.text)).collect();
+            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+            let (scores, _) = encoder.encode(&ids)?;
+            for ((sentence, enc), sc) in chunk.iter().zip(&encodings).zip(&scores) {
+                let mut seen: Vec<&str> = Vec::new();
+                for e in &sentence.entities {
+                    if !wanted(&e.type_name) {
+                        continue;
+                    }
+                    let words: Vec<usize> = enc
+                        .words
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| w.start < e.span.end && e.span.start < w.end)
+                        .map(|(i, _)| i)
+                        .collect();
+                    if words.is_empty() {
+                        return Err(Error::Input(format!(
+                            "{}: line {}: mention {:?} of {} covers no word the tokenizer keeps \
+                             (only spaces, control or unknown characters)",
+                            s.source,
+                            sentence.line,
+                            &sentence.text[e.span.clone()],
+                            e.type_name
+                        )));
+                    }
+                    if !examples.contains_key(&e.type_name) {
+                        order.push(e.type_name.clone());
+                    }
+                    let c = examples.entry(e.type_name.clone()).or_default();
+                    for w in words {
+                        let p = enc.word_first_piece[w] as usize;
+                        c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+                    }
+                    c.entities += 1;
+                    if !seen.contains(&e.type_name.as_str()) {
+                        seen.push(&e.type_name);
+                        c.sentences += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    let type_list: Vec<String> = match &opts.types {
+        Some(t) => {
+            let mut list: Vec<String> = Vec::new();
+            for name in t {
+                if !list.contains(name) {
+                    list.push(name.clone());
+                }
+            }
+            list
+        }
+        None => {
+            let mut list = order.clone();
+            for (name, _) in &descriptions {
+                if !list.contains(name) {
+                    list.push(name.clone());
+                }
+            }
+            list
+        }
+    };
+    if type_list.is_empty() {
+        return Err(Error::Input(format!(
+            "{source}: no entity mentions and no --type-name description: nothing to adapt"
+        )));
+    }
+    for name in &type_list {
+        if !examples.contains_key(name) && !descriptions.iter().any(|(n, _)| n == name) {
+            return Err(Error::Input(format!(
+                "{source}: type {name} has zero examples and no description; label some \
+                 mentions as {name} or pass --type-name \"{name}=DESCRIPTION\""
+            )));
+        }
+    }
+
+    let described: Vec<&(String, String)> = descriptions
+        .iter()
+        .filter(|(n, _)| type_list.contains(n))
+        .collect();
+    let mut description_vectors: HashMap<&str, Vec<f32>> = HashMap::new();
+    if !described.is_empty() {
+        let encodings: Vec<_> = described
+            .iter()
+            .map(|(_, text)| tokenizer.encode(text))
+            .collect();
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+        let (scores, _) = encoder.encode(&ids)?;
+        for (((name, text), enc), sc) in described.iter().zip(&encodings).zip(&scores) {
+            if enc.words.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--type-name {name}={text:?}: the description has no words"
+                )));
+            }
+            let mut v = Vec::with_capacity(enc.words.len() * d);
+            for &p in &enc.word_first_piece {
+                let p = p as usize;
+                v.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+            }
+            description_vectors.insert(name.as_str(), v);
+        }
+    }
+
+    let memory = bundle.to_f32_vec(tensor_names::LABEL_MEMORY)?;
+    let slots = &bundle.metadata().label_memory.slots;
+    let prior = PriorNet::from_bundle(bundle)?;
+    let forward = |x: &[f32]| prior.as_ref().map_or_else(Vec::new, |net| net.forward(x));
+    let mlp: Option<PriorMlp<'_>> = prior.as_ref().map(|_| &forward as PriorMlp<'_>);
+    let mut retriever = Retriever::new();
+    let mut types = Vec::with_capacity(type_list.len());
+    let mut prototypes = Vec::with_capacity(type_list.len() * d);
+    for (row, name) in type_list.iter().enumerate() {
+        let ex = examples.get(name);
+        let desc = description_vectors.get(name.as_str());
+        let (method, vectors): (Method, Vec<f32>) = match (ex, desc) {
+            (Some(e), Some(dv)) if opts.combine_descriptions => {
+                let mut v = e.vectors.clone();
+                v.extend_from_slice(dv);
+                (Method::Combined, v)
+            }
+            (Some(e), _) => (Method::Examples, e.vectors.clone()),
+            (None, Some(dv)) => (Method::ZeroShot, dv.clone()),
+            (None, None) => {
+                return Err(Error::Input(format!(
+                    "{source}: type {name} has zero examples and no description"
+                )))
+            }
+        };
+        let n = vectors.len() / d;
+        let support_mean = mean_rows(&vectors, n, d)
+            .ok_or_else(|| Error::Input(format!("{source}: type {name}: no support vectors")))?;
+        let retrieval = retriever.retrieve(&memory, slots, d, &vectors, n);
+        let (prototype, slot, distance) = match &retrieval {
+            Some(r) => {
+                let rows = slots[r.slot].rows;
+                let mapped_mean =
+                    mean_rows(&r.mapped, rows, d).unwrap_or_else(|| support_mean.clone());
+                let mu = prior_prototype(&support_mean, &mapped_mean, mlp, PRIOR_GAMMA)
+                    .unwrap_or_else(|| support_mean.clone());
+                (mu, Some(slots[r.slot].type_name.clone()), Some(r.distance))
+            }
+            None => (support_mean, None, None),
+        };
+        if prototype.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Encoder(format!(
+                "type {name}: the prototype is not finite (encoder outputs overflowed)"
+            )));
+        }
+        prototypes.extend_from_slice(&prototype);
+        types.push(PackType {
+            name: name.clone(),
+            description: descriptions
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default(),
+            prototype_row: row,
+            method,
+            support_sentences: ex.map_or(0, |e| e.sentences),
+            support_entities: ex.map_or(0, |e| e.entities),
+            support_tokens: n,
+            memory_slot: slot,
+            memory_distance: distance,
+        });
+    }
+    let meta = bundle.metadata();
+    Ok(Adapted {
+        metadata: PackMetadata {
+            base_bundle: BaseBundle {
+                content_id: bundle.content_id(),
+                name: bundle.name().to_string(),
+                type_dim: d,
+            },
+            types,
+            transitions: meta.transitions.clone(),
+            provenance: PackProvenance {
+                created_by: format!("ner-edge {}", env!("CARGO_PKG_VERSION")),
+                support_file: support.map(|s| s.source.clone()).unwrap_or_default(),
+                support_xxh64: support.map(|s| s.xxh64.clone()).unwrap_or_default(),
+                prior: if prior.is_some() {
+                    "bundle"
+                } else {
+                    "fallback"
+                }
+                .to_string(),
+                notes: opts.notes.clone(),
+            },
+        },
+        prototypes,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+use std::path::Path;
+
+use super::*;
+use crate::memory::retrieve;
+use crate::pack::{pack_to_bytes, LabelPack};
+
+fn bundle() -> Bundle {
+    Bundle::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb"))
+        .unwrap()
+}
+
+fn inline(text: &str) -> SupportSet {
+    parse_support(text, "s.txt", SupportFormat::Inline).unwrap()
+}
+
+fn input_error(r: Result<Adapted>) -> String {
+    match r {
+        Err(Error::Input(m)) => m,
+        other => panic!("expected an input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn adapts_types_from_examples_into_a_valid_pack() {
+    let b = bundle();
+    let s = inline("[aspirin](DRUG) reduced the [high fever](SYMPTOM)\n[ibuprofen](DRUG) helps\n");
+    let a = adapt(&b, Some(&s), &AdaptOptions::default()).unwrap();
+    let d = b.metadata().encoder.type_dim;
+    let t = &a.metadata.types;
+    assert_eq!(
+        t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["DRUG", "SYMPTOM"]
+    );
+    assert_eq!(
+        (
+            t[0].support_entities,
+            t[0].support_sentences,
+            t[0].support_tokens
+        ),
+        (2, 2, 2)
+    );
+    assert_eq!((t[1].support_entities, t[1].support_tokens), (1, 2));
+    assert!(t
+        .iter()
+        .all(|t| t.method == Method::Examples && t.memory_slot.is_some()));
+    assert_eq!(a.prototypes.len(), 2 * d);
+    assert!(a.prototypes.iter().all(|v| v.is_finite()));
+    assert_eq!(a.metadata.transitions, b.metadata().transitions);
+    let pack =
+        LabelPack::from_bytes(&pack_to_bytes(&a.metadata, &a.prototypes).unwrap(), "p").unwrap();
+    pack.check_base(&b).unwrap();
+}
+
+#[test]
+fn prototype_is_the_manner_prior_of_the_support_vectors() {
+    let b = bundle();
+    let a = adapt(
+        &b,
+        Some(&inline("[aspirin](DRUG) reduced it\n")),
+        &AdaptOptions::default(),
+    )
+    .unwrap();
+    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let d = encoder.type_dim();
+    let enc = tokenizer.encode("aspirin reduced it");
+    let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
+    let p = enc.word_first_piece[0] as usize;
+    let support = &scores[0].types[p * d..(p + 1) * d];
+    let memory = b.to_f32_vec(tensor_names::LABEL_MEMORY).unwrap();
+    let slots = &b.metadata().label_memory.slots;
+    let r = retrieve(&memory, slots, d, support, 1).unwrap();
+    let mapped = mean_rows(&r.mapped, slots[r.slot].rows, d).unwrap();
+    let net = PriorNet::from_bundle(&b).unwrap();
+    let forward = |x: &[f32]| net.as_ref().map_or_else(Vec::new, |n| n.forward(x));
+    let mlp: Option<PriorMlp<'_>> = net.as_ref().map(|_| &forward as PriorMlp<'_>);
+    let want = prior_prototype(support, &mapped, mlp, PRIOR_GAMMA).unwrap();
+    assert_eq!(a.prototypes, want);
+    assert_eq!(
+        a.metadata.types[0].memory_slot.as_deref(),
+        Some(slots[r.slot].type_name.as_str())
+    );
+    let expected_prior = if net.is_some() { "bundle" } else { "fallback" };
+    assert_eq!(a.metadata.provenance.prior, expected_prior);
+}
+
+#[test]
+fn descriptions_seed_zero_shot_types_and_can_be_combined() {
+    let b = bundle();
+    let s = inline("[fever](SYMPTOM) again\n[aspirin](DRUG) now\n");
+    let desc = vec![("DOSE".to_string(), "amount of a medication".to_string())];
+    let opts = AdaptOptions {
+        descriptions: desc.clone(),
+        ..AdaptOptions::default()
+    };
+    let a = adapt(&b, Some(&s), &opts).unwrap();
+    let dose = &a.metadata.types[2];
+    assert_eq!(
+        (dose.name.as_str(), dose.method),
+        ("DOSE", Method::ZeroShot)
+    );
+    assert_eq!((dose.support_entities, dose.support_tokens), (0, 4));
+    assert_eq!(dose.description, "amount of a medication");
+
+    let desc = vec![("DRUG".to_string(), "medication or drug name".to_string())];
+    let plain = adapt(
+        &b,
+        Some(&s),
+        &AdaptOptions {
+            descriptions: desc.clone(),
+            ..AdaptOptions::default()
+        },
+    )
+    .unwrap();
+    let combined = adapt(
+        &b,
+        Some(&s),
+        &AdaptOptions {
+            descriptions: desc,
+            combine_descriptions: true,
+            ..AdaptOptions::default()
+        },
+    )
+    .unwrap();
+    let (p, c) = (&plain.metadata.types[1], &combined.metadata.types[1]);
+    assert_eq!((p.method, p.support_tokens), (Method::Examples, 1));
+    assert_eq!((c.method, c.support_tokens), (Method::Combined, 5));
+    let only_desc = adapt(
+        &b,
+        None,
+        &AdaptOptions {
+            descriptions: vec![("DRUG".into(), "drug".into())],
+            ..AdaptOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(only_desc.metadata.types[0].method, Method::ZeroShot);
+    assert_eq!(only_desc.metadata.provenance.support_file, "");
+}
+
+#[test]
+fn types_option_selects_and_orders() {
+    let b = bundle();
+    let s = inline("[a](X) [b](Y) [c](Z)\n");
+    let opts = AdaptOptions {
+        types: Some(vec!["Z".into(), "X".into()]),
+        ..AdaptOptions::default()
+    };
+    let a = adapt(&b, Some(&s), &opts).unwrap();
+    let names: Vec<_> = a.metadata.types.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["Z", "X"]);
+}
+
+#[test]
+fn bad_support_sets_are_clear_errors() {
+    let b = bundle();
+    let empty = parse_support("\n\n", "empty.txt", SupportFormat::Auto).unwrap();
+    let m = input_error(adapt(&b, Some(&empty), &AdaptOptions::default()));
+    assert!(
+        m.contains("empty.txt") && m.contains("empty support set"),
+        "{m}"
+    );
+
+    let plain = inline("no entities here\n");
+    let m = input_error(adapt(&b, Some(&plain), &AdaptOptions::default()));
+    assert!(m.contains("s.txt") && m.contains("nothing to adapt"), "{m}");
+
+    let opts = AdaptOptions {
+        types: Some(vec!["X".into(), "MISSING".into()]),
+        ..AdaptOptions::default()
+    };
+    let m = input_error(adapt(&b, Some(&inline("[a](X)\n")), &opts));
+    assert!(
+        m.contains("s.txt") && m.contains("MISSING has zero examples"),
+        "{m}"
+    );
+
+    let s = parse_support(
+        "\n{\"text\": \"a \\u0001 b\", \"entities\": [{\"start\": 2, \"end\": 3, \"type\": \"X\"}]}\n",
+        "s.jsonl",
+        SupportFormat::Jsonl,
+    )
+    .unwrap();
+    let m = input_error(adapt(&b, Some(&s), &AdaptOptions::default()));
+    assert!(
+        m.contains("s.jsonl: line 2:") && m.contains("covers no word"),
+        "{m}"
+    );
+
+    for (name, text) in [("A B", "x"), ("A", " ")] {
+        let opts = AdaptOptions {
+            descriptions: vec![(name.into(), text.into())],
+            ..AdaptOptions::default()
+        };
+        assert!(matches!(adapt(&b, None, &opts), Err(Error::Usage(_))));
+    }
+}
+
+/// MANNER pads a support set to the memory size by repeating its points; with uniform
+/// marginals that is the same transport problem, so adapt does not pad (module docs).
+#[test]
+fn padding_by_repetition_changes_nothing() {
+    let b = bundle();
+    let d = b.metadata().encoder.type_dim;
+    let memory = b.to_f32_vec(tensor_names::LABEL_MEMORY).unwrap();
+    let slots = &b.metadata().label_memory.slots;
+    let support: Vec<f32> = (0..3 * d)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3)
+        .collect();
+    let once = retrieve(&memory, slots, d, &support, 3).unwrap();
+    let repeated: Vec<f32> = support.iter().copied().cycle().take(5 * 3 * d).collect();
+    let padded = retrieve(&memory, slots, d, &repeated, 15).unwrap();
+    assert_eq!(once.slot, padded.slot);
+    assert!(
+        (once.distance - padded.distance).abs() < 1e-9,
+        "{} {}",
+        once.distance,
+        padded.distance
+    );
+    for (a, b) in once.mapped.iter().zip(&padded.mapped) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}

@@ -1,0 +1,420 @@
+//! Label packs: entity types adapted on top of one base bundle (`runtime/PACK-FORMAT.md`).
+//!
+//! A pack reuses the bundle container of `runtime/FORMAT.md` (header, checksums, metadata JSON,
+//! tensor table, 64-byte-aligned data) under its own magic `NERP`. It holds one prototype per
+//! new type, how each was built, the CDT parameters inherited from the bundle, and the
+//! [`Bundle::content_id`] of the bundle it was made for; [`LabelPack::check_base`] refuses any
+//! other bundle.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::reader::{parse_container, ContainerKind};
+use crate::bundle::writer::{write_atomically, TensorList};
+use crate::bundle::{Bundle, CdtParams, DType, TensorInfo};
+use crate::{Error, Result};
+
+/// First four bytes of every label pack.
+pub const PACK_MAGIC: [u8; 4] = *b"NERP";
+/// Structural version of the pack layout this crate reads and writes.
+pub const PACK_VERSION: u32 = 1;
+/// Largest pack file [`LabelPack::open`] reads (packs hold a few prototypes: kilobytes).
+pub const MAX_PACK_BYTES: u64 = 64 << 20;
+/// Name of the prototype tensor: `[types.len(), base_bundle.type_dim]`, f32 (f16 accepted).
+pub const PROTOTYPES_TENSOR: &str = "pack.prototypes";
+
+const PACK_KIND: ContainerKind = ContainerKind {
+    magic: PACK_MAGIC,
+    version: PACK_VERSION,
+    what: "ner-edge label pack",
+    sibling: (
+        crate::bundle::MAGIC,
+        "it is a bundle: pass it with --bundle, and label packs with --pack",
+    ),
+};
+
+/// All metadata of a label pack (stored as JSON; unknown keys are ignored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackMetadata {
+    /// The bundle the pack was adapted on.
+    pub base_bundle: BaseBundle,
+    /// The new types, in label order.
+    pub types: Vec<PackType>,
+    /// CDT parameters, copied from the base bundle; unfolded for this pack's types at load.
+    pub transitions: CdtParams,
+    pub provenance: PackProvenance,
+}
+
+/// Identity of the base bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaseBundle {
+    /// [`Bundle::content_id`] of the base bundle: 32 lowercase hex digits.
+    pub content_id: String,
+    /// The bundle's name when the pack was made (a path, or `<embedded default bundle>`); for
+    /// messages only.
+    pub name: String,
+    /// `encoder.type_dim` of the base bundle: the width of every prototype.
+    pub type_dim: usize,
+}
+
+/// How a prototype was built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// From support examples (MANNER prior: support mean, OT-retrieved memory, prior MLP).
+    Examples,
+    /// From the encoded type description only (no examples).
+    ZeroShot,
+    /// From examples and the description's token vectors together.
+    Combined,
+}
+
+impl Method {
+    /// The name used in the metadata JSON and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Examples => "examples",
+            Method::ZeroShot => "zero-shot",
+            Method::Combined => "combined",
+        }
+    }
+}
+
+/// One type of a pack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackType {
+    /// Output tag, e.g. `"DRUG"`: non-empty, no whitespace or control characters.
+    pub name: String,
+    /// The description given with `--type-name`, empty if none.
+    #[serde(default)]
+    pub description: String,
+    /// Row of this type in [`PROTOTYPES_TENSOR`].
+    pub prototype_row: usize,
+    pub method: Method,
+    /// Support sentences that mention the type.
+    pub support_sentences: usize,
+    /// Entity mentions of the type in the support set.
+    pub support_entities: usize,
+    /// Type vectors averaged into the support mean (first word pieces of the mentions, plus the
+    /// description's word pieces for [`Method::ZeroShot`] and [`Method::Combined`]).
+    pub support_tokens: usize,
+    /// `type_name` of the label-memory slot retrieved by optimal transport, if any.
+    #[serde(default)]
+    pub memory_slot: Option<String>,
+    /// `⟨C, T⟩` between that slot and the support vectors.
+    #[serde(default)]
+    pub memory_distance: Option<f64>,
+}
+
+/// Where the pack came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackProvenance {
+    /// Program and version, e.g. `"ner-edge 0.1.0"`.
+    pub created_by: String,
+    /// The support file as given on the command line.
+    #[serde(default)]
+    pub support_file: String,
+    /// XXH64 (seed 0, 16 hex digits) of the support file's bytes.
+    #[serde(default)]
+    pub support_xxh64: String,
+    /// `"bundle"` when the bundle's prior MLP was used, `"fallback"` for `MLP([s; m]) = m`.
+    #[serde(default)]
+    pub prior: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// A validated label pack, read into memory.
+#[derive(Clone, Debug)]
+pub struct LabelPack {
+    name: String,
+    version: u32,
+    content_id: String,
+    metadata: PackMetadata,
+    prototypes: Vec<f32>,
+    tensors: Vec<TensorInfo>,
+}
+
+fn bad(name: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Bundle(format!("{name}: {msg}"))
+}
+
+impl LabelPack {
+    /// Reads and validates the pack at `path` (at most [`MAX_PACK_BYTES`]).
+    pub fn open(path: &Path) -> Result<LabelPack> {
+        let name = path.display().to_string();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io("open label pack", path, e))?
+            .len();
+        if len > MAX_PACK_BYTES {
+            return Err(bad(
+                &name,
+                format!("{len} bytes is more than a label pack can be ({MAX_PACK_BYTES})"),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read label pack", path, e))?;
+        LabelPack::from_bytes(&bytes, &name)
+    }
+
+    /// Validates pack bytes; `name` prefixes every error message. Never panics.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<LabelPack> {
+        let c = parse_container::<PackMetadata>(bytes, name, &PACK_KIND)?;
+        let meta = c.metadata;
+        let d = meta.base_bundle.type_dim;
+        let id = &meta.base_bundle.content_id;
+        if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad(
+                name,
+                format!(
+                    "metadata field base_bundle.content_id = {id:?} is not 32 lowercase hex digits"
+                ),
+            ));
+        }
+        if d == 0 {
+            return Err(bad(
+                name,
+                "metadata field base_bundle.type_dim must be at least 1",
+            ));
+        }
+        let n = meta.types.len();
+        if n == 0 {
+            return Err(bad(
+                name,
+                "metadata field types is empty: a pack adds at least one type",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut rows = HashSet::new();
+        for (i, t) in meta.types.iter().enumerate() {
+            if !valid_type_name(&t.name) || !names.insert(t.name.as_str()) {
+                return Err(bad(
+                    name,
+                    format!(
+                        "metadata field types[{i}].name = {:?} is empty, repeated, or has \
+                         whitespace or control characters",
+                        t.name
+                    ),
+                ));
+            }
+            if t.prototype_row >= n || !rows.insert(t.prototype_row) {
+                return Err(bad(
+                    name,
+                    format!(
+                        "metadata field types[{i}].prototype_row = {} is out of range (0..{n}) or \
+                         used twice",
+                        t.prototype_row
+                    ),
+                ));
+            }
+        }
+        let cdt = &meta.transitions;
+        if !cdt
+            .matrix
+            .iter()
+            .flatten()
+            .chain(&cdt.start)
+            .chain(&cdt.end)
+            .all(|v| v.is_finite())
+        {
+            return Err(bad(
+                name,
+                "metadata field transitions holds a non-finite number",
+            ));
+        }
+        let info = c
+            .tensors
+            .iter()
+            .find(|t| t.name == PROTOTYPES_TENSOR)
+            .ok_or_else(|| {
+                bad(
+                    name,
+                    format!("required tensor {PROTOTYPES_TENSOR:?} is missing"),
+                )
+            })?;
+        if info.shape != [n, d] || !matches!(info.dtype, DType::F32 | DType::F16) {
+            return Err(bad(
+                name,
+                format!(
+                    "tensor {PROTOTYPES_TENSOR:?} is {} {:?}, expected f32 or f16 [types.len(), \
+                     base_bundle.type_dim] = [{n}, {d}]",
+                    info.dtype, info.shape
+                ),
+            ));
+        }
+        let raw = info
+            .offset
+            .checked_add(info.len)
+            .and_then(|end| bytes.get(info.offset..end))
+            .ok_or_else(|| {
+                bad(
+                    name,
+                    format!("tensor {PROTOTYPES_TENSOR:?} lies outside the file"),
+                )
+            })?;
+        let prototypes: Vec<f32> = match info.dtype {
+            DType::F16 => raw
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|c| f16::from_le_bytes(*c).to_f32())
+                .collect(),
+            _ => raw
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .map(|c| f32::from_le_bytes(*c))
+                .collect(),
+        };
+        if let Some(at) = prototypes.iter().position(|v| !v.is_finite()) {
+            return Err(bad(
+                name,
+                format!(
+                    "tensor {PROTOTYPES_TENSOR:?} holds a non-finite value (type row {}, \
+                     component {})",
+                    at / d,
+                    at % d
+                ),
+            ));
+        }
+        Ok(LabelPack {
+            name: name.to_string(),
+            version: c.version,
+            content_id: c.content_id,
+            metadata: meta,
+            prototypes,
+            tensors: c.tensors,
+        })
+    }
+
+    /// The name given at construction (the path for [`LabelPack::open`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pack's metadata.
+    pub fn metadata(&self) -> &PackMetadata {
+        &self.metadata
+    }
+
+    /// Names of the pack's types, in label order.
+    pub fn type_names(&self) -> Vec<String> {
+        self.metadata.types.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// The prototype of type `k` (label order), `type_dim` values; `None` out of range.
+    pub fn prototype(&self, k: usize) -> Option<&[f32]> {
+        let d = self.metadata.base_bundle.type_dim;
+        let row = self.metadata.types.get(k)?.prototype_row;
+        self.prototypes.get(row * d..(row + 1) * d)
+    }
+
+    /// Refuses `bundle` unless it is the pack's base bundle (same content id and type width).
+    pub fn check_base(&self, bundle: &Bundle) -> Result<()> {
+        let base = &self.metadata.base_bundle;
+        if base.content_id != bundle.content_id() {
+            return Err(Error::Usage(format!(
+                "label pack {} was adapted on bundle {} (content id {}), not on bundle {} \
+                 (content id {}); re-run `ner-edge adapt --bundle {}` to make a pack for it",
+                self.name,
+                base.name,
+                base.content_id,
+                bundle.name(),
+                bundle.content_id(),
+                bundle.name()
+            )));
+        }
+        if base.type_dim != bundle.metadata().encoder.type_dim {
+            return Err(bad(
+                &self.name,
+                format!(
+                    "prototypes are {} wide but bundle {} has type_dim {}",
+                    base.type_dim,
+                    bundle.name(),
+                    bundle.metadata().encoder.type_dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Multi-line human-readable summary for `ner-edge inspect`.
+    pub fn describe(&self) -> String {
+        let m = &self.metadata;
+        let mut s = String::new();
+        let _ = writeln!(s, "label pack:      {}", self.name);
+        let _ = writeln!(s, "format version:  {}", self.version);
+        let _ = writeln!(s, "content id:      {}", self.content_id);
+        let _ = writeln!(
+            s,
+            "base bundle:     {} (content id {}, type_dim {})",
+            m.base_bundle.name, m.base_bundle.content_id, m.base_bundle.type_dim
+        );
+        let _ = writeln!(s, "created by:      {}", m.provenance.created_by);
+        let _ = writeln!(s, "support file:    {}", m.provenance.support_file);
+        let _ = writeln!(s, "prior MLP:       {}", m.provenance.prior);
+        let _ = writeln!(s, "\ntypes ({}):", m.types.len());
+        for t in &m.types {
+            let slot = match (&t.memory_slot, t.memory_distance) {
+                (Some(slot), Some(dist)) => format!("memory slot {slot} (OT distance {dist:.4})"),
+                _ => "no memory slot".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<9} sentences={} entities={} tokens={} {slot}{}",
+                t.name,
+                t.method.as_str(),
+                t.support_sentences,
+                t.support_entities,
+                t.support_tokens,
+                if t.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(" description={:?}", t.description)
+                }
+            );
+        }
+        let _ = writeln!(s, "\ntensors ({}):", self.tensors.len());
+        for t in &self.tensors {
+            let _ = writeln!(
+                s,
+                "  {}  {}  {:?}  {} bytes",
+                t.name, t.dtype, t.shape, t.len
+            );
+        }
+        s
+    }
+}
+
+/// Whether `name` can be a type tag: non-empty, no whitespace or control characters.
+pub fn valid_type_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Serialises a pack: `metadata` and `prototypes` (`[metadata.types.len(), type_dim]`,
+/// row-major, row `i` at `types[i].prototype_row`). The result is validated exactly as
+/// [`LabelPack::from_bytes`] would.
+pub fn pack_to_bytes(metadata: &PackMetadata, prototypes: &[f32]) -> Result<Vec<u8>> {
+    let meta = serde_json::to_vec(metadata)
+        .map_err(|e| Error::Bundle(format!("pack writer: cannot serialise metadata: {e}")))?;
+    let mut tensors = TensorList::default();
+    tensors.add_f32(
+        PROTOTYPES_TENSOR,
+        &[metadata.types.len(), metadata.base_bundle.type_dim],
+        prototypes,
+    )?;
+    let bytes = tensors.assemble(PACK_MAGIC, PACK_VERSION, &meta)?;
+    LabelPack::from_bytes(&bytes, "pack writer output")?;
+    Ok(bytes)
+}
+
+/// [`pack_to_bytes`], written to `path` atomically (temporary file, fsync, rename).
+pub fn write_pack(path: &Path, metadata: &PackMetadata, prototypes: &[f32]) -> Result<()> {
+    write_atomically(path, &pack_to_bytes(metadata, prototypes)?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::bundle::{reseal, sample_bundle_bytes};
+
+fn metadata(content_id: &str, names: &[&str], d: usize) -> PackMetadata {
+    PackMetadata {
+        base_bundle: BaseBundle {
+            content_id: content_id.to_string(),
+            name: "base.nerb".into(),
+            type_dim: d,
+        },
+        types: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PackType {
+                name: n.to_string(),
+                description: String::new(),
+                prototype_row: i,
+                method: Method::Examples,
+                support_sentences: 1,
+                support_entities: 1,
+                support_tokens: 1,
+                memory_slot: Some("PER".into()),
+                memory_distance: Some(0.25),
+            })
+            .collect(),
+        transitions: CdtParams {
+            matrix: [[0.1; 5]; 3],
+            start: [0.0; 3],
+            end: [0.0; 3],
+        },
+        provenance: PackProvenance {
+            created_by: "test".into(),
+            support_file: "s.txt".into(),
+            support_xxh64: String::new(),
+            prior: "fallback".into(),
+            notes: String::new(),
+        },
+    }
+}
+
+const ID: &str = "0123456789abcdef0123456789abcdef";
+
+fn sample_pack() -> Vec<u8> {
+    pack_to_bytes(
+        &metadata(ID, &["DRUG", "DOSE"], 4),
+        &[1., 2., 3., 4., 5., 6., 7., 8.],
+    )
+    .unwrap()
+}
+
+/// Pack bytes without the writer's validation, for hostile-content tests.
+fn unchecked(meta: &PackMetadata, prototypes: &[f32], shape: &[usize]) -> Vec<u8> {
+    let json = serde_json::to_vec(meta).unwrap();
+    let mut t = TensorList::default();
+    t.add_f32(PROTOTYPES_TENSOR, shape, prototypes).unwrap();
+    t.assemble(PACK_MAGIC, PACK_VERSION, &json).unwrap()
+}
+
+fn bundle_err(r: Result<LabelPack>) -> String {
+    match r {
+        Err(Error::Bundle(m)) => m,
+        other => panic!("expected a bundle error, got {other:?}"),
+    }
+}
+
+#[test]
+fn round_trips_and_starts_every_tensor_aligned() {
+    let bytes = sample_pack();
+    assert_eq!(&bytes[..4], b"NERP");
+    let p = LabelPack::from_bytes(&bytes, "p.nerp").unwrap();
+    assert_eq!(p.type_names(), ["DRUG", "DOSE"]);
+    assert_eq!(p.prototype(1).unwrap(), &[5., 6., 7., 8.]);
+    assert!(p.prototype(2).is_none());
+    assert_eq!(p.metadata(), &metadata(ID, &["DRUG", "DOSE"], 4));
+    assert!(p.tensors.iter().all(|t| t.offset % 64 == 0));
+    let text = p.describe();
+    assert!(
+        text.contains("DRUG") && text.contains("memory slot PER"),
+        "{text}"
+    );
+}
+
+#[test]
+fn refuses_a_bundle_it_was_not_made_for() {
+    let bundle = Bundle::from_vec(sample_bundle_bytes(2, 4).unwrap(), "other.nerb").unwrap();
+    let p = LabelPack::from_bytes(&sample_pack(), "p.nerp").unwrap();
+    let m = p.check_base(&bundle).unwrap_err().to_string();
+    assert!(
+        m.contains("p.nerp") && m.contains("base.nerb") && m.contains("other.nerb"),
+        "{m}"
+    );
+    let mut meta = metadata(&bundle.content_id(), &["DRUG"], 4);
+    let ok = LabelPack::from_bytes(&pack_to_bytes(&meta, &[0.0; 4]).unwrap(), "p").unwrap();
+    ok.check_base(&bundle).unwrap();
+    meta.base_bundle.type_dim = 2;
+    let wrong = LabelPack::from_bytes(&pack_to_bytes(&meta, &[0.0; 2]).unwrap(), "p").unwrap();
+    assert!(wrong.check_base(&bundle).is_err());
+}
+
+#[test]
+fn bundles_and_packs_are_told_apart() {
+    let m = bundle_err(LabelPack::from_bytes(
+        &sample_bundle_bytes(2, 4).unwrap(),
+        "b.nerb",
+    ));
+    assert!(
+        m.contains("not a ner-edge label pack") && m.contains("--bundle"),
+        "{m}"
+    );
+    let m = Bundle::from_vec(sample_pack(), "p.nerp")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("not a ner-edge bundle") && m.contains("--pack"),
+        "{m}"
+    );
+}
+
+#[test]
+fn semantic_errors_are_named() {
+    let cases: Vec<(PackMetadata, Vec<f32>, Vec<usize>, &str)> = vec![
+        (
+            metadata("xyz", &["A"], 2),
+            vec![0.0; 2],
+            vec![1, 2],
+            "content_id",
+        ),
+        (
+            metadata(ID, &["A", "A"], 2),
+            vec![0.0; 4],
+            vec![2, 2],
+            "types[1].name",
+        ),
+        (
+            metadata(ID, &["A B"], 2),
+            vec![0.0; 2],
+            vec![1, 2],
+            "types[0].name",
+        ),
+        (metadata(ID, &[], 2), vec![], vec![0, 2], "types is empty"),
+        (
+            metadata(ID, &["A"], 2),
+            vec![0.0; 3],
+            vec![1, 3],
+            "expected f32",
+        ),
+        (
+            metadata(ID, &["A"], 2),
+            vec![0.0, f32::NAN],
+            vec![1, 2],
+            "non-finite",
+        ),
+        (metadata(ID, &["A"], 0), vec![], vec![1, 0], "type_dim"),
+    ];
+    for (meta, protos, shape, needle) in cases {
+        let m = bundle_err(LabelPack::from_bytes(
+            &unchecked(&meta, &protos, &shape),
+            "p",
+        ));
+        assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+    }
+    let mut meta = metadata(ID, &["A", "B"], 1);
+    meta.types[1].prototype_row = 0;
+    let m = bundle_err(LabelPack::from_bytes(
+        &unchecked(&meta, &[0.0; 2], &[2, 1]),
+        "p",
+    ));
+    assert!(m.contains("prototype_row"), "{m}");
+    let mut meta = metadata(ID, &["A"], 1);
+    meta.transitions.start[0] = f32::INFINITY;
+    let json = serde_json::to_string(&meta).unwrap();
+    assert!(json.contains("null"), "JSON cannot hold inf: {json}");
+    let bytes = unchecked(&meta, &[0.0], &[1, 1]);
+    assert!(LabelPack::from_bytes(&bytes, "p").is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn mutated_packs_never_panic(
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in proptest::option::of(any::<usize>()),
+        seal in any::<bool>(),
+    ) {
+        let mut bytes = sample_pack();
+        for (at, v) in edits {
+            let i = at % bytes.len();
+            bytes[i] = v;
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c % (bytes.len() + 1));
+        }
+        if seal {
+            reseal(&mut bytes);
+        }
+        if let Ok(p) = LabelPack::from_bytes(&bytes, "fuzz") {
+            let n = p.metadata().types.len();
+            for k in 0..=n {
+                let _ = p.prototype(k);
+            }
+            let _ = p.describe();
+        }
+    }
+
+    #[test]
+    fn mutated_metadata_json_never_panics(edits in proptest::collection::vec((any::<usize>(), 0x20u8..0x7f), 1..6)) {
+        let meta = metadata(ID, &["DRUG", "DOSE"], 4);
+        let mut json = serde_json::to_vec(&meta).unwrap();
+        for (at, v) in edits {
+            let i = at % json.len();
+            json[i] = v;
+        }
+        let mut t = TensorList::default();
+        t.add_f32(PROTOTYPES_TENSOR, &[2, 4], &[0.5; 8]).unwrap();
+        let bytes = t.assemble(PACK_MAGIC, PACK_VERSION, &json).unwrap();
+        let _ = LabelPack::from_bytes(&bytes, "fuzz");
+    }
+}
