@@ -230,6 +230,139 @@ impl ModelWeights {
         Ok(())
     }
 
+    /// All-zero tensors of the shapes `config` implies (linear `d_in`/`d_out` set), e.g. a
+    /// gradient accumulator for [`crate::backprop::backward`].
+    pub fn zeros(config: &EncoderConfig) -> ModelWeights {
+        let d = config.hidden;
+        let linear = |d_in: usize, d_out: usize| Linear {
+            d_in,
+            d_out,
+            weight: vec![0.0; d_in * d_out],
+            bias: vec![0.0; d_out],
+        };
+        let norm = || LayerNorm {
+            gamma: vec![0.0; d],
+            beta: vec![0.0; d],
+        };
+        ModelWeights {
+            config: config.clone(),
+            word_embeddings: vec![0.0; config.vocab_size * d],
+            position_embeddings: vec![0.0; config.max_positions * d],
+            token_type_embedding: vec![0.0; d],
+            embeddings_ln: norm(),
+            layers: (0..config.layers)
+                .map(|_| LayerWeights {
+                    query: linear(d, d),
+                    key: linear(d, d),
+                    value: linear(d, d),
+                    attn_output: linear(d, d),
+                    attn_ln: norm(),
+                    ffn_in: linear(d, config.intermediate),
+                    ffn_out: linear(config.intermediate, d),
+                    ffn_ln: norm(),
+                })
+                .collect(),
+            boundary: linear(d, BOUNDARY_LABELS),
+            types: linear(d, config.type_dim),
+        }
+    }
+
+    /// Every parameter tensor with its stable name, in this fixed order:
+    ///
+    /// 1. `word_embeddings`, `position_embeddings`, `token_type_embedding`,
+    ///    `embeddings_ln.gamma`, `embeddings_ln.beta`;
+    /// 2. for each layer `l` from the input side, with prefix `layers.{l}.`:
+    ///    `query.weight`, `query.bias`, `key.weight`, `key.bias`, `value.weight`, `value.bias`,
+    ///    `attn_output.weight`, `attn_output.bias`, `attn_ln.gamma`, `attn_ln.beta`,
+    ///    `ffn_in.weight`, `ffn_in.bias`, `ffn_out.weight`, `ffn_out.bias`, `ffn_ln.gamma`,
+    ///    `ffn_ln.beta`;
+    /// 3. `boundary.weight`, `boundary.bias`, `types.weight`, `types.bias`.
+    ///
+    /// That is `5 + 16 * layers + 4` tensors whose lengths add up to
+    /// [`EncoderConfig::parameter_count`]. [`ModelWeights::tensors_mut`] yields the same names in
+    /// the same order; [`is_no_decay`] tells which of them are biases or layer-norm parameters.
+    pub fn tensors(&self) -> Vec<(String, &[f32])> {
+        let mut out: Vec<(String, &[f32])> = vec![
+            ("word_embeddings".into(), &self.word_embeddings),
+            ("position_embeddings".into(), &self.position_embeddings),
+            ("token_type_embedding".into(), &self.token_type_embedding),
+            ("embeddings_ln.gamma".into(), &self.embeddings_ln.gamma),
+            ("embeddings_ln.beta".into(), &self.embeddings_ln.beta),
+        ];
+        for (l, layer) in self.layers.iter().enumerate() {
+            let linears = [
+                ("query", &layer.query),
+                ("key", &layer.key),
+                ("value", &layer.value),
+                ("attn_output", &layer.attn_output),
+            ];
+            for (name, lin) in linears {
+                out.push((format!("layers.{l}.{name}.weight"), &lin.weight));
+                out.push((format!("layers.{l}.{name}.bias"), &lin.bias));
+            }
+            out.push((format!("layers.{l}.attn_ln.gamma"), &layer.attn_ln.gamma));
+            out.push((format!("layers.{l}.attn_ln.beta"), &layer.attn_ln.beta));
+            for (name, lin) in [("ffn_in", &layer.ffn_in), ("ffn_out", &layer.ffn_out)] {
+                out.push((format!("layers.{l}.{name}.weight"), &lin.weight));
+                out.push((format!("layers.{l}.{name}.bias"), &lin.bias));
+            }
+            out.push((format!("layers.{l}.ffn_ln.gamma"), &layer.ffn_ln.gamma));
+            out.push((format!("layers.{l}.ffn_ln.beta"), &layer.ffn_ln.beta));
+        }
+        out.push(("boundary.weight".into(), &self.boundary.weight));
+        out.push(("boundary.bias".into(), &self.boundary.bias));
+        out.push(("types.weight".into(), &self.types.weight));
+        out.push(("types.bias".into(), &self.types.bias));
+        out
+    }
+
+    /// Mutable access to every parameter tensor, with the names and in the order of
+    /// [`ModelWeights::tensors`].
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut [f32])> {
+        let mut out: Vec<(String, &mut [f32])> = vec![
+            ("word_embeddings".into(), &mut self.word_embeddings),
+            ("position_embeddings".into(), &mut self.position_embeddings),
+            (
+                "token_type_embedding".into(),
+                &mut self.token_type_embedding,
+            ),
+            ("embeddings_ln.gamma".into(), &mut self.embeddings_ln.gamma),
+            ("embeddings_ln.beta".into(), &mut self.embeddings_ln.beta),
+        ];
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let linears = [
+                ("query", &mut layer.query),
+                ("key", &mut layer.key),
+                ("value", &mut layer.value),
+                ("attn_output", &mut layer.attn_output),
+            ];
+            for (name, lin) in linears {
+                out.push((format!("layers.{l}.{name}.weight"), &mut lin.weight));
+                out.push((format!("layers.{l}.{name}.bias"), &mut lin.bias));
+            }
+            out.push((
+                format!("layers.{l}.attn_ln.gamma"),
+                &mut layer.attn_ln.gamma,
+            ));
+            out.push((format!("layers.{l}.attn_ln.beta"), &mut layer.attn_ln.beta));
+            let ffn = [
+                ("ffn_in", &mut layer.ffn_in),
+                ("ffn_out", &mut layer.ffn_out),
+            ];
+            for (name, lin) in ffn {
+                out.push((format!("layers.{l}.{name}.weight"), &mut lin.weight));
+                out.push((format!("layers.{l}.{name}.bias"), &mut lin.bias));
+            }
+            out.push((format!("layers.{l}.ffn_ln.gamma"), &mut layer.ffn_ln.gamma));
+            out.push((format!("layers.{l}.ffn_ln.beta"), &mut layer.ffn_ln.beta));
+        }
+        out.push(("boundary.weight".into(), &mut self.boundary.weight));
+        out.push(("boundary.bias".into(), &mut self.boundary.bias));
+        out.push(("types.weight".into(), &mut self.types.weight));
+        out.push(("types.bias".into(), &mut self.types.bias));
+        out
+    }
+
     /// The position table with the token-type row added to every position:
     /// `[max_positions, D]`, what the ONNX export stores as its position table.
     pub fn position_plus_token_type(&self) -> Vec<f32> {
@@ -276,6 +409,13 @@ impl ModelWeights {
             types: lin(&self.types),
         }
     }
+}
+
+/// Whether the tensor named `name` (a name from [`ModelWeights::tensors`]) is a bias or a
+/// layer-norm `gamma`/`beta`: the tensors AdamW conventionally leaves out of weight decay.
+/// Embedding tables and linear weights are decayed.
+pub fn is_no_decay(name: &str) -> bool {
+    name.ends_with(".bias") || name.ends_with(".gamma") || name.ends_with(".beta")
 }
 
 #[cfg(test)]
@@ -336,5 +476,43 @@ mod tests {
         w.layers[1].ffn_out.bias.pop();
         let err = w.check().unwrap_err().to_string();
         assert!(err.contains("layer 1 ffn_out.bias"), "{err}");
+    }
+
+    #[test]
+    fn tensors_cover_every_parameter_in_stable_order() {
+        let mut w = random_init(&tiny(), 2);
+        let listed = w.tensors();
+        assert_eq!(listed.len(), 5 + 16 * 2 + 4);
+        let total: usize = listed.iter().map(|(_, t)| t.len()).sum();
+        assert_eq!(total, tiny().parameter_count());
+        assert_eq!(listed[0].0, "word_embeddings");
+        assert_eq!(listed[5].0, "layers.0.query.weight");
+        assert_eq!(listed[5 + 16 + 12].0, "layers.1.ffn_out.weight");
+        assert_eq!(listed[5 + 16 + 12].1, w.layers[1].ffn_out.weight.as_slice());
+        assert_eq!(listed.last().unwrap().0, "types.bias");
+        let names: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        let lens: Vec<usize> = listed.iter().map(|(_, t)| t.len()).collect();
+        let mut_listed = w.tensors_mut();
+        let mut_names: Vec<String> = mut_listed.iter().map(|(n, _)| n.clone()).collect();
+        let mut_lens: Vec<usize> = mut_listed.iter().map(|(_, t)| t.len()).collect();
+        assert_eq!(names, mut_names);
+        assert_eq!(lens, mut_lens);
+        for (_, t) in w.tensors_mut() {
+            t.fill(0.0);
+        }
+        assert_eq!(w, ModelWeights::zeros(&tiny()));
+        ModelWeights::zeros(&tiny()).check().unwrap();
+    }
+
+    #[test]
+    fn no_decay_names() {
+        assert!(is_no_decay("layers.0.query.bias"));
+        assert!(is_no_decay("embeddings_ln.gamma"));
+        assert!(is_no_decay("layers.3.ffn_ln.beta"));
+        assert!(!is_no_decay("layers.0.query.weight"));
+        assert!(!is_no_decay("word_embeddings"));
+        assert!(!is_no_decay("token_type_embedding"));
     }
 }
