@@ -1,0 +1,283 @@
+//! The meta-training configuration file (TOML), read by `ner-train meta --config FILE`.
+//!
+//! Relative paths in the file (`data_root`, `encoder.dir`, `validation`) are resolved against
+//! the directory that holds the file, so a committed config works from any working directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::optimizer::AdamWConfig;
+use crate::loss::LossWeights;
+use crate::model::EncoderConfig;
+
+/// Everything a meta-training run depends on. Two runs with equal configs (and equal data files)
+/// produce bit-identical weights on the same machine and thread count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of initialisation, episode sampling and memory order.
+    pub seed: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Episodes whose gradients are summed into one optimiser step.
+    #[serde(default = "default_episodes_per_step")]
+    pub episodes_per_step: usize,
+    /// Worker threads; episodes of a step are split over them.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// A log line (and a progress update) every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// A checkpoint every this many steps (0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    pub encoder: EncoderInit,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub episodes: EpisodeShape,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub loss: LossWeights,
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+fn default_episodes_per_step() -> usize {
+    16
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_log_every() -> u64 {
+    10
+}
+
+/// Where the encoder weights come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "init", rename_all = "snake_case")]
+pub enum EncoderInit {
+    /// all-MiniLM-L6-v2 from `dir` (default: the `ner-tools fetch-encoder` cache), with a
+    /// `type_dim`-wide type head initialised at random.
+    Minilm {
+        #[serde(default)]
+        dir: Option<PathBuf>,
+        #[serde(default = "default_type_dim")]
+        type_dim: usize,
+    },
+    /// Random weights of the given shape, with the vocabulary file `vocab` (`vocab.txt`
+    /// format; its line count must equal `shape.vocab_size`).
+    Random {
+        shape: EncoderConfig,
+        vocab: PathBuf,
+    },
+}
+
+fn default_type_dim() -> usize {
+    128
+}
+
+/// Training corpora.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Directory the corpus paths are relative to.
+    pub data_root: PathBuf,
+    /// Sentences with more word pieces than this are left out of training (counted and logged).
+    #[serde(default = "default_max_pieces")]
+    pub max_pieces: usize,
+    pub corpora: Vec<CorpusEntry>,
+    /// Optional JSONL episodes (`ner-tools sample-episodes` format) scored every
+    /// `validate_every` steps with gradient-free adaptation.
+    #[serde(default)]
+    pub validation: Option<PathBuf>,
+    #[serde(default)]
+    pub validate_every: u64,
+    /// How many validation episodes are scored each time (0: all).
+    #[serde(default)]
+    pub validation_episodes: usize,
+}
+
+fn default_max_pieces() -> usize {
+    96
+}
+
+/// One training corpus: a name (e.g. `"crossner-music"`, the episodes' domain) and the files,
+/// relative to `data_root`, that `ner_edge::corpus::read_corpus` understands; several files
+/// (e.g. train and dev of one dataset) are concatenated into one corpus with one label set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusEntry {
+    pub name: String,
+    pub paths: Vec<PathBuf>,
+}
+
+/// Episode sizes; each episode uses setting `i % len` of the lists, zipped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpisodeShape {
+    pub n_way: Vec<usize>,
+    pub k_shot: Vec<usize>,
+    pub query_k: Vec<usize>,
+    /// Sentences that mention other types are dropped instead of relabelled `O`.
+    pub exclude_other_types: bool,
+}
+
+impl Default for EpisodeShape {
+    fn default() -> Self {
+        EpisodeShape {
+            n_way: vec![5],
+            k_shot: vec![1],
+            query_k: vec![1],
+            exclude_other_types: false,
+        }
+    }
+}
+
+/// Learning rates, schedule and clipping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub lr_encoder: f32,
+    pub lr_heads: f32,
+    /// Fraction of `steps` spent in linear warm-up.
+    pub warmup: f32,
+    /// Global gradient-norm limit (0: off).
+    pub clip_norm: f32,
+    pub adamw: AdamWConfig,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr_encoder: 1e-4,
+            lr_heads: 1e-3,
+            warmup: 0.1,
+            clip_norm: 1.0,
+            adamw: AdamWConfig::default(),
+        }
+    }
+}
+
+/// What goes into the exported bundle besides the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// `"f16"` (default) or `"f32"` encoder weights.
+    pub dtype: String,
+    /// Types active when the user passes no `--types` (default: all).
+    pub default_active: Vec<String>,
+    /// Label-memory slot capacity M.
+    pub memory_capacity: usize,
+    /// Sentences per type encoded to build the prototype bank.
+    pub prototype_sentences: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            dtype: "f16".into(),
+            default_active: Vec::new(),
+            memory_capacity: 15,
+            prototype_sentences: 64,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads and checks a TOML config; relative paths become relative to the file's directory.
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: TrainConfig =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config
+            .validate()
+            .with_context(|| format!("config {}", path.display()))?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.data.data_root);
+        if let Some(v) = &mut self.data.validation {
+            join(v);
+        }
+        match &mut self.encoder {
+            EncoderInit::Minilm { dir: Some(d), .. } => join(d),
+            EncoderInit::Random { vocab, .. } => join(vocab),
+            EncoderInit::Minilm { dir: None, .. } => {}
+        }
+    }
+
+    /// Checks ranges and list lengths; errors name the offending key.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.steps > 0, "steps must be at least 1");
+        ensure!(
+            self.episodes_per_step > 0,
+            "episodes_per_step must be at least 1"
+        );
+        ensure!(self.threads > 0, "threads must be at least 1");
+        ensure!(self.log_every > 0, "log_every must be at least 1");
+        ensure!(!self.data.corpora.is_empty(), "data.corpora is empty");
+        for c in &self.data.corpora {
+            ensure!(!c.paths.is_empty(), "corpus {:?} lists no paths", c.name);
+        }
+        ensure!(
+            self.data.max_pieces >= 1,
+            "data.max_pieces must be positive"
+        );
+        let e = &self.episodes;
+        ensure!(
+            !e.n_way.is_empty()
+                && e.n_way.len() == e.k_shot.len()
+                && e.k_shot.len() == e.query_k.len(),
+            "episodes.n_way, k_shot and query_k must be non-empty lists of equal length"
+        );
+        ensure!(
+            e.n_way
+                .iter()
+                .chain(&e.k_shot)
+                .chain(&e.query_k)
+                .all(|&x| x > 0),
+            "episode sizes must be positive"
+        );
+        let o = &self.optim;
+        ensure!(
+            (0.0..1.0).contains(&o.warmup),
+            "optim.warmup must be in [0, 1)"
+        );
+        for (name, v) in [
+            ("optim.lr_encoder", o.lr_encoder),
+            ("optim.lr_heads", o.lr_heads),
+            ("optim.clip_norm", o.clip_norm),
+        ] {
+            ensure!(v.is_finite() && v >= 0.0, "{name} must be finite and >= 0");
+        }
+        match self.export.dtype.as_str() {
+            "f16" | "f32" => {}
+            other => bail!("export.dtype must be \"f16\" or \"f32\", not {other:?}"),
+        }
+        ensure!(
+            self.export.memory_capacity > 0,
+            "export.memory_capacity must be positive"
+        );
+        if let EncoderInit::Random { shape, .. } = &self.encoder {
+            shape.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Warm-up length in steps.
+    pub fn warmup_steps(&self) -> u64 {
+        (self.optim.warmup as f64 * self.steps as f64).round() as u64
+    }
+}

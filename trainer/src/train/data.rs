@@ -1,0 +1,239 @@
+//! Training data: corpora read and filtered by length, their content hash, and episodes turned
+//! into the model's inputs (piece ids with `[CLS]`/`[SEP]`, first piece of each word, label
+//! indices).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use ner_edge::corpus::{read_corpus, Corpus, Episode, Sentence};
+use ner_edge::tokenizer::Tokenizer;
+use sha2::{Digest, Sha256};
+
+use super::config::DataConfig;
+
+/// The training corpora after filtering, with what was left out.
+#[derive(Clone, Debug)]
+pub struct TrainingData {
+    /// One corpus per config entry, named by the entry's `name`.
+    pub corpora: Vec<Corpus>,
+    /// Sentences left out per corpus (too many pieces, or no entity-bearing tokens at all is
+    /// *not* a reason: entity-free sentences stay, they are useful `O` context).
+    pub dropped: Vec<usize>,
+    /// sha256 (hex) over every kept sentence: corpus name, tokens and tags.
+    pub sha256: String,
+}
+
+/// Reads every corpus of `config`, drops sentences whose piece count (without `[CLS]`/`[SEP]`)
+/// exceeds `config.max_pieces`, and hashes what is kept.
+pub fn load(config: &DataConfig, tokenizer: &Tokenizer) -> Result<TrainingData> {
+    let mut corpora = Vec::with_capacity(config.corpora.len());
+    let mut dropped = Vec::with_capacity(config.corpora.len());
+    let mut hasher = Sha256::new();
+    for entry in &config.corpora {
+        let mut sentences = Vec::new();
+        let mut repairs = 0;
+        for rel in &entry.paths {
+            let path = config.data_root.join(rel);
+            if !path.exists() {
+                bail!(
+                    "corpus {:?}: {} does not exist (data_root is {})",
+                    entry.name,
+                    path.display(),
+                    config.data_root.display()
+                );
+            }
+            let corpus = read_corpus(&path)
+                .with_context(|| format!("corpus {:?} ({})", entry.name, path.display()))?;
+            repairs += corpus.repairs;
+            sentences.extend(corpus.sentences);
+        }
+        let before = sentences.len();
+        let kept: Vec<Sentence> = sentences
+            .into_iter()
+            .filter(|s| !s.tokens.is_empty() && piece_count(tokenizer, s) <= config.max_pieces)
+            .collect();
+        dropped.push(before - kept.len());
+        hasher.update(entry.name.as_bytes());
+        hasher.update([0u8]);
+        for s in &kept {
+            for (tok, tag) in s.tokens.iter().zip(&s.tags) {
+                hasher.update(tok.as_bytes());
+                hasher.update([0x1f]);
+                hasher.update(tag.as_bytes());
+                hasher.update([0x1e]);
+            }
+            hasher.update([0x1d]);
+        }
+        corpora.push(Corpus::new(entry.name.clone(), kept, repairs));
+    }
+    let sha256 = hex(&hasher.finalize());
+    Ok(TrainingData {
+        corpora,
+        dropped,
+        sha256,
+    })
+}
+
+fn piece_count(tokenizer: &Tokenizer, s: &Sentence) -> usize {
+    let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
+    tokenizer.encode_words(&words).ids.len()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One sentence as the encoder and the losses see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedSentence {
+    /// `[CLS] pieces [SEP]`.
+    pub ids: Vec<u32>,
+    /// Index into `ids` of the first piece of each word (so never 0, the `[CLS]`).
+    pub first_piece: Vec<usize>,
+    /// Label of each word in the layout of `ner_edge::decode::labels` for the episode's types.
+    pub labels: Vec<usize>,
+}
+
+/// An episode ready for the model: its types (label `1 + 2k` is `B-types[k]`), the corpus it
+/// came from, and encoded support and query sentences.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedEpisode {
+    pub source: String,
+    pub types: Vec<String>,
+    pub support: Vec<EncodedSentence>,
+    pub query: Vec<EncodedSentence>,
+}
+
+/// Encodes an episode. Fails when a tag is not `O`, `B-T` or `I-T` for a type `T` of the
+/// episode, naming the sentence and word.
+pub fn encode_episode(ep: &Episode, tokenizer: &Tokenizer) -> Result<EncodedEpisode> {
+    let index: BTreeMap<&str, usize> = ep
+        .types
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (t.as_str(), k))
+        .collect();
+    let encode_set = |set: &[Sentence], what: &str| -> Result<Vec<EncodedSentence>> {
+        set.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                encode_sentence(s, tokenizer, &index)
+                    .with_context(|| format!("{what} sentence {}", i + 1))
+            })
+            .collect()
+    };
+    Ok(EncodedEpisode {
+        source: ep.domain.clone(),
+        types: ep.types.clone(),
+        support: encode_set(&ep.support, "support")?,
+        query: encode_set(&ep.query, "query")?,
+    })
+}
+
+fn encode_sentence(
+    s: &Sentence,
+    tokenizer: &Tokenizer,
+    index: &BTreeMap<&str, usize>,
+) -> Result<EncodedSentence> {
+    let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
+    let enc = tokenizer.encode_words(&words);
+    let mut ids = Vec::with_capacity(enc.ids.len() + 2);
+    ids.push(tokenizer.cls_id());
+    ids.extend_from_slice(&enc.ids);
+    ids.push(tokenizer.sep_id());
+    let first_piece = enc
+        .word_first_piece
+        .iter()
+        .map(|&p| p as usize + 1)
+        .collect();
+    let labels = s
+        .tags
+        .iter()
+        .enumerate()
+        .map(|(w, tag)| label_index(tag, index).with_context(|| format!("word {}", w + 1)))
+        .collect::<Result<Vec<usize>>>()?;
+    Ok(EncodedSentence {
+        ids,
+        first_piece,
+        labels,
+    })
+}
+
+fn label_index(tag: &str, index: &BTreeMap<&str, usize>) -> Result<usize> {
+    if tag == "O" {
+        return Ok(0);
+    }
+    let (offset, name) = if let Some(t) = tag.strip_prefix("B-") {
+        (1, t)
+    } else if let Some(t) = tag.strip_prefix("I-") {
+        (2, t)
+    } else {
+        bail!("tag {tag:?} is not O, B-TYPE or I-TYPE");
+    };
+    match index.get(name) {
+        Some(&k) => Ok(1 + 2 * k + offset - 1),
+        None => bail!("tag {tag:?} names a type outside the episode"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ner_edge::tokenizer::bert_uncased_meta;
+
+    fn tokenizer() -> Tokenizer {
+        Tokenizer::new(&bert_uncased_meta(), crate::export::fixture::MINILM_VOCAB).unwrap()
+    }
+
+    fn sentence(tokens: &[&str], tags: &[&str]) -> Sentence {
+        Sentence {
+            tokens: tokens.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            text: None,
+        }
+    }
+
+    #[test]
+    fn episodes_encode_to_pieces_first_pieces_and_labels() {
+        let ep = Episode {
+            domain: "toy".into(),
+            support: vec![sentence(
+                &["Aspirin", "helps", "Jean-Luc", "Picard"],
+                &["B-drug", "O", "B-person", "I-person"],
+            )],
+            query: vec![sentence(&["ok"], &["O"])],
+            types: vec!["drug".into(), "person".into()],
+            repairs: 0,
+        };
+        let tok = tokenizer();
+        let e = encode_episode(&ep, &tok).unwrap();
+        let s = &e.support[0];
+        assert_eq!(s.labels, vec![1, 0, 3, 4]);
+        assert_eq!(s.ids[0], tok.cls_id());
+        assert_eq!(*s.ids.last().unwrap(), tok.sep_id());
+        assert_eq!(s.first_piece.len(), 4);
+        assert_eq!(s.first_piece[0], 1);
+        assert!(s.first_piece.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            s.first_piece[3] > s.first_piece[2] + 1,
+            "Jean-Luc has several pieces"
+        );
+        assert_eq!(e.query[0].labels, vec![0]);
+    }
+
+    #[test]
+    fn foreign_types_are_refused_with_position() {
+        let ep = Episode {
+            domain: String::new(),
+            support: vec![],
+            query: vec![sentence(&["a", "b"], &["O", "B-x"])],
+            types: vec!["y".into()],
+            repairs: 0,
+        };
+        let err = format!("{:#}", encode_episode(&ep, &tokenizer()).unwrap_err());
+        assert!(
+            err.contains("query sentence 1") && err.contains("word 2"),
+            "{err}"
+        );
+    }
+}

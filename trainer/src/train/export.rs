@@ -1,0 +1,221 @@
+//! Turning a trained state into a runtime bundle: a prototype bank with one prototype per entity
+//! type name of the training corpora, the label memory, the CDT numbers, the prior MLP and the
+//! provenance (training-data hash included).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use ner_edge::bundle::Provenance;
+use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
+
+use super::config::TrainConfig;
+use super::data::TrainingData;
+use super::meta::{EncoderOrigin, TrainState};
+use crate::backprop::{forward, PieceBatch, Tape};
+use crate::export::bundle::{export_bundle, BundleContents, PriorWeights, TypeState};
+use crate::model::rng::SplitMix64;
+use crate::WeightDtype;
+
+/// One prototype-bank entry: type name, the corpora it occurs in, prototype `[type_dim]`.
+pub struct BankEntry {
+    pub name: String,
+    pub corpora: Vec<String>,
+    pub prototype: Vec<f32>,
+}
+
+/// Corpora a type name occurs in and its sentences as `(corpus, sentence)` indices.
+type Mentions = (Vec<String>, Vec<(usize, usize)>);
+
+/// Sentences encoded per forward pass while building the prototype bank.
+const BANK_BATCH: usize = 16;
+
+/// Prototype of every entity type name in `data`: the mean type vector of that type's entity
+/// words (first piece of each word) over up to `per_type` sentences mentioning it, drawn
+/// without replacement by a generator seeded with `seed` and the type name. Types with the same
+/// name in several corpora share one prototype. Entries are sorted by name.
+pub fn prototype_bank(
+    state: &TrainState,
+    data: &TrainingData,
+    tokenizer: &Tokenizer,
+    per_type: usize,
+    seed: u64,
+) -> Result<Vec<BankEntry>> {
+    let w = &state.weights;
+    let dt = w.config.type_dim;
+    let mut mentions: BTreeMap<&str, Mentions> = BTreeMap::new();
+    for (c, corpus) in data.corpora.iter().enumerate() {
+        for (s, sentence) in corpus.sentences.iter().enumerate() {
+            let mut seen: Vec<&str> = sentence
+                .tags
+                .iter()
+                .filter_map(|t| t.strip_prefix("B-"))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for name in seen {
+                let entry = mentions.entry(name).or_default();
+                if entry.0.last() != Some(&corpus.name) {
+                    entry.0.push(corpus.name.clone());
+                }
+                entry.1.push((c, s));
+            }
+        }
+    }
+    let mut batch = PieceBatch::default();
+    let mut tape = Tape::new();
+    let mut bank = Vec::with_capacity(mentions.len());
+    for (name, (corpora, mut picks)) in mentions {
+        let mut rng = SplitMix64::new(seed ^ fnv(name));
+        let take = per_type.max(1).min(picks.len());
+        for i in 0..take {
+            let j = i + (rng.next_u64() % (picks.len() - i) as u64) as usize;
+            picks.swap(i, j);
+        }
+        picks.truncate(take);
+        picks.sort_unstable();
+        let mut sum = vec![0.0f64; dt];
+        let mut count = 0usize;
+        for chunk in picks.chunks(BANK_BATCH) {
+            batch.clear();
+            let mut firsts = Vec::with_capacity(chunk.len());
+            for &(c, s) in chunk {
+                let sentence = &data.corpora[c].sentences[s];
+                let words: Vec<&str> = sentence.tokens.iter().map(String::as_str).collect();
+                let enc = tokenizer.encode_words(&words);
+                let mut ids = Vec::with_capacity(enc.ids.len() + 2);
+                ids.push(tokenizer.cls_id());
+                ids.extend_from_slice(&enc.ids);
+                ids.push(tokenizer.sep_id());
+                batch.push(&w.config, &ids)?;
+                firsts.push(enc.word_first_piece);
+            }
+            forward(w, &batch, &mut tape);
+            for (k, &(c, s)) in chunk.iter().enumerate() {
+                let base = batch.offsets()[k] + 1;
+                let tags = &data.corpora[c].sentences[s].tags;
+                for (word, tag) in tags.iter().enumerate() {
+                    let is_type = tag
+                        .strip_prefix("B-")
+                        .or_else(|| tag.strip_prefix("I-"))
+                        .is_some_and(|t| t == name);
+                    if is_type {
+                        let row = base + firsts[k][word] as usize;
+                        for (a, &v) in sum.iter_mut().zip(&tape.types()[row * dt..(row + 1) * dt]) {
+                            *a += f64::from(v);
+                        }
+                        count += 1;
+                    }
+                }
+            }
+        }
+        let prototype = sum
+            .iter()
+            .map(|&v| (v / count.max(1) as f64) as f32)
+            .collect();
+        bank.push(BankEntry {
+            name: name.to_string(),
+            corpora,
+            prototype,
+        });
+    }
+    Ok(bank)
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The bundle bytes of a trained state (see the module docs).
+pub fn export_trained(
+    config: &TrainConfig,
+    state: &TrainState,
+    data: &TrainingData,
+    tokenizer: &Tokenizer,
+    origin: &EncoderOrigin,
+) -> Result<Vec<u8>> {
+    let dt = state.weights.config.type_dim;
+    let capacity = config.export.memory_capacity;
+    let bank = prototype_bank(
+        state,
+        data,
+        tokenizer,
+        config.export.prototype_sentences,
+        config.seed,
+    )
+    .context("building the prototype bank")?;
+    let mut memory_by_name: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+    for (_, type_name, _, rows) in state.memory.slots() {
+        memory_by_name
+            .entry(type_name)
+            .or_default()
+            .extend_from_slice(rows);
+    }
+    let types: Vec<TypeState> = bank
+        .into_iter()
+        .map(
+            |BankEntry {
+                 name,
+                 corpora,
+                 prototype,
+             }| {
+                let mut memory = memory_by_name.remove(name.as_str()).unwrap_or_default();
+                let keep = memory.len().min(capacity * dt);
+                memory.drain(..memory.len() - keep);
+                TypeState {
+                    name,
+                    source: corpora.join(","),
+                    description: String::new(),
+                    prototype,
+                    memory,
+                }
+            },
+        )
+        .collect();
+    let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+    for want in &config.export.default_active {
+        if !names.contains(&want.as_str()) {
+            bail!(
+                "export.default_active names {want:?}, which no training corpus has; types are: {}",
+                names.join(", ")
+            );
+        }
+    }
+    let default_active = if config.export.default_active.is_empty() {
+        names.iter().map(|s| s.to_string()).collect()
+    } else {
+        config.export.default_active.clone()
+    };
+    let p = &state.heads.prior;
+    let contents = BundleContents {
+        vocab_text: origin.vocab_text.clone(),
+        tokenizer: bert_uncased_meta(),
+        types,
+        default_active,
+        transitions: state.heads.cdt.clone(),
+        memory_capacity: capacity,
+        provenance: Provenance {
+            encoder_source: origin.source.clone(),
+            encoder_sha256: origin.sha256.clone(),
+            training_data_sha256: data.sha256.clone(),
+            training_corpora: data.corpora.iter().map(|c| c.name.clone()).collect(),
+            created_by: format!("ner-train {}", env!("CARGO_PKG_VERSION")),
+            notes: format!(
+                "meta-trained {} steps x {} episodes, seed {}",
+                state.step, config.episodes_per_step, config.seed
+            ),
+        },
+        prior: Some(PriorWeights {
+            fc1_weight: p.fc1_weight.clone(),
+            fc1_bias: p.fc1_bias.clone(),
+            fc2_weight: p.fc2_weight.clone(),
+            fc2_bias: p.fc2_bias.clone(),
+        }),
+    };
+    let dtype = match config.export.dtype.as_str() {
+        "f32" => WeightDtype::F32,
+        _ => WeightDtype::F16,
+    };
+    export_bundle(&state.weights, &contents, dtype)
+}

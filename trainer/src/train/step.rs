@@ -1,0 +1,222 @@
+//! One worker's share of an optimiser step: encoder forward, episode loss, encoder backward,
+//! gradients accumulated in the worker's own buffers.
+
+use anyhow::{ensure, Context, Result};
+
+use super::data::{EncodedEpisode, EncodedSentence};
+use super::meta::TrainState;
+use crate::backprop::{backward, forward, BackwardScratch, PieceBatch, Tape};
+use crate::loss::{entity_vectors, episode_loss, HeadParams, LossTerms, LossWeights, SentenceRef};
+use crate::model::{EncoderConfig, ModelWeights};
+
+/// Loss terms of one episode.
+pub type EpisodeTerms = LossTerms;
+
+/// Label-memory rows produced by one episode: `((source, type), vectors [rows, type_dim])`.
+pub type MemoryPushes = Vec<((String, String), Vec<f32>)>;
+
+/// Buffers of one training thread, reused across steps.
+pub struct StepWorker {
+    batch: PieceBatch,
+    tape: Tape,
+    scratch: BackwardScratch,
+    grads: ModelWeights,
+    head_grads: HeadParams,
+    d_boundary: Vec<f32>,
+    d_types: Vec<f32>,
+    /// Gradient scale of one episode: `1 / episodes_per_step`.
+    scale: f32,
+}
+
+/// Word-level head outputs of one sentence, gathered from its first pieces.
+pub struct WordOutputs {
+    pub boundary: Vec<f32>,
+    pub types: Vec<f32>,
+}
+
+/// Gathers the first-piece rows of every sentence of `sentences`, packed in `batch` order
+/// starting at sentence index `first`, from the outputs of a forward pass.
+pub fn gather_words(
+    tape: &Tape,
+    batch: &PieceBatch,
+    sentences: &[EncodedSentence],
+    first: usize,
+    type_dim: usize,
+) -> Vec<WordOutputs> {
+    let offsets = batch.offsets();
+    sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let base = offsets[first + i];
+            let mut boundary = Vec::with_capacity(s.first_piece.len() * 3);
+            let mut types = Vec::with_capacity(s.first_piece.len() * type_dim);
+            for &p in &s.first_piece {
+                let row = base + p;
+                boundary.extend_from_slice(&tape.boundary()[row * 3..row * 3 + 3]);
+                types.extend_from_slice(&tape.types()[row * type_dim..(row + 1) * type_dim]);
+            }
+            WordOutputs { boundary, types }
+        })
+        .collect()
+}
+
+/// Refs for the loss from gathered outputs and their sentences.
+pub fn sentence_refs<'a>(
+    outputs: &'a [WordOutputs],
+    sentences: &'a [EncodedSentence],
+) -> Vec<SentenceRef<'a>> {
+    outputs
+        .iter()
+        .zip(sentences)
+        .map(|(o, s)| SentenceRef {
+            boundary: &o.boundary,
+            types: &o.types,
+            labels: &s.labels,
+        })
+        .collect()
+}
+
+impl StepWorker {
+    /// Buffers for a model of `config`; each episode's gradient is scaled by
+    /// `1 / episodes_per_step`, so a step's gradient is the mean over its episodes.
+    pub fn new(config: &EncoderConfig, episodes_per_step: usize) -> StepWorker {
+        StepWorker {
+            batch: PieceBatch::default(),
+            tape: Tape::new(),
+            scratch: BackwardScratch::new(),
+            grads: ModelWeights::zeros(config),
+            head_grads: HeadParams::zeros(config.type_dim),
+            d_boundary: Vec::new(),
+            d_types: Vec::new(),
+            scale: 1.0 / episodes_per_step.max(1) as f32,
+        }
+    }
+
+    /// Sets every accumulated gradient to zero.
+    pub fn zero_grads(&mut self) {
+        for (_, g) in self.grads.tensors_mut() {
+            g.fill(0.0);
+        }
+        for (_, g) in self.head_grads.tensors_mut() {
+            g.fill(0.0);
+        }
+    }
+
+    /// Adds another worker's gradients to this one's.
+    pub fn add_grads_from(&mut self, other: &StepWorker) {
+        for ((_, dst), (_, src)) in self
+            .grads
+            .tensors_mut()
+            .into_iter()
+            .zip(other.grads.tensors())
+        {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        }
+        for ((_, dst), (_, src)) in self
+            .head_grads
+            .tensors_mut()
+            .into_iter()
+            .zip(other.head_grads.tensors())
+        {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        }
+    }
+
+    /// The accumulated gradients, encoder tensors then head tensors, in the order of
+    /// `ModelWeights::tensors` followed by `HeadParams::tensors`.
+    pub fn grads_flat(&self) -> Vec<(String, &[f32])> {
+        let mut all = self.grads.tensors();
+        all.extend(self.head_grads.tensors());
+        all
+    }
+
+    /// Forward, loss and backward of one episode, adding its scaled gradients to this worker's
+    /// buffers. Returns the loss terms and the entity vectors to push into the label memory.
+    pub fn episode(
+        &mut self,
+        state: &TrainState,
+        ep: &EncodedEpisode,
+        weights: &LossWeights,
+    ) -> Result<(EpisodeTerms, MemoryPushes)> {
+        let w = &state.weights;
+        let c = &w.config;
+        let dt = c.type_dim;
+        let n = ep.types.len();
+        ensure!(!ep.support.is_empty(), "episode has no support sentences");
+        self.batch.clear();
+        for s in ep.support.iter().chain(&ep.query) {
+            self.batch.push(c, &s.ids)?;
+        }
+        forward(w, &self.batch, &mut self.tape);
+        let support_out = gather_words(&self.tape, &self.batch, &ep.support, 0, dt);
+        let query_out = gather_words(&self.tape, &self.batch, &ep.query, ep.support.len(), dt);
+        let support = sentence_refs(&support_out, &ep.support);
+        let query = sentence_refs(&query_out, &ep.query);
+        let support_vectors = entity_vectors(&support, dt, n)?;
+        let mapped_means: Vec<Option<Vec<f32>>> = ep
+            .types
+            .iter()
+            .zip(&support_vectors)
+            .map(|(name, v)| {
+                let own = crate::loss::SlotKey::new(ep.source.clone(), name.clone());
+                state.memory.retrieve(v, Some(&own))
+            })
+            .collect();
+        let loss = episode_loss(
+            &crate::loss::EpisodeInput {
+                n_types: n,
+                type_dim: dt,
+                type_names: &ep.types,
+                support: &support,
+                query: &query,
+                mapped_means: &mapped_means,
+            },
+            &state.heads.prior,
+            &state.heads.cdt,
+            weights,
+        )
+        .with_context(|| format!("episode from {} with types {:?}", ep.source, ep.types))?;
+
+        let tokens = self.batch.tokens();
+        self.d_boundary.clear();
+        self.d_boundary.resize(tokens * 3, 0.0);
+        self.d_types.clear();
+        self.d_types.resize(tokens * dt, 0.0);
+        let offsets = self.batch.offsets().to_vec();
+        let grads = loss.support.iter().chain(&loss.query);
+        let sentences = ep.support.iter().chain(&ep.query);
+        for (i, (g, s)) in grads.zip(sentences).enumerate() {
+            for (word, &p) in s.first_piece.iter().enumerate() {
+                let row = offsets[i] + p;
+                for k in 0..3 {
+                    self.d_boundary[row * 3 + k] += self.scale * g.boundary[word * 3 + k];
+                }
+                for k in 0..dt {
+                    self.d_types[row * dt + k] += self.scale * g.types[word * dt + k];
+                }
+            }
+        }
+        backward(
+            w,
+            &self.batch,
+            &self.tape,
+            &self.d_boundary,
+            &self.d_types,
+            &mut self.grads,
+            &mut self.scratch,
+        );
+        self.head_grads.add_cdt_grad(&loss.cdt, self.scale);
+        self.head_grads.prior.add_scaled(&loss.prior, self.scale);
+
+        let mut all: Vec<SentenceRef<'_>> = support.clone();
+        all.extend(query.iter().copied());
+        let pushes = entity_vectors(&all, dt, n)?
+            .into_iter()
+            .zip(&ep.types)
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(v, name)| ((ep.source.clone(), name.clone()), v))
+            .collect();
+        Ok((loss.terms, pushes))
+    }
+}

@@ -1,0 +1,331 @@
+//! End-to-end meta-training on the toy corpora of `fixtures/train`: the loss falls, the exported
+//! bundle tags with the runtime what the trainer's forward pass decodes, and a run killed
+//! mid-way resumes to bit-identical results.
+//!
+//! Round-trip tolerances (max abs diff / max(1, largest |value|)): ≤ 1e-5 with f32 weights,
+//! ≤ 1e-3 with f16 weights.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ner_edge::bundle::Bundle;
+use ner_edge::decode::{label_count, unfold, viterbi};
+use ner_edge::emissions::emissions;
+use ner_edge::pipeline::Tagger;
+use ner_edge_trainer::backprop::{forward, PieceBatch, Tape};
+use ner_edge_trainer::train::config::TrainConfig;
+use ner_edge_trainer::train::meta::{load_state, CHECKPOINT};
+use ner_edge_trainer::train::{run_meta, RunOptions};
+
+fn fixture_config() -> TrainConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/train/tiny.toml");
+    TrainConfig::load(&path).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ner-train-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn opts(out: &Path) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        resume: false,
+        stop_after: None,
+        progress: false,
+    }
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn learning_config() -> TrainConfig {
+    let mut cfg = fixture_config();
+    cfg.steps = 240;
+    cfg.log_every = 1000;
+    cfg.checkpoint_every = 0;
+    cfg.optim.lr_encoder = 1e-3;
+    cfg.optim.lr_heads = 1e-2;
+    cfg
+}
+
+#[test]
+fn meta_training_learns_and_the_runtime_tags_with_the_export() {
+    let cfg = learning_config();
+    let out = temp_dir("learn");
+    run_meta(&cfg, &opts(&out)).unwrap();
+    let l = losses(&out);
+    assert_eq!(l.len(), 240);
+    let first: f64 = l[..20].iter().sum::<f64>() / 20.0;
+    let last: f64 = l[l.len() - 20..].iter().sum::<f64>() / 20.0;
+    eprintln!("mean loss of the first 20 steps {first:.3}, of the last 20 {last:.3}");
+    assert!(last < 0.35 * first, "loss did not fall: {first} -> {last}");
+
+    let bundle = Bundle::open(&out.join("model.nerb")).unwrap();
+    let meta = bundle.metadata();
+    assert_eq!(meta.labels.default_active, vec!["person", "location"]);
+    assert_eq!(
+        meta.provenance.training_corpora,
+        vec!["toy-news", "toy-movies"]
+    );
+    assert_eq!(meta.provenance.training_data_sha256.len(), 64);
+    let names: Vec<&str> = meta.labels.types.iter().map(|t| t.name.as_str()).collect();
+    for t in [
+        "GENRE",
+        "TITLE",
+        "YEAR",
+        "drug",
+        "location",
+        "organisation",
+        "part",
+        "person",
+    ] {
+        assert!(names.contains(&t), "{t} missing from {names:?}");
+    }
+    let types: Vec<String> = ["person", "location", "organisation", "drug"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let tagger = Tagger::new(&bundle, Some(&types)).unwrap();
+    let text = "Sara Novak moved to Lima last year .";
+    let tagged = tagger.tag(&[text], 1).unwrap();
+    let found: Vec<(&str, &str)> = tagged[0]
+        .entities
+        .iter()
+        .map(|e| {
+            (
+                &text[e.span.clone()],
+                tagger.type_names()[e.type_index].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(found, vec![("Sara Novak", "person"), ("Lima", "location")]);
+}
+
+/// The runtime's encoder outputs and decoded labels for the exported trained model equal the
+/// trainer's own forward pass and Viterbi over the bundle's prototypes.
+fn check_round_trip(dtype: &str, tol: f32) {
+    let mut cfg = fixture_config();
+    cfg.export.dtype = dtype.into();
+    let out = temp_dir(&format!("roundtrip-{dtype}"));
+    run_meta(&cfg, &opts(&out)).unwrap();
+    let state = load_state(&cfg, &out.join(CHECKPOINT)).unwrap();
+    let bundle = Bundle::open(&out.join("model.nerb")).unwrap();
+    let tagger = Tagger::new(&bundle, None).unwrap();
+    let texts = [
+        "Omar Haddad works for Blue Bank .",
+        "The doctor gave Ken Ito some codeine in San Jose , Costa Rica .",
+    ];
+    let tagged = tagger.tag(&texts, 1).unwrap();
+    let tok = tagger.tokenizer();
+    let w = &state.weights;
+    let d = w.config.type_dim;
+    let protos = bundle.to_f32_vec("labels.prototypes").unwrap();
+    let all_types = &bundle.metadata().labels.types;
+    let active: Vec<usize> = tagger
+        .type_names()
+        .iter()
+        .map(|n| {
+            all_types
+                .iter()
+                .find(|t| &t.name == n)
+                .unwrap()
+                .prototype_row
+        })
+        .collect();
+    let active_protos: Vec<f32> = active
+        .iter()
+        .flat_map(|&r| protos[r * d..(r + 1) * d].to_vec())
+        .collect();
+    let trans = unfold(&bundle.metadata().transitions, active.len());
+    for (i, text) in texts.iter().enumerate() {
+        let enc = tok.encode(text);
+        let mut ids = vec![tok.cls_id()];
+        ids.extend_from_slice(&enc.ids);
+        ids.push(tok.sep_id());
+        let batch = PieceBatch::new(&w.config, &[ids]).unwrap();
+        let mut tape = Tape::new();
+        forward(w, &batch, &mut tape);
+        let mut b = Vec::new();
+        let mut t = Vec::new();
+        for &p in &enc.word_first_piece {
+            let p = p as usize + 1;
+            b.extend_from_slice(&tape.boundary()[3 * p..3 * p + 3]);
+            t.extend_from_slice(&tape.types()[d * p..d * (p + 1)]);
+        }
+        let (rb, rt) = runtime_word_outputs(&tagger, &bundle, text);
+        let scale = |v: &[f32]| v.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let db = diff(&b, &rb) / scale(&b);
+        let dt = diff(&t, &rt) / scale(&t);
+        eprintln!("{dtype} text {i}: relative diff boundary {db:.2e}, types {dt:.2e}");
+        assert!(
+            db <= tol && dt <= tol,
+            "{dtype} text {i}: {db} / {dt} > {tol}"
+        );
+        if dtype == "f32" {
+            let mut em = Vec::new();
+            emissions(&b, &t, d, &active_protos, active.len(), &mut em);
+            let mut path = Vec::new();
+            viterbi(&em, label_count(active.len()), &trans, &mut path);
+            assert_eq!(tagged[i].labels, path, "text {i}");
+        }
+    }
+}
+
+/// Word-level boundary logits and type vectors of the runtime encoder for `text`.
+fn runtime_word_outputs(tagger: &Tagger, bundle: &Bundle, text: &str) -> (Vec<f32>, Vec<f32>) {
+    use ner_edge::encoder::{Encoder, SpecialIds};
+    let tok = tagger.tokenizer();
+    let meta = bundle.metadata();
+    let enc = Encoder::load(
+        bundle.bytes("encoder.onnx").unwrap(),
+        &meta.encoder,
+        SpecialIds {
+            cls: tok.cls_id(),
+            sep: tok.sep_id(),
+            pad: tok.pad_id(),
+        },
+    )
+    .unwrap();
+    let e = tok.encode(text);
+    let (scores, _) = enc.encode(&[e.ids.as_slice()]).unwrap();
+    let d = meta.encoder.type_dim;
+    let mut b = Vec::new();
+    let mut t = Vec::new();
+    for &p in &e.word_first_piece {
+        let p = p as usize;
+        b.extend_from_slice(&scores[0].boundary[3 * p..3 * p + 3]);
+        t.extend_from_slice(&scores[0].types[d * p..d * (p + 1)]);
+    }
+    (b, t)
+}
+
+#[test]
+fn exported_trained_model_round_trips_f32() {
+    check_round_trip("f32", 1e-5);
+}
+
+#[test]
+fn exported_trained_model_round_trips_f16() {
+    check_round_trip("f16", 1e-3);
+}
+
+fn checkpoint_bytes_without_log(out: &Path) -> (Vec<u8>, Vec<u8>) {
+    (
+        std::fs::read(out.join("model.nerb")).unwrap(),
+        std::fs::read(out.join(CHECKPOINT)).unwrap(),
+    )
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_bit_identically() {
+    let mut cfg = fixture_config();
+    cfg.steps = 40;
+    cfg.checkpoint_every = 1;
+    let dir = temp_dir("kill");
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
+    let exe = env!("CARGO_BIN_EXE_ner-train");
+    let run = |out: &Path, extra: &[&str]| {
+        let output = Command::new(exe)
+            .args(["meta", "--quiet", "--config"])
+            .arg(&config_path)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "ner-train {extra:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+
+    let whole = dir.join("whole");
+    run(&whole, &[]);
+
+    let split = dir.join("split");
+    run(&split, &["--stop-after", "13"]);
+    assert!(!split.join("model.nerb").exists());
+    run(&split, &["--resume"]);
+    assert_eq!(
+        checkpoint_bytes_without_log(&whole),
+        checkpoint_bytes_without_log(&split)
+    );
+
+    let killed = dir.join("killed");
+    let mut child = Command::new(exe)
+        .args(["meta", "--quiet", "--config"])
+        .arg(&config_path)
+        .arg("--out")
+        .arg(&killed)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !killed.join(CHECKPOINT).exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let interrupted = !status.success();
+    eprintln!(
+        "killed run: {status}; {}",
+        if interrupted {
+            "resuming from its last checkpoint"
+        } else {
+            "it had already finished, so only the resume no-op is checked"
+        }
+    );
+    run(&killed, &["--resume"]);
+    assert_eq!(
+        checkpoint_bytes_without_log(&whole),
+        checkpoint_bytes_without_log(&killed)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn resuming_with_another_config_is_refused() {
+    let cfg = fixture_config();
+    let out = temp_dir("refuse");
+    run_meta(
+        &cfg,
+        &RunOptions {
+            stop_after: Some(2),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    let mut other = cfg.clone();
+    other.seed += 1;
+    let err = run_meta(
+        &other,
+        &RunOptions {
+            resume: true,
+            ..opts(&out)
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("different config"), "{err:#}");
+}
