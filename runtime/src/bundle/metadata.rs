@@ -54,7 +54,8 @@ pub struct EncoderMeta {
     pub max_positions: usize,
     /// Width of the type projection (the prototype space), 128 by default.
     pub type_dim: usize,
-    /// Storage dtype of the weights inside the ONNX graph (`"f16"` or `"f32"`).
+    /// Storage dtype of the weights inside the ONNX graph (`"f16"`, `"f32"` or `"int8"`); the
+    /// graph computes in f32 whatever it is.
     pub weight_dtype: String,
 }
 

@@ -110,10 +110,7 @@ pub fn export_bundle(
             vocab_size: c.vocab_size,
             max_positions: c.max_positions,
             type_dim: d,
-            weight_dtype: match dtype {
-                WeightDtype::F16 => "f16".into(),
-                WeightDtype::F32 => "f32".into(),
-            },
+            weight_dtype: dtype.as_str().into(),
         },
         tokenizer: contents.tokenizer.clone(),
         labels: LabelInventory {
@@ -134,7 +131,7 @@ pub fn export_bundle(
     let n = contents.types.len();
     let rows = memory.len() / d;
     match dtype {
-        WeightDtype::F16 => {
+        WeightDtype::F16 | WeightDtype::Int8 => {
             writer.add_f16(tensor_names::PROTOTYPES, &[n, d], &prototypes)?;
             writer.add_f16(tensor_names::LABEL_MEMORY, &[rows, d], &memory)?;
         }

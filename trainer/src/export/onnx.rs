@@ -20,6 +20,24 @@
 //! stay f32. [`crate::model::ModelWeights::f16_effective`] gives the weights such a graph
 //! computes with.
 //!
+//! With [`WeightDtype::Int8`], the two big parts are stored as symmetric int8 and dequantised in
+//! the graph (computation stays f32):
+//!
+//! * every encoder linear weight `[d_in, d_out]` is an INT8 initializer `W.weight` with one f32
+//!   scale per output column `W.weight.scale` `[d_out]`: `Cast(W.weight) -> f32`, then
+//!   `Mul(·, W.weight.scale)` (broadcast over rows). All inputs are constants, so tract folds the
+//!   dequantisation at load and runs the same f32 `MatMul` as for the other dtypes;
+//! * the word-embedding table `[vocab, d]` is INT8 with one f32 scale per row
+//!   (`embeddings.word.scale` `[vocab]`): both are `Gather`ed with `input_ids`, the rows are cast
+//!   to f32 and multiplied by the gathered scales unsqueezed to `[batch, seq, 1]`, so only the
+//!   looked-up rows are converted (the indices are graph inputs, so tract cannot fold this);
+//! * the position table and the two heads are small and stored as with [`WeightDtype::F16`];
+//!   biases and layer-norm parameters stay f32.
+//!
+//! Quantisation is `scale = max|w| / 127` over the column (row), `q = round(w / scale)` clamped
+//! to `[-127, 127]`, `w' = f32(q) * scale` (an all-zero column gets scale 0). [`int8_effective`]
+//! gives the weights such a graph computes with, bit for bit.
+//!
 //! # Loading with tract 0.23.9
 //!
 //! The symbolic dims come from the `dim_param`s, so no input fact needs to be set:
@@ -57,7 +75,7 @@
 //! # let _ = runnable; Ok(()) }
 //! ```
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use half::f16;
 use prost::Message;
 use tract_onnx::pb::{
@@ -66,7 +84,7 @@ use tract_onnx::pb::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use crate::model::{ModelWeights, ATTENTION_MASK_VALUE, BOUNDARY_LABELS};
+use crate::model::{LayerWeights, Linear, ModelWeights, ATTENTION_MASK_VALUE, BOUNDARY_LABELS};
 
 /// ONNX opset the export targets.
 pub const OPSET: i64 = 17;
@@ -78,6 +96,131 @@ pub const IR_VERSION: i64 = 8;
 pub enum WeightDtype {
     F16,
     F32,
+    /// Symmetric int8 for the linear weights (per output column) and the word embeddings (per
+    /// row); position table and heads f16. See the [module docs](self).
+    Int8,
+}
+
+impl WeightDtype {
+    /// The bundle metadata value `encoder.weight_dtype`: `"f16"`, `"f32"` or `"int8"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightDtype::F16 => "f16",
+            WeightDtype::F32 => "f32",
+            WeightDtype::Int8 => "int8",
+        }
+    }
+}
+
+/// Largest int8 magnitude used by the symmetric quantisation (`-128` is never produced).
+pub const INT8_MAX: f32 = 127.0;
+
+/// Scale of a symmetric int8 group (a column or a row) whose largest magnitude is `amax`.
+fn int8_scale(amax: f32) -> f32 {
+    amax / INT8_MAX
+}
+
+/// `x` quantised with `scale` (0 for an all-zero group, whose scale is 0).
+fn int8_quantize(x: f32, scale: f32) -> i8 {
+    if scale == 0.0 {
+        0
+    } else {
+        (x / scale).round().clamp(-INT8_MAX, INT8_MAX) as i8
+    }
+}
+
+/// Quantises a row-major `[rows, cols]` matrix with one scale per column (`[cols]`).
+pub fn quantize_int8_columns(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(w.len(), rows * cols, "matrix length");
+    let mut amax = vec![0.0f32; cols];
+    for row in w.chunks_exact(cols.max(1)) {
+        for (m, &x) in amax.iter_mut().zip(row) {
+            *m = m.max(x.abs());
+        }
+    }
+    let scales: Vec<f32> = amax.into_iter().map(int8_scale).collect();
+    let q = w
+        .chunks_exact(cols.max(1))
+        .flat_map(|row| row.iter().zip(&scales).map(|(&x, &s)| int8_quantize(x, s)))
+        .collect();
+    (q, scales)
+}
+
+/// Quantises a row-major `[rows, cols]` matrix with one scale per row (`[rows]`).
+pub fn quantize_int8_rows(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(w.len(), rows * cols, "matrix length");
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in w.chunks_exact(cols.max(1)) {
+        let s = int8_scale(row.iter().fold(0.0f32, |m, x| m.max(x.abs())));
+        q.extend(row.iter().map(|&x| int8_quantize(x, s)));
+        scales.push(s);
+    }
+    (q, scales)
+}
+
+/// `f32(q) * scale` for a per-column quantised `[rows, cols]` matrix, as the graph computes it.
+pub fn dequantize_int8_columns(q: &[i8], scales: &[f32]) -> Vec<f32> {
+    q.chunks_exact(scales.len().max(1))
+        .flat_map(|row| row.iter().zip(scales).map(|(&v, &s)| v as f32 * s))
+        .collect()
+}
+
+/// `f32(q) * scale` for a per-row quantised matrix, as the graph computes it.
+pub fn dequantize_int8_rows(q: &[i8], scales: &[f32]) -> Vec<f32> {
+    let cols = q.len() / scales.len().max(1);
+    q.chunks_exact(cols.max(1))
+        .zip(scales)
+        .flat_map(|(row, &s)| row.iter().map(move |&v| v as f32 * s))
+        .collect()
+}
+
+fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+/// The weights a [`WeightDtype::Int8`] export computes with: linear weights and word embeddings
+/// quantised and dequantised exactly as in the graph, position table (with the token-type row
+/// folded in, token-type set to zero) and heads rounded to f16, biases and layer norms unchanged.
+/// [`crate::model::reference_forward`] on these equals the exported graph up to f32 summation
+/// order.
+pub fn int8_effective(w: &ModelWeights) -> ModelWeights {
+    let q = |l: &Linear| {
+        let (q, s) = quantize_int8_columns(&l.weight, l.d_in, l.d_out);
+        Linear {
+            weight: dequantize_int8_columns(&q, &s),
+            ..l.clone()
+        }
+    };
+    let h = |l: &Linear| Linear {
+        weight: round_f16(&l.weight),
+        ..l.clone()
+    };
+    let c = &w.config;
+    let (wq, ws) = quantize_int8_rows(&w.word_embeddings, c.vocab_size, c.hidden);
+    ModelWeights {
+        config: c.clone(),
+        word_embeddings: dequantize_int8_rows(&wq, &ws),
+        position_embeddings: round_f16(&w.position_plus_token_type()),
+        token_type_embedding: vec![0.0; c.hidden],
+        embeddings_ln: w.embeddings_ln.clone(),
+        layers: w
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                query: q(&l.query),
+                key: q(&l.key),
+                value: q(&l.value),
+                attn_output: q(&l.attn_output),
+                attn_ln: l.attn_ln.clone(),
+                ffn_in: q(&l.ffn_in),
+                ffn_out: q(&l.ffn_out),
+                ffn_ln: l.ffn_ln.clone(),
+            })
+            .collect(),
+        boundary: h(&w.boundary),
+        types: h(&w.types),
+    }
 }
 
 /// Serialises `w` as an ONNX model following the contract in the [module docs](self).
@@ -90,6 +233,14 @@ pub fn export_onnx(w: &ModelWeights, dtype: WeightDtype) -> Result<Vec<u8>> {
 /// The `ModelProto` that [`export_onnx`] serialises.
 pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
     w.check().context("exporting ONNX")?;
+    if dtype == WeightDtype::Int8 {
+        for (name, t) in w.tensors() {
+            ensure!(
+                t.iter().all(|x| x.is_finite()),
+                "exporting ONNX as int8: tensor {name} has non-finite values"
+            );
+        }
+    }
     let c = &w.config;
     let d = c.hidden as i64;
     let heads = c.heads as i64;
@@ -100,12 +251,21 @@ pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
         initializers: vec![],
     };
 
-    let word = g.table_lookup(
-        "embeddings.word",
-        &[c.vocab_size as i64, d],
-        &w.word_embeddings,
-        |g, table| g.node("Gather", &[table, "input_ids"], vec![attr_int("axis", 0)]),
-    );
+    let word = if dtype == WeightDtype::Int8 {
+        g.int8_word_lookup(
+            "embeddings.word",
+            c.vocab_size,
+            c.hidden,
+            &w.word_embeddings,
+        )
+    } else {
+        g.table_lookup(
+            "embeddings.word",
+            &[c.vocab_size as i64, d],
+            &w.word_embeddings,
+            |g, table| g.node("Gather", &[table, "input_ids"], vec![attr_int("axis", 0)]),
+        )
+    };
     let seq_len = g.node(
         "Shape",
         &["input_ids"],
@@ -185,8 +345,8 @@ pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
             c.layer_norm_eps,
         );
     }
-    let boundary = g.linear("head.boundary", &x, &w.boundary);
-    let types = g.linear("head.types", &x, &w.types);
+    let boundary = g.head("head.boundary", &x, &w.boundary);
+    let types = g.head("head.types", &x, &w.types);
     g.rename_output(&boundary, "boundary");
     g.rename_output(&types, "types");
 
@@ -298,22 +458,51 @@ impl Builder {
         self.initializer(name, dims, DataType::Float16, raw)
     }
 
-    fn is_f16(&self) -> bool {
-        self.dtype == WeightDtype::F16
+    fn const_i8(&mut self, name: &str, dims: &[i64], data: &[i8]) -> String {
+        let raw = data.iter().map(|&v| v as u8).collect();
+        self.initializer(name, dims, DataType::Int8, raw)
     }
 
-    /// A matrix in the storage dtype, as an f32 value.
-    fn matrix(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
-        if self.is_f16() {
-            let stored = self.const_f16(name, dims, data);
-            self.node(
-                "Cast",
-                &[&stored],
-                vec![attr_int("to", DataType::Float as i64)],
-            )
-        } else {
-            self.const_f32(name, dims, data)
+    fn cast_f32(&mut self, x: &str) -> String {
+        self.node("Cast", &[x], vec![attr_int("to", DataType::Float as i64)])
+    }
+
+    /// Whether the small tables (position table, heads) are stored f16.
+    fn is_f16(&self) -> bool {
+        matches!(self.dtype, WeightDtype::F16 | WeightDtype::Int8)
+    }
+
+    /// A `[d_in, d_out]` matrix stored as `storage`, as an f32 value.
+    fn matrix(&mut self, name: &str, l: &Linear, storage: WeightDtype) -> String {
+        let dims = [l.d_in as i64, l.d_out as i64];
+        match storage {
+            WeightDtype::F32 => self.const_f32(name, &dims, &l.weight),
+            WeightDtype::F16 => {
+                let stored = self.const_f16(name, &dims, &l.weight);
+                self.cast_f32(&stored)
+            }
+            WeightDtype::Int8 => {
+                let (q, scales) = quantize_int8_columns(&l.weight, l.d_in, l.d_out);
+                let stored = self.const_i8(name, &dims, &q);
+                let scale = self.const_f32(&format!("{name}.scale"), &[l.d_out as i64], &scales);
+                let as_f32 = self.cast_f32(&stored);
+                self.node("Mul", &[&as_f32, &scale], vec![])
+            }
         }
+    }
+
+    /// The int8 word-embedding table with per-row scales, looked up with `input_ids`:
+    /// `Cast(Gather(table, ids)) * Unsqueeze(Gather(scales, ids), [2])`.
+    fn int8_word_lookup(&mut self, name: &str, rows: usize, cols: usize, data: &[f32]) -> String {
+        let (q, scales) = quantize_int8_rows(data, rows, cols);
+        let table = self.const_i8(name, &[rows as i64, cols as i64], &q);
+        let scale = self.const_f32(&format!("{name}.scale"), &[rows as i64], &scales);
+        let looked_up = self.node("Gather", &[&table, "input_ids"], vec![attr_int("axis", 0)]);
+        let looked_up = self.cast_f32(&looked_up);
+        let row_scale = self.node("Gather", &[&scale, "input_ids"], vec![attr_int("axis", 0)]);
+        let axis = self.const_i64("const.axis2", &[1], &[2]);
+        let row_scale = self.node("Unsqueeze", &[&row_scale, &axis], vec![]);
+        self.node("Mul", &[&looked_up, &row_scale], vec![])
     }
 
     /// An embedding table in the storage dtype, read by `lookup` and cast to f32 after.
@@ -327,23 +516,29 @@ impl Builder {
         if self.is_f16() {
             let table = self.const_f16(name, dims, data);
             let rows = lookup(self, &table);
-            self.node(
-                "Cast",
-                &[&rows],
-                vec![attr_int("to", DataType::Float as i64)],
-            )
+            self.cast_f32(&rows)
         } else {
             let table = self.const_f32(name, dims, data);
             lookup(self, &table)
         }
     }
 
-    fn linear(&mut self, name: &str, x: &str, l: &crate::model::Linear) -> String {
-        let weight = self.matrix(
-            &format!("{name}.weight"),
-            &[l.d_in as i64, l.d_out as i64],
-            &l.weight,
-        );
+    /// An encoder linear layer, its weight in the export dtype.
+    fn linear(&mut self, name: &str, x: &str, l: &Linear) -> String {
+        self.linear_as(name, x, l, self.dtype)
+    }
+
+    /// A head: small, so f16 when the export is int8.
+    fn head(&mut self, name: &str, x: &str, l: &Linear) -> String {
+        let storage = match self.dtype {
+            WeightDtype::Int8 => WeightDtype::F16,
+            other => other,
+        };
+        self.linear_as(name, x, l, storage)
+    }
+
+    fn linear_as(&mut self, name: &str, x: &str, l: &Linear, storage: WeightDtype) -> String {
+        let weight = self.matrix(&format!("{name}.weight"), l, storage);
         let bias = self.const_f32(&format!("{name}.bias"), &[l.d_out as i64], &l.bias);
         let y = self.node("MatMul", &[x, &weight], vec![]);
         self.node("Add", &[&y, &bias], vec![])

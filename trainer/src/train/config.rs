@@ -165,7 +165,7 @@ impl Default for OptimConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
-    /// `"f16"` (default) or `"f32"` encoder weights.
+    /// `"f16"` (default), `"f32"` or `"int8"` encoder weights (see `export::onnx::WeightDtype`).
     pub dtype: String,
     /// Types active when the user passes no `--types` (default: all).
     pub default_active: Vec<String>,
@@ -263,8 +263,8 @@ impl TrainConfig {
             ensure!(v.is_finite() && v >= 0.0, "{name} must be finite and >= 0");
         }
         match self.export.dtype.as_str() {
-            "f16" | "f32" => {}
-            other => bail!("export.dtype must be \"f16\" or \"f32\", not {other:?}"),
+            "f16" | "f32" | "int8" => {}
+            other => bail!("export.dtype must be \"f16\", \"f32\" or \"int8\", not {other:?}"),
         }
         ensure!(
             self.export.memory_capacity > 0,

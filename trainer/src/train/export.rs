@@ -215,6 +215,7 @@ pub fn export_trained(
     };
     let dtype = match config.export.dtype.as_str() {
         "f32" => WeightDtype::F32,
+        "int8" => WeightDtype::Int8,
         _ => WeightDtype::F16,
     };
     export_bundle(&state.weights, &contents, dtype)
