@@ -481,15 +481,20 @@ fn load_checkpoint(path: &Path, config: &TrainConfig, state: &mut TrainState) ->
     let mut ckpt = checkpoint::read(path)?;
     let saved: CheckpointState = serde_json::from_value(ckpt.state.clone())
         .with_context(|| format!("checkpoint {}: state", path.display()))?;
-    let comparable = |c: &TrainConfig| TrainConfig {
-        log_every: 1,
-        checkpoint_every: 0,
-        ..c.clone()
+    let comparable = |c: &TrainConfig| {
+        let mut c = c.clone();
+        c.log_every = 1;
+        c.checkpoint_every = 0;
+        c.export.dtype.clear();
+        c.export.default_active.clear();
+        c.export.prototype_sentences = 0;
+        c
     };
     ensure!(
         comparable(&saved.config) == comparable(config),
         "checkpoint {} was written with a different config; resuming needs the same one \
-         (only log_every and checkpoint_every may change)",
+         (only log_every, checkpoint_every and the export settings other than \
+         memory_capacity may change)",
         path.display()
     );
     let mut restore = |name: String, dst: &mut [f32]| -> Result<()> {
