@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::bundle::{tensor_names, Bundle};
+use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
 use crate::encoder::{Encoder, PieceScores, SpecialIds};
@@ -275,6 +275,50 @@ impl Tagger {
         })
     }
 
+    /// Replaces every active type (bundle and packs alike) by exactly `names`, one label group
+    /// with prototype `i` = row `i` of `prototypes` (`[names.len(), type_dim]`) decoded under
+    /// `transitions`, keeping the loaded tokenizer and encoder (e.g. to tag each few-shot
+    /// episode with its own adapted types). No types at all is allowed (every word is `O`).
+    ///
+    /// Errors ([`Error::Usage`]), leaving the tagger unchanged: a prototype matrix of the wrong
+    /// size, a repeated name, more types than the decoder supports.
+    pub fn set_types(
+        &mut self,
+        names: &[String],
+        prototypes: &[f32],
+        transitions: &CdtParams,
+    ) -> Result<()> {
+        let d = self.encoder.type_dim();
+        if prototypes.len() != names.len() * d {
+            return Err(Error::Usage(format!(
+                "{} prototype values for {} types of dimension {d}",
+                prototypes.len(),
+                names.len()
+            )));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(Error::Usage(format!("entity type {name:?} is given twice")));
+            }
+        }
+        let n_types = names.len();
+        if decode::label_count(n_types) > decode::MAX_LABELS {
+            return Err(Error::Usage(format!(
+                "{n_types} active types in one group is more than the decoder supports ({})",
+                (decode::MAX_LABELS - 1) / 2
+            )));
+        }
+        self.type_names = names.to_vec();
+        self.groups = vec![LabelGroup {
+            offset: 0,
+            n_types,
+            prototypes: prototypes.to_vec(),
+            transitions: decode::unfold(transitions, n_types),
+        }];
+        self.all_prototypes = prototypes.to_vec();
+        Ok(())
+    }
+
     /// Names of the active types, in label order (bundle group first, then each pack's).
     pub fn type_names(&self) -> &[String] {
         &self.type_names
@@ -327,8 +371,62 @@ impl Tagger {
         })
     }
 
+    /// Tags already-split sentences (e.g. CoNLL tokens), each given word being exactly one
+    /// word of the result ([`Tokenizer::encode_words`]): `labels[i]` is the label of
+    /// `sentences[s][i]`, and word and entity byte ranges refer to the words joined with
+    /// single spaces. Work is split over up to `threads` threads; results keep input order.
+    pub fn tag_words(&self, sentences: &[Vec<&str>], threads: usize) -> Result<Vec<TaggedText>> {
+        let threads = threads.clamp(1, sentences.len().max(1));
+        let run = |part: &[Vec<&str>]| -> Result<Vec<TaggedText>> {
+            let encodings: Vec<Encoding> = part
+                .iter()
+                .map(|w| self.tokenizer.encode_words(w))
+                .collect();
+            self.decode_all(encodings)
+        };
+        if threads == 1 {
+            return run(sentences);
+        }
+        let chunk = sentences.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = sentences
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || run(part)))
+                .collect();
+            let mut all = Vec::with_capacity(sentences.len());
+            for h in handles {
+                let part = h
+                    .join()
+                    .map_err(|_| Error::Encoder("a tagging thread panicked".into()))??;
+                all.extend(part);
+            }
+            Ok(all)
+        })
+    }
+
+    /// The BIO tag strings (`O`, `B-NAME`, `I-NAME`) of a result's [`TaggedText::labels`].
+    pub fn bio_tags(&self, tagged: &TaggedText) -> Vec<String> {
+        tagged
+            .labels
+            .iter()
+            .map(|&l| match Tag::from_index(l) {
+                Tag::O => "O".to_string(),
+                Tag::B(k) => format!("B-{}", self.type_name_or_unknown(k)),
+                Tag::I(k) => format!("I-{}", self.type_name_or_unknown(k)),
+            })
+            .collect()
+    }
+
+    fn type_name_or_unknown(&self, k: usize) -> &str {
+        self.type_names.get(k).map_or("?", String::as_str)
+    }
+
     fn tag_chunk(&self, texts: &[&str]) -> Result<Vec<TaggedText>> {
         let encodings: Vec<Encoding> = texts.iter().map(|t| self.tokenizer.encode(t)).collect();
+        self.decode_all(encodings)
+    }
+
+    fn decode_all(&self, encodings: Vec<Encoding>) -> Result<Vec<TaggedText>> {
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
         let (scores, windows) = self.encoder.encode(&ids)?;
         let mut scratch = Scratch::default();
@@ -495,4 +593,95 @@ struct Scratch {
     emissions: Vec<f32>,
     path: Vec<usize>,
     decoders: Vec<Decoder>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn bundle() -> Bundle {
+        Bundle::open(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb"),
+        )
+        .unwrap()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tag_words_gives_one_label_per_given_word() {
+        let b = bundle();
+        let tagger = Tagger::new(&b, None).unwrap();
+        let plain = vec!["aspirin", "reduced", "the", "fever"];
+        let split = vec!["u.s.", "troops", "don't", "x"];
+        let tagged = tagger
+            .tag_words(&[plain.clone(), split.clone(), Vec::new()], 2)
+            .unwrap();
+        assert_eq!(tagged.len(), 3);
+        assert_eq!(tagged[0].labels.len(), 4);
+        assert_eq!(tagged[1].labels.len(), 4);
+        assert!(tagged[2].labels.is_empty() && tagged[2].entities.is_empty());
+        assert!(
+            tagger.tag(&["u.s. troops don't x"], 1).unwrap()[0]
+                .words
+                .len()
+                > 4
+        );
+        let by_text = tagger.tag(&["aspirin reduced the fever"], 1).unwrap();
+        assert_eq!(tagged[0].labels, by_text[0].labels);
+        assert_eq!(tagged[0].entities, by_text[0].entities);
+        assert_eq!(tagger.tag_words(&[split], 1).unwrap()[0], tagged[1]);
+        for t in &tagged {
+            let tags = tagger.bio_tags(t);
+            assert_eq!(tags.len(), t.labels.len());
+            let n_labels = decode::label_count(tagger.type_names().len());
+            assert!(decode::is_valid_bio(&t.labels, n_labels));
+            for tag in tags {
+                let ok = tag == "O"
+                    || tagger
+                        .type_names()
+                        .iter()
+                        .any(|n| tag == format!("B-{n}") || tag == format!("I-{n}"));
+                assert!(ok, "{tag}");
+            }
+        }
+    }
+
+    #[test]
+    fn set_types_replaces_the_active_types_or_leaves_them() {
+        let b = bundle();
+        let d = b.metadata().encoder.type_dim;
+        let transitions = &b.metadata().transitions;
+        let base = Tagger::new(&b, None).unwrap();
+        let mut t = Tagger::new(&b, Some(&[])).unwrap();
+        assert!(t.type_names().is_empty());
+        let words = vec!["aspirin", "reduced", "the", "fever"];
+        let none = t.tag_words(std::slice::from_ref(&words), 1).unwrap();
+        assert!(none[0].labels.iter().all(|&l| l == decode::O_INDEX));
+
+        let bank = b.to_f32_vec(tensor_names::PROTOTYPES).unwrap();
+        let own: Vec<String> = base.type_names().to_vec();
+        let mut rows = Vec::new();
+        for name in &own {
+            let ty = b.metadata().labels.types.iter().find(|x| &x.name == name);
+            let r = ty.unwrap().prototype_row;
+            rows.extend_from_slice(&bank[r * d..(r + 1) * d]);
+        }
+        t.set_types(&own, &rows, transitions).unwrap();
+        assert_eq!(t.type_names(), base.type_names());
+        assert_eq!(
+            t.tag_words(std::slice::from_ref(&words), 1).unwrap(),
+            base.tag_words(std::slice::from_ref(&words), 1).unwrap()
+        );
+
+        let short = t.set_types(&names(&["A", "B"]), &rows[..d], transitions);
+        assert!(matches!(short, Err(Error::Usage(m)) if m.contains("for 2 types")));
+        let twice = t.set_types(&names(&["A", "A"]), &vec![0.0; 2 * d], transitions);
+        assert!(matches!(twice, Err(Error::Usage(m)) if m.contains("given twice")));
+        assert_eq!(t.type_names(), base.type_names());
+    }
 }

@@ -1,5 +1,7 @@
-//! `ner-tools`: fixtures, data generation and (later) evaluation for ner-edge.
+//! `ner-tools`: fixtures, data generation and evaluation for ner-edge.
 
+mod bench_quality;
+mod eval;
 mod fetch_encoder;
 mod synthetic_text;
 
@@ -10,6 +12,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ner_edge::bundle::{tensor_names, Bundle};
 use ner_edge::corpus::{self, Corpus, TagScheme};
+use ner_edge::metrics::Scheme;
+use ner_edge::pipeline::Tagger;
 use ner_edge_trainer::episodes::{self, EpisodeSampler, OtherTypes, SourceWeighting};
 use ner_edge_trainer::export::fixture;
 use ner_edge_trainer::WeightDtype;
@@ -41,6 +45,8 @@ enum Command {
     },
     /// Copy a bundle's encoder graph out as a standalone .onnx file.
     ExtractOnnx { bundle: PathBuf, out: PathBuf },
+    /// Copy a bundle's WordPiece vocabulary out as a vocab.txt file.
+    ExtractVocab { bundle: PathBuf, out: PathBuf },
     /// Write deterministic news-like sentences, one per line (for speed benchmarks).
     GenText {
         #[arg(long, default_value_t = 2000)]
@@ -92,6 +98,158 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Score a bundle: few-shot episodes or a whole labelled test set (DESIGN §7).
+    Eval {
+        #[command(subcommand)]
+        protocol: EvalProtocol,
+    },
+    /// Run the protocol suite available in the data directory and write a Markdown report with
+    /// SVG pictures (Hou et al. CoNLL 1-/5-shot and OntoNotes 1-shot, Few-NERD INTER dev
+    /// 5-way 1~2-shot, CoNLL-2003 test, CLUENER dev for a Chinese bundle).
+    BenchQuality {
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// The shared data directory.
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "benches/RESULTS-quality.md")]
+        out: PathBuf,
+        /// Directory of the SVG pictures.
+        #[arg(long, default_value = "benches/quality")]
+        plots: PathBuf,
+        /// Few-NERD INTER dev episodes to sample.
+        #[arg(long, default_value_t = 1000)]
+        fewnerd_episodes: usize,
+        /// Seed of the Few-NERD episode sampler.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Use only the first N episodes of every episode set (quick runs).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        common: CommonEval,
+        /// BUNDLE_TYPE=CONLL_TYPE pairs for CoNLL-2003 test, repeatable [default: person=PER,
+        /// organisation=ORG, organization=ORG, location=LOC, misc=MISC and the identity on
+        /// PER/ORG/LOC/MISC; pairs whose bundle type is missing are dropped].
+        #[arg(long = "map", value_name = "BUNDLE_TYPE=GOLD_TYPE")]
+        map: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct BundleArg {
+    /// The bundle to evaluate (.nerb).
+    #[arg(long)]
+    bundle: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct CommonEval {
+    /// Tagging threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Refuse to report when more than this fraction of the test sentences (those of at least 5
+    /// tokens) are in the bundle's training data.
+    #[arg(long, default_value_t = eval::overlap::DEFAULT_MAX_OVERLAP)]
+    max_overlap: f64,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Write the Markdown report here instead of standard output.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write SVG pictures (per-type F1, precision/recall, type confusions) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Name of the run in headings and picture file names [default: the data file's stem].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum EvalProtocol {
+    /// For every episode: adapt on its support set, tag its query, score. Reports micro F1 over
+    /// all episodes and mean ± std of per-episode F1.
+    Episodes {
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// Episode file: Hou et al. 2020 JSON, or JSONL from `ner-tools sample-episodes`.
+        #[arg(long)]
+        episodes: PathBuf,
+        /// Episode file format; `auto`: `.jsonl` files are JSONL, others Hou et al. JSON.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: EpisodeFormat,
+        /// How each episode's types are learnt from its support set.
+        #[arg(long, value_enum, default_value = "gradient-free")]
+        mode: ModeArg,
+        /// `io` scores bare types (Few-NERD: adjacent same-type entities merge).
+        #[arg(long, value_enum, default_value = "bio")]
+        scheme: SchemeArg,
+        /// Shots per type, stated in the report.
+        #[arg(long)]
+        shots: Option<usize>,
+        /// Evaluate only the first N episodes.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        common: CommonEval,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Tag a whole labelled test set with the bundle's own types and score it.
+    Supervised {
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// The labelled test file (CoNLL-2003, token<TAB>tag, MIT, seq dir, CLUENER JSON).
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        format: CorpusFormat,
+        /// Rename a predicted bundle type to the gold type name, e.g. `person=PER`; repeatable.
+        #[arg(long = "map", value_name = "BUNDLE_TYPE=GOLD_TYPE")]
+        map: Vec<String>,
+        /// Active bundle types, comma-separated [default: the `--map` types if any, else the
+        /// bundle's default active types].
+        #[arg(long, value_delimiter = ',')]
+        types: Option<Vec<String>>,
+        #[arg(long, value_enum, default_value = "bio")]
+        scheme: SchemeArg,
+        /// Evaluate only the first N sentences.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        common: CommonEval,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EpisodeFormat {
+    Auto,
+    Hou,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    GradientFree,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemeArg {
+    Bio,
+    Io,
+}
+
+impl SchemeArg {
+    fn scheme(self) -> Scheme {
+        match self {
+            SchemeArg::Bio => Scheme::Bio,
+            SchemeArg::Io => Scheme::Io,
+        }
+    }
 }
 
 /// Corpus readers selectable with `--format`.
@@ -147,6 +305,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::ExtractOnnx { bundle, out } => {
             let b = Bundle::open(&bundle)?;
             std::fs::write(&out, b.bytes(tensor_names::ENCODER_ONNX)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        Command::ExtractVocab { bundle, out } => {
+            let b = Bundle::open(&bundle)?;
+            std::fs::write(&out, b.bytes(tensor_names::VOCAB)?)
                 .with_context(|| format!("writing {}", out.display()))?;
         }
         Command::GenText {
@@ -214,8 +377,190 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
+        Command::Eval { protocol } => run_eval(protocol)?,
+        Command::BenchQuality {
+            bundle,
+            data,
+            out,
+            plots,
+            fewnerd_episodes,
+            seed,
+            limit,
+            common,
+            map,
+        } => {
+            let b = Bundle::open(&bundle.bundle)?;
+            let conll_map = if map.is_empty() {
+                bench_quality::DEFAULT_CONLL_MAP
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect()
+            } else {
+                eval::parse_map(&map)?
+            };
+            let opts = bench_quality::BenchOptions {
+                plots_link: bench_quality::link_from(&out, &plots),
+                data,
+                out,
+                plots,
+                fewnerd_episodes,
+                seed,
+                limit,
+                threads: common.threads,
+                max_overlap: common.max_overlap,
+                conll_map,
+                command: std::iter::once("ner-tools".to_string())
+                    .chain(std::env::args().skip(1))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            bench_quality::run(&b, &opts)?;
+            eprintln!("wrote {}", opts.out.display());
+        }
     }
     Ok(())
+}
+
+fn run_eval(protocol: EvalProtocol) -> Result<()> {
+    let (bundle_path, report_args, result, bundle) = match protocol {
+        EvalProtocol::Episodes {
+            bundle,
+            episodes,
+            format,
+            mode,
+            scheme,
+            shots,
+            limit,
+            common,
+            report,
+        } => {
+            let b = Bundle::open(&bundle.bundle)?;
+            let mut list = read_episodes(&episodes, format)?;
+            if let Some(n) = limit {
+                list.truncate(n);
+            }
+            let source = episodes.display().to_string();
+            let query: Vec<&corpus::Sentence> = list.iter().flat_map(|e| &e.query).collect();
+            let overlap = check_overlap(&b, query, &source, common.max_overlap)?;
+            let mode = match mode {
+                ModeArg::GradientFree => eval::AdaptMode::GradientFree,
+            };
+            let opts = eval::EvalOptions {
+                scheme: scheme.scheme(),
+                threads: common.threads,
+            };
+            let mut r = eval::eval_episodes(&b, &list, &source, mode, shots, opts)?;
+            r.notes.push(overlap.describe());
+            r.name = report.name.clone().unwrap_or_else(|| stem(&episodes));
+            (bundle.bundle, report, r, b)
+        }
+        EvalProtocol::Supervised {
+            bundle,
+            test,
+            format,
+            map,
+            types,
+            scheme,
+            limit,
+            common,
+            report,
+        } => {
+            let b = Bundle::open(&bundle.bundle)?;
+            let map = eval::parse_map(&map)?;
+            let mut corpus = read_corpus(&test, format)?;
+            if let Some(n) = limit {
+                corpus.sentences.truncate(n);
+            }
+            let source = test.display().to_string();
+            let overlap = check_overlap(&b, corpus.sentences.iter(), &source, common.max_overlap)?;
+            let types = match types {
+                Some(t) => Some(t),
+                None if !map.is_empty() => Some(map.iter().map(|(a, _)| a.clone()).collect()),
+                None => None,
+            };
+            let tagger = Tagger::new(&b, types.as_deref())?;
+            let opts = eval::EvalOptions {
+                scheme: scheme.scheme(),
+                threads: common.threads,
+            };
+            let mut r = eval::eval_supervised(&tagger, &corpus.sentences, &source, &map, opts)?;
+            r.notes.push(overlap.describe());
+            r.name = report.name.clone().unwrap_or_else(|| stem(&test));
+            (bundle.bundle, report, r, b)
+        }
+    };
+    let micro = result.scorer.micro();
+    match &result.episodes {
+        Some(s) => eprintln!(
+            "{}: micro F1 {:.2}, per-episode F1 {:.2} ± {:.2} over {} episodes",
+            result.name,
+            100.0 * micro.f1,
+            100.0 * s.mean_f1,
+            100.0 * s.std_f1,
+            s.episodes
+        ),
+        None => eprintln!("{}: micro F1 {:.2}", result.name, 100.0 * micro.f1),
+    }
+    let pictures = match &report_args.plots {
+        Some(dir) => {
+            let link = match &report_args.report {
+                Some(out) => bench_quality::link_from(out, dir),
+                None => dir.display().to_string(),
+            };
+            eval::report::write_pictures(&result, &eval::report::Pictures { dir, link: &link })?
+        }
+        None => Vec::new(),
+    };
+    let text = format!(
+        "# Evaluation of {}\n\n{}\n{}",
+        bundle_path.display(),
+        eval::report::provenance(&bundle),
+        eval::report::result(&result, &pictures)
+    );
+    match &report_args.report {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// Refuses (see [`eval::overlap`]) or returns the overlap outcome, printing a note when the
+/// bundle has no training-sentence hashes.
+fn check_overlap<'a>(
+    bundle: &Bundle,
+    sentences: impl IntoIterator<Item = &'a corpus::Sentence>,
+    source: &str,
+    max_overlap: f64,
+) -> Result<eval::overlap::Overlap> {
+    let hashes = eval::overlap::training_hashes(bundle)?;
+    let overlap = eval::overlap::check(hashes.as_deref(), sentences);
+    if overlap == eval::overlap::Overlap::Unavailable {
+        eprintln!("note: {}", overlap.describe());
+    }
+    eval::overlap::refuse_if_overlapping(overlap, source, max_overlap)?;
+    Ok(overlap)
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "eval".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+fn read_episodes(path: &Path, format: EpisodeFormat) -> Result<Vec<corpus::Episode>> {
+    let jsonl = match format {
+        EpisodeFormat::Auto => path.extension().is_some_and(|e| e == "jsonl"),
+        EpisodeFormat::Hou => false,
+        EpisodeFormat::Jsonl => true,
+    };
+    if jsonl {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        episodes::parse_jsonl(&text, &path.display().to_string())
+    } else {
+        Ok(corpus::read_hou_episodes(path)?)
+    }
 }
 
 fn read_corpus(path: &Path, format: CorpusFormat) -> Result<Corpus> {

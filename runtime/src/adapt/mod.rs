@@ -27,10 +27,14 @@ pub mod support;
 
 use std::collections::HashMap;
 
-use crate::bundle::{tensor_names, Bundle};
+use crate::bundle::{tensor_names, xxh64, Bundle};
+use crate::corpus::Sentence;
+use crate::encoder::Encoder;
 use crate::memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
+use crate::metrics::{self, Scheme};
 use crate::pack::{valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType};
 use crate::pipeline::load_model;
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 pub use support::{
@@ -79,250 +83,414 @@ struct Collected {
 /// support set; a mention that covers no word the tokenizer keeps; a type in `opts.types`
 /// with neither examples nor a description; an invalid type name or an empty description;
 /// nothing to adapt. Encoder failures are [`Error::Encoder`].
+///
+/// Loads the bundle's encoder on every call; to adapt many times on one bundle, load the model
+/// once (e.g. a [`crate::pipeline::Tagger`]'s) and use an [`Adapter`] on it, which gives
+/// identical results.
 pub fn adapt(
     bundle: &Bundle,
     support: Option<&SupportSet>,
     opts: &AdaptOptions,
 ) -> Result<Adapted> {
-    if let Some(s) = support {
-        if s.sentences.is_empty() {
-            return Err(Error::Input(format!(
-                "{}: empty support set: no sentences (expected CoNLL, token<TAB>tag, JSONL or \
-                 inline markup)",
-                s.source
-            )));
-        }
-    }
-    let source = support.map_or("<no support file>", |s| s.source.as_str());
-    let mut descriptions: Vec<(String, String)> = Vec::new();
-    for (name, text) in &opts.descriptions {
-        if !valid_type_name(name) {
-            return Err(Error::Usage(format!(
-                "--type-name {name:?}: a type name must be non-empty without whitespace"
-            )));
-        }
-        if text.trim().is_empty() {
-            return Err(Error::Usage(format!(
-                "--type-name {name}=…: the description is empty"
-            )));
-        }
-        if descriptions.iter().any(|(n, _)| n == name) {
-            return Err(Error::Usage(format!("--type-name {name} is given twice")));
-        }
-        descriptions.push((name.clone(), text.clone()));
-    }
-    if let Some(types) = &opts.types {
-        if let Some(t) = types.iter().find(|t| !valid_type_name(t)) {
-            return Err(Error::Usage(format!(
-                "--types: {t:?} is not a type name (non-empty, no whitespace)"
-            )));
-        }
-    }
-
     let (tokenizer, encoder) = load_model(bundle)?;
-    let d = encoder.type_dim();
-    let wanted = |ty: &str| {
-        opts.types
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|x| x == ty))
-    };
+    Adapter::new(bundle, &tokenizer, &encoder)?.adapt(support, opts)
+}
 
-    let mut order: Vec<String> = Vec::new();
-    let mut examples: HashMap<String, Collected> = HashMap::new();
-    if let Some(s) = support {
-        for chunk in s.sentences.chunks(CHUNK_SENTENCES) {
-            let encodings: Vec<_> = chunk.iter().map(|x| tokenizer.encode(&x.text)).collect();
+/// Adaptation on an already loaded tokenizer and encoder of one bundle, with the bundle's label
+/// memory and prior MLP read once.
+pub struct Adapter<'a> {
+    bundle: &'a Bundle,
+    tokenizer: &'a Tokenizer,
+    encoder: &'a Encoder,
+    /// `[memory rows, type_dim]`, the bundle's label memory.
+    memory: Vec<f32>,
+    prior: Option<PriorNet>,
+}
+
+impl<'a> Adapter<'a> {
+    /// An adapter for `bundle` using `tokenizer` and `encoder`, which must be the bundle's own
+    /// (as loaded by [`crate::pipeline::Tagger::new`], whose accessors give them); reads the
+    /// label memory and prior MLP. Errors: [`Error::Bundle`] for an inconsistent bundle.
+    pub fn new(
+        bundle: &'a Bundle,
+        tokenizer: &'a Tokenizer,
+        encoder: &'a Encoder,
+    ) -> Result<Adapter<'a>> {
+        let memory = bundle.to_f32_vec(tensor_names::LABEL_MEMORY)?;
+        let prior = PriorNet::from_bundle(bundle)?;
+        Ok(Adapter {
+            bundle,
+            tokenizer,
+            encoder,
+            memory,
+            prior,
+        })
+    }
+
+    /// Exactly [`adapt`] on this adapter's bundle, without loading the encoder again.
+    pub fn adapt(&self, support: Option<&SupportSet>, opts: &AdaptOptions) -> Result<Adapted> {
+        if let Some(s) = support {
+            if s.sentences.is_empty() {
+                return Err(Error::Input(format!(
+                    "{}: empty support set: no sentences (expected CoNLL, token<TAB>tag, JSONL \
+                     or inline markup)",
+                    s.source
+                )));
+            }
+        }
+        let source = support.map_or("<no support file>", |s| s.source.as_str());
+        let mut descriptions: Vec<(String, String)> = Vec::new();
+        for (name, text) in &opts.descriptions {
+            if !valid_type_name(name) {
+                return Err(Error::Usage(format!(
+                    "--type-name {name:?}: a type name must be non-empty without whitespace"
+                )));
+            }
+            if text.trim().is_empty() {
+                return Err(Error::Usage(format!(
+                    "--type-name {name}=…: the description is empty"
+                )));
+            }
+            if descriptions.iter().any(|(n, _)| n == name) {
+                return Err(Error::Usage(format!("--type-name {name} is given twice")));
+            }
+            descriptions.push((name.clone(), text.clone()));
+        }
+        if let Some(types) = &opts.types {
+            if let Some(t) = types.iter().find(|t| !valid_type_name(t)) {
+                return Err(Error::Usage(format!(
+                    "--types: {t:?} is not a type name (non-empty, no whitespace)"
+                )));
+            }
+        }
+
+        let tokenizer = self.tokenizer;
+        let encoder = self.encoder;
+        let d = encoder.type_dim();
+        let wanted = |ty: &str| {
+            opts.types
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|x| x == ty))
+        };
+
+        let mut order: Vec<String> = Vec::new();
+        let mut examples: HashMap<String, Collected> = HashMap::new();
+        if let Some(s) = support {
+            for chunk in s.sentences.chunks(CHUNK_SENTENCES) {
+                let encodings: Vec<_> = chunk.iter().map(|x| tokenizer.encode(&x.text)).collect();
+                let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+                let (scores, _) = encoder.encode(&ids)?;
+                for ((sentence, enc), sc) in chunk.iter().zip(&encodings).zip(&scores) {
+                    let mut seen: Vec<&str> = Vec::new();
+                    for e in &sentence.entities {
+                        if !wanted(&e.type_name) {
+                            continue;
+                        }
+                        let words: Vec<usize> = enc
+                            .words
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, w)| w.start < e.span.end && e.span.start < w.end)
+                            .map(|(i, _)| i)
+                            .collect();
+                        if words.is_empty() {
+                            return Err(Error::Input(format!(
+                                "{}: line {}: mention {:?} of {} covers no word the tokenizer \
+                                 keeps (only spaces, control or unknown characters)",
+                                s.source,
+                                sentence.line,
+                                &sentence.text[e.span.clone()],
+                                e.type_name
+                            )));
+                        }
+                        if !examples.contains_key(&e.type_name) {
+                            order.push(e.type_name.clone());
+                        }
+                        let c = examples.entry(e.type_name.clone()).or_default();
+                        for w in words {
+                            let p = enc.word_first_piece[w] as usize;
+                            c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+                        }
+                        c.entities += 1;
+                        if !seen.contains(&e.type_name.as_str()) {
+                            seen.push(&e.type_name);
+                            c.sentences += 1;
+                        }
+                    }
+                }
+            }
+        }
+
+        let type_list: Vec<String> = match &opts.types {
+            Some(t) => {
+                let mut list: Vec<String> = Vec::new();
+                for name in t {
+                    if !list.contains(name) {
+                        list.push(name.clone());
+                    }
+                }
+                list
+            }
+            None => {
+                let mut list = order.clone();
+                for (name, _) in &descriptions {
+                    if !list.contains(name) {
+                        list.push(name.clone());
+                    }
+                }
+                list
+            }
+        };
+        if type_list.is_empty() {
+            return Err(Error::Input(format!(
+                "{source}: no entity mentions and no --type-name description: nothing to adapt"
+            )));
+        }
+        for name in &type_list {
+            if !examples.contains_key(name) && !descriptions.iter().any(|(n, _)| n == name) {
+                return Err(Error::Input(format!(
+                    "{source}: type {name} has zero examples and no description; label some \
+                     mentions as {name} or pass --type-name \"{name}=DESCRIPTION\""
+                )));
+            }
+        }
+
+        let described: Vec<&(String, String)> = descriptions
+            .iter()
+            .filter(|(n, _)| type_list.contains(n))
+            .collect();
+        let mut description_vectors: HashMap<&str, Vec<f32>> = HashMap::new();
+        if !described.is_empty() {
+            let encodings: Vec<_> = described
+                .iter()
+                .map(|(_, text)| tokenizer.encode(text))
+                .collect();
             let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
             let (scores, _) = encoder.encode(&ids)?;
-            for ((sentence, enc), sc) in chunk.iter().zip(&encodings).zip(&scores) {
+            for (((name, text), enc), sc) in described.iter().zip(&encodings).zip(&scores) {
+                if enc.words.is_empty() {
+                    return Err(Error::Usage(format!(
+                        "--type-name {name}={text:?}: the description has no words"
+                    )));
+                }
+                let mut v = Vec::with_capacity(enc.words.len() * d);
+                for &p in &enc.word_first_piece {
+                    let p = p as usize;
+                    v.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+                }
+                description_vectors.insert(name.as_str(), v);
+            }
+        }
+
+        self.prototypes(
+            &type_list,
+            &examples,
+            &descriptions,
+            &description_vectors,
+            opts.combine_descriptions,
+            PackProvenance {
+                created_by: String::new(),
+                support_file: support.map(|s| s.source.clone()).unwrap_or_default(),
+                support_xxh64: support.map(|s| s.xxh64.clone()).unwrap_or_default(),
+                prior: String::new(),
+                notes: opts.notes.clone(),
+            },
+        )
+    }
+
+    /// Adapts on pre-tokenised BIO sentences (e.g. a few-shot episode's support set): the
+    /// types are those mentioned, in order of first mention, each from examples only
+    /// ([`Method::Examples`]). Each sentence is encoded word by word
+    /// ([`Tokenizer::encode_words`], the alignment `predict` uses for given words), and a
+    /// mention contributes the type vector of the first piece of each of its words; the
+    /// memory retrieval and prior are those of [`Adapter::adapt`].
+    ///
+    /// Entities are read with conlleval's chunking ([`crate::metrics::spans`]), so a stray
+    /// `I-X` starts a mention. Errors ([`Error::Input`], naming `source` and the 1-based
+    /// sentence): no sentences, token and tag counts that differ, a tag that is not BIO, no
+    /// mention at all.
+    pub fn adapt_tokens(&self, sentences: &[Sentence], source: &str) -> Result<Adapted> {
+        if sentences.is_empty() {
+            return Err(Error::Input(format!(
+                "{source}: empty support set: no sentences"
+            )));
+        }
+        let d = self.encoder.type_dim();
+        let mut order: Vec<String> = Vec::new();
+        let mut examples: HashMap<String, Collected> = HashMap::new();
+        let mut hashed = String::new();
+        for (c, chunk) in sentences.chunks(CHUNK_SENTENCES).enumerate() {
+            let mut mentions = Vec::with_capacity(chunk.len());
+            for (i, sentence) in chunk.iter().enumerate() {
+                let at = c * CHUNK_SENTENCES + i + 1;
+                if sentence.tokens.len() != sentence.tags.len() {
+                    return Err(Error::Input(format!(
+                        "{source}: sentence {at}: {} tokens but {} tags",
+                        sentence.tokens.len(),
+                        sentence.tags.len()
+                    )));
+                }
+                let spans = metrics::spans(&sentence.tags, Scheme::Bio)
+                    .map_err(|e| Error::Input(format!("{source}: sentence {at}: {e}")))?;
+                mentions.push(spans);
+                hashed.push_str(&sentence.tokens.join(" "));
+                hashed.push('\t');
+                hashed.push_str(&sentence.tags.join(" "));
+                hashed.push('\n');
+            }
+            let encodings: Vec<_> = chunk
+                .iter()
+                .map(|s| {
+                    let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
+                    self.tokenizer.encode_words(&words)
+                })
+                .collect();
+            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+            let (scores, _) = self.encoder.encode(&ids)?;
+            for ((spans, enc), sc) in mentions.iter().zip(&encodings).zip(&scores) {
                 let mut seen: Vec<&str> = Vec::new();
-                for e in &sentence.entities {
-                    if !wanted(&e.type_name) {
-                        continue;
+                for span in spans {
+                    if !examples.contains_key(&span.kind) {
+                        order.push(span.kind.clone());
                     }
-                    let words: Vec<usize> = enc
-                        .words
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, w)| w.start < e.span.end && e.span.start < w.end)
-                        .map(|(i, _)| i)
-                        .collect();
-                    if words.is_empty() {
-                        return Err(Error::Input(format!(
-                            "{}: line {}: mention {:?} of {} covers no word the tokenizer keeps \
-                             (only spaces, control or unknown characters)",
-                            s.source,
-                            sentence.line,
-                            &sentence.text[e.span.clone()],
-                            e.type_name
-                        )));
-                    }
-                    if !examples.contains_key(&e.type_name) {
-                        order.push(e.type_name.clone());
-                    }
-                    let c = examples.entry(e.type_name.clone()).or_default();
-                    for w in words {
-                        let p = enc.word_first_piece[w] as usize;
+                    let c = examples.entry(span.kind.clone()).or_default();
+                    for &p in &enc.word_first_piece[span.start..span.end] {
+                        let p = p as usize;
                         c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
                     }
                     c.entities += 1;
-                    if !seen.contains(&e.type_name.as_str()) {
-                        seen.push(&e.type_name);
+                    if !seen.contains(&span.kind.as_str()) {
+                        seen.push(&span.kind);
                         c.sentences += 1;
                     }
                 }
             }
         }
-    }
-
-    let type_list: Vec<String> = match &opts.types {
-        Some(t) => {
-            let mut list: Vec<String> = Vec::new();
-            for name in t {
-                if !list.contains(name) {
-                    list.push(name.clone());
-                }
-            }
-            list
-        }
-        None => {
-            let mut list = order.clone();
-            for (name, _) in &descriptions {
-                if !list.contains(name) {
-                    list.push(name.clone());
-                }
-            }
-            list
-        }
-    };
-    if type_list.is_empty() {
-        return Err(Error::Input(format!(
-            "{source}: no entity mentions and no --type-name description: nothing to adapt"
-        )));
-    }
-    for name in &type_list {
-        if !examples.contains_key(name) && !descriptions.iter().any(|(n, _)| n == name) {
+        if order.is_empty() {
             return Err(Error::Input(format!(
-                "{source}: type {name} has zero examples and no description; label some \
-                 mentions as {name} or pass --type-name \"{name}=DESCRIPTION\""
+                "{source}: no entity mentions: nothing to adapt"
             )));
         }
+        self.prototypes(
+            &order,
+            &examples,
+            &[],
+            &HashMap::new(),
+            false,
+            PackProvenance {
+                created_by: String::new(),
+                support_file: source.to_string(),
+                support_xxh64: format!("{:016x}", xxh64(hashed.as_bytes(), 0)),
+                prior: String::new(),
+                notes: String::new(),
+            },
+        )
     }
 
-    let described: Vec<&(String, String)> = descriptions
-        .iter()
-        .filter(|(n, _)| type_list.contains(n))
-        .collect();
-    let mut description_vectors: HashMap<&str, Vec<f32>> = HashMap::new();
-    if !described.is_empty() {
-        let encodings: Vec<_> = described
-            .iter()
-            .map(|(_, text)| tokenizer.encode(text))
-            .collect();
-        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
-        let (scores, _) = encoder.encode(&ids)?;
-        for (((name, text), enc), sc) in described.iter().zip(&encodings).zip(&scores) {
-            if enc.words.is_empty() {
-                return Err(Error::Usage(format!(
-                    "--type-name {name}={text:?}: the description has no words"
+    /// Steps 2 and 3 of the module docs for every type of `type_list`, each of which has
+    /// examples or a description. `provenance` gives the support file, its hash and the notes.
+    fn prototypes(
+        &self,
+        type_list: &[String],
+        examples: &HashMap<String, Collected>,
+        descriptions: &[(String, String)],
+        description_vectors: &HashMap<&str, Vec<f32>>,
+        combine_descriptions: bool,
+        provenance: PackProvenance,
+    ) -> Result<Adapted> {
+        let source = if provenance.support_file.is_empty() {
+            "<no support file>"
+        } else {
+            provenance.support_file.as_str()
+        };
+        let bundle = self.bundle;
+        let d = self.encoder.type_dim();
+        let slots = &bundle.metadata().label_memory.slots;
+        let prior = &self.prior;
+        let forward = |x: &[f32]| prior.as_ref().map_or_else(Vec::new, |net| net.forward(x));
+        let mlp: Option<PriorMlp<'_>> = prior.as_ref().map(|_| &forward as PriorMlp<'_>);
+        let mut retriever = Retriever::new();
+        let mut types = Vec::with_capacity(type_list.len());
+        let mut prototypes = Vec::with_capacity(type_list.len() * d);
+        for (row, name) in type_list.iter().enumerate() {
+            let ex = examples.get(name);
+            let desc = description_vectors.get(name.as_str());
+            let (method, vectors): (Method, Vec<f32>) = match (ex, desc) {
+                (Some(e), Some(dv)) if combine_descriptions => {
+                    let mut v = e.vectors.clone();
+                    v.extend_from_slice(dv);
+                    (Method::Combined, v)
+                }
+                (Some(e), _) => (Method::Examples, e.vectors.clone()),
+                (None, Some(dv)) => (Method::ZeroShot, dv.clone()),
+                (None, None) => {
+                    return Err(Error::Input(format!(
+                        "{source}: type {name} has zero examples and no description"
+                    )))
+                }
+            };
+            let n = vectors.len() / d;
+            let support_mean = mean_rows(&vectors, n, d).ok_or_else(|| {
+                Error::Input(format!("{source}: type {name}: no support vectors"))
+            })?;
+            let retrieval = retriever.retrieve(&self.memory, slots, d, &vectors, n);
+            let (prototype, slot, distance) = match &retrieval {
+                Some(r) => {
+                    let rows = slots[r.slot].rows;
+                    let mapped_mean =
+                        mean_rows(&r.mapped, rows, d).unwrap_or_else(|| support_mean.clone());
+                    let mu = prior_prototype(&support_mean, &mapped_mean, mlp, PRIOR_GAMMA)
+                        .unwrap_or_else(|| support_mean.clone());
+                    (mu, Some(slots[r.slot].type_name.clone()), Some(r.distance))
+                }
+                None => (support_mean, None, None),
+            };
+            if prototype.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Encoder(format!(
+                    "type {name}: the prototype is not finite (encoder outputs overflowed)"
                 )));
             }
-            let mut v = Vec::with_capacity(enc.words.len() * d);
-            for &p in &enc.word_first_piece {
-                let p = p as usize;
-                v.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
-            }
-            description_vectors.insert(name.as_str(), v);
+            prototypes.extend_from_slice(&prototype);
+            types.push(PackType {
+                name: name.clone(),
+                description: descriptions
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_default(),
+                prototype_row: row,
+                method,
+                support_sentences: ex.map_or(0, |e| e.sentences),
+                support_entities: ex.map_or(0, |e| e.entities),
+                support_tokens: n,
+                memory_slot: slot,
+                memory_distance: distance,
+            });
         }
-    }
-
-    let memory = bundle.to_f32_vec(tensor_names::LABEL_MEMORY)?;
-    let slots = &bundle.metadata().label_memory.slots;
-    let prior = PriorNet::from_bundle(bundle)?;
-    let forward = |x: &[f32]| prior.as_ref().map_or_else(Vec::new, |net| net.forward(x));
-    let mlp: Option<PriorMlp<'_>> = prior.as_ref().map(|_| &forward as PriorMlp<'_>);
-    let mut retriever = Retriever::new();
-    let mut types = Vec::with_capacity(type_list.len());
-    let mut prototypes = Vec::with_capacity(type_list.len() * d);
-    for (row, name) in type_list.iter().enumerate() {
-        let ex = examples.get(name);
-        let desc = description_vectors.get(name.as_str());
-        let (method, vectors): (Method, Vec<f32>) = match (ex, desc) {
-            (Some(e), Some(dv)) if opts.combine_descriptions => {
-                let mut v = e.vectors.clone();
-                v.extend_from_slice(dv);
-                (Method::Combined, v)
-            }
-            (Some(e), _) => (Method::Examples, e.vectors.clone()),
-            (None, Some(dv)) => (Method::ZeroShot, dv.clone()),
-            (None, None) => {
-                return Err(Error::Input(format!(
-                    "{source}: type {name} has zero examples and no description"
-                )))
-            }
-        };
-        let n = vectors.len() / d;
-        let support_mean = mean_rows(&vectors, n, d)
-            .ok_or_else(|| Error::Input(format!("{source}: type {name}: no support vectors")))?;
-        let retrieval = retriever.retrieve(&memory, slots, d, &vectors, n);
-        let (prototype, slot, distance) = match &retrieval {
-            Some(r) => {
-                let rows = slots[r.slot].rows;
-                let mapped_mean =
-                    mean_rows(&r.mapped, rows, d).unwrap_or_else(|| support_mean.clone());
-                let mu = prior_prototype(&support_mean, &mapped_mean, mlp, PRIOR_GAMMA)
-                    .unwrap_or_else(|| support_mean.clone());
-                (mu, Some(slots[r.slot].type_name.clone()), Some(r.distance))
-            }
-            None => (support_mean, None, None),
-        };
-        if prototype.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Encoder(format!(
-                "type {name}: the prototype is not finite (encoder outputs overflowed)"
-            )));
-        }
-        prototypes.extend_from_slice(&prototype);
-        types.push(PackType {
-            name: name.clone(),
-            description: descriptions
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
-                .unwrap_or_default(),
-            prototype_row: row,
-            method,
-            support_sentences: ex.map_or(0, |e| e.sentences),
-            support_entities: ex.map_or(0, |e| e.entities),
-            support_tokens: n,
-            memory_slot: slot,
-            memory_distance: distance,
-        });
-    }
-    let meta = bundle.metadata();
-    Ok(Adapted {
-        metadata: PackMetadata {
-            base_bundle: BaseBundle {
-                content_id: bundle.content_id(),
-                name: bundle.name().to_string(),
-                type_dim: d,
+        let meta = bundle.metadata();
+        Ok(Adapted {
+            metadata: PackMetadata {
+                base_bundle: BaseBundle {
+                    content_id: bundle.content_id(),
+                    name: bundle.name().to_string(),
+                    type_dim: d,
+                },
+                types,
+                transitions: meta.transitions.clone(),
+                provenance: PackProvenance {
+                    created_by: format!("ner-edge {}", env!("CARGO_PKG_VERSION")),
+                    prior: if prior.is_some() {
+                        "bundle"
+                    } else {
+                        "fallback"
+                    }
+                    .to_string(),
+                    ..provenance
+                },
             },
-            types,
-            transitions: meta.transitions.clone(),
-            provenance: PackProvenance {
-                created_by: format!("ner-edge {}", env!("CARGO_PKG_VERSION")),
-                support_file: support.map(|s| s.source.clone()).unwrap_or_default(),
-                support_xxh64: support.map(|s| s.xxh64.clone()).unwrap_or_default(),
-                prior: if prior.is_some() {
-                    "bundle"
-                } else {
-                    "fallback"
-                }
-                .to_string(),
-                notes: opts.notes.clone(),
-            },
-        },
-        prototypes,
-    })
+            prototypes,
+        })
+    }
 }
 
 #[cfg(test)]

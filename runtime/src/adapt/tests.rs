@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::corpus::Sentence;
 use crate::memory::retrieve;
 use crate::pack::{pack_to_bytes, LabelPack};
 
@@ -219,4 +220,112 @@ fn padding_by_repetition_changes_nothing() {
     for (a, b) in once.mapped.iter().zip(&padded.mapped) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
+}
+
+fn sentence(tokens: &str, tags: &str) -> Sentence {
+    Sentence {
+        tokens: tokens.split_whitespace().map(String::from).collect(),
+        tags: tags.split_whitespace().map(String::from).collect(),
+        text: None,
+    }
+}
+
+#[test]
+fn an_adapter_gives_exactly_the_packs_of_adapt() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
+    let s = inline("[aspirin](DRUG) reduced the [high fever](SYMPTOM)\n[ibuprofen](DRUG) helps\n");
+    let opts = AdaptOptions {
+        descriptions: vec![("DOSE".into(), "an amount of a drug".into())],
+        ..AdaptOptions::default()
+    };
+    let once = adapt(&b, Some(&s), &opts).unwrap();
+    assert_eq!(adapter.adapt(Some(&s), &opts).unwrap(), once);
+    assert_eq!(adapter.adapt(Some(&s), &opts).unwrap(), once);
+    assert_eq!(
+        input_error(adapter.adapt(Some(&inline("")), &opts)),
+        input_error(adapt(&b, Some(&inline("")), &opts))
+    );
+}
+
+#[test]
+fn token_support_uses_the_first_piece_of_every_given_word() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
+    let support = [
+        sentence("u.s. troops left", "B-LOC O O"),
+        sentence("the new york office", "O B-LOC I-LOC O"),
+    ];
+    let a = adapter.adapt_tokens(&support, "episode 1").unwrap();
+    let t = &a.metadata.types;
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (
+            t[0].name.as_str(),
+            t[0].support_entities,
+            t[0].support_sentences,
+            t[0].support_tokens
+        ),
+        ("LOC", 2, 2, 3)
+    );
+
+    assert!(tokenizer.encode("u.s. troops left").words.len() > 3);
+    let d = encoder.type_dim();
+    let mut vectors = Vec::new();
+    for (words, wanted) in [
+        (vec!["u.s.", "troops", "left"], vec![0]),
+        (vec!["the", "new", "york", "office"], vec![1, 2]),
+    ] {
+        let enc = tokenizer.encode_words(&words);
+        assert_eq!(enc.words.len(), words.len());
+        let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
+        for w in wanted {
+            let p = enc.word_first_piece[w] as usize;
+            vectors.extend_from_slice(&scores[0].types[p * d..(p + 1) * d]);
+        }
+    }
+    let memory = b.to_f32_vec(tensor_names::LABEL_MEMORY).unwrap();
+    let slots = &b.metadata().label_memory.slots;
+    let r = retrieve(&memory, slots, d, &vectors, 3).unwrap();
+    let mapped = mean_rows(&r.mapped, slots[r.slot].rows, d).unwrap();
+    let net = PriorNet::from_bundle(&b).unwrap();
+    let forward = |x: &[f32]| net.as_ref().map_or_else(Vec::new, |n| n.forward(x));
+    let mlp: Option<PriorMlp<'_>> = net.as_ref().map(|_| &forward as PriorMlp<'_>);
+    let support_mean = mean_rows(&vectors, 3, d).unwrap();
+    let want = prior_prototype(&support_mean, &mapped, mlp, PRIOR_GAMMA).unwrap();
+    assert_eq!(a.prototypes, want);
+    assert_eq!(a.metadata.provenance.support_file, "episode 1");
+    assert_eq!(a.metadata.provenance.support_xxh64.len(), 16);
+}
+
+#[test]
+fn token_support_types_follow_first_mention_and_bad_sentences_are_named() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
+    let a = adapter
+        .adapt_tokens(
+            &[
+                sentence("x y", "O O"),
+                sentence("paris is in france", "B-LOC O O I-GPE"),
+                sentence("acme corp", "B-ORG I-ORG"),
+            ],
+            "ep",
+        )
+        .unwrap();
+    let names: Vec<&str> = a.metadata.types.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["LOC", "GPE", "ORG"]);
+
+    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "O O")], "ep"));
+    assert!(e.contains("ep: no entity mentions"), "{e}");
+    let e = input_error(adapter.adapt_tokens(&[], "ep"));
+    assert!(e.contains("ep: empty support set"), "{e}");
+    let e = input_error(
+        adapter.adapt_tokens(&[sentence("a b", "B-X I-X"), sentence("a b", "O")], "ep"),
+    );
+    assert!(e.contains("ep: sentence 2: 2 tokens but 1 tags"), "{e}");
+    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "B-X Z")], "ep"));
+    assert!(e.contains("ep: sentence 1:"), "{e}");
 }

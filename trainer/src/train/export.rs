@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use ner_edge::bundle::Provenance;
+use ner_edge::bundle::{Bundle, BundleWriter, DType, Provenance};
 use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
 
 use super::config::TrainConfig;
@@ -213,10 +213,78 @@ pub fn export_trained(
             fc2_bias: p.fc2_bias.clone(),
         }),
     };
-    let dtype = match config.export.dtype.as_str() {
-        "f32" => WeightDtype::F32,
-        "int8" => WeightDtype::Int8,
-        _ => WeightDtype::F16,
-    };
-    export_bundle(&state.weights, &contents, dtype)
+    let dtype = WeightDtype::parse(&config.export.dtype)
+        .with_context(|| format!("export.dtype {:?}", config.export.dtype))?;
+    let bytes = export_bundle(&state.weights, &contents, dtype)?;
+    add_sentence_hashes(bytes, &training_sentence_hashes(data))
+}
+
+/// Name of the optional bundle tensor holding the training sentences' hashes: `u8`, shape
+/// `[n, 8]`, row `i` the little-endian `u64` [`sentence_hash`] of a training sentence, rows
+/// sorted ascending and distinct. The runtime ignores it; `ner-tools eval` uses it to refuse
+/// test data the bundle was trained on.
+pub const SENTENCE_HASHES: &str = "training.sentence_hashes";
+
+/// XXH64 (seed 0) of a sentence's tokens, each lower-cased, joined by U+001F.
+pub fn sentence_hash<S: AsRef<str>>(tokens: &[S]) -> u64 {
+    let mut text = String::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            text.push('\u{1f}');
+        }
+        text.push_str(&t.as_ref().to_lowercase());
+    }
+    ner_edge::bundle::xxh64(text.as_bytes(), 0)
+}
+
+/// The sorted, distinct [`sentence_hash`] of every sentence of `data`.
+pub fn training_sentence_hashes(data: &TrainingData) -> Vec<u64> {
+    let mut hashes: Vec<u64> = data
+        .corpora
+        .iter()
+        .flat_map(|c| c.sentences.iter().map(|s| sentence_hash(&s.tokens)))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+}
+
+/// `bundle` with the [`SENTENCE_HASHES`] tensor (from `hashes`, sorted and deduplicated here)
+/// added after its other tensors; metadata and every other tensor are copied unchanged.
+/// Fails when `bundle` is not a valid bundle or already has the tensor.
+pub fn add_sentence_hashes(bundle: Vec<u8>, hashes: &[u64]) -> Result<Vec<u8>> {
+    let mut sorted = hashes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let source = Bundle::from_vec(bundle, "exported bundle")?;
+    let mut writer = BundleWriter::new(source.metadata().clone());
+    for t in source.tensors() {
+        writer.add_raw(&t.name, t.dtype, &t.shape, source.bytes(&t.name)?.to_vec())?;
+    }
+    let bytes: Vec<u8> = sorted.iter().flat_map(|h| h.to_le_bytes()).collect();
+    writer.add_raw(SENTENCE_HASHES, DType::U8, &[sorted.len(), 8], bytes)?;
+    Ok(writer.to_bytes()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_hashes_ignore_case_but_not_token_boundaries() {
+        assert_eq!(
+            sentence_hash(&["New", "York"]),
+            sentence_hash(&["new", "YORK"])
+        );
+        assert_ne!(
+            sentence_hash(&["new", "york"]),
+            sentence_hash(&["new york"])
+        );
+        assert_ne!(sentence_hash(&["newyork"]), sentence_hash(&["new", "york"]));
+        assert_eq!(sentence_hash::<&str>(&[]), ner_edge::bundle::xxh64(b"", 0));
+        assert_eq!(
+            sentence_hash(&["a", "b"]),
+            ner_edge::bundle::xxh64("a\u{1f}b".as_bytes(), 0)
+        );
+    }
 }
