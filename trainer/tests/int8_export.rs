@@ -29,7 +29,9 @@ use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
 use ner_edge_trainer::export::onnx::{
     dequantize_int8_columns, dequantize_int8_rows, quantize_int8_columns, quantize_int8_rows,
 };
-use ner_edge_trainer::export::{export_bundle, int8_effective, BundleContents, TypeState};
+use ner_edge_trainer::export::{
+    export_bundle, int8_effective, quantised_effective, BundleContents, TypeState,
+};
 use ner_edge_trainer::model::rng::SplitMix64;
 use ner_edge_trainer::{
     default_minilm_dir, export_onnx, import_minilm, random_init, reference_forward, EncoderConfig,
@@ -270,6 +272,38 @@ fn runtime_encoder_on_int8_equals_trainer_forward_on_dequantised_weights() {
 }
 
 #[test]
+fn runtime_encoder_on_mixed_equals_trainer_forward_on_its_effective_weights() {
+    let w = model(23);
+    let bytes = export_bundle(
+        &w,
+        &contents(w.config.type_dim, &["PER", "ORG", "LOC"], 5),
+        WeightDtype::Mixed,
+    )
+    .unwrap();
+    let bundle = Bundle::from_vec(bytes, "mixed.nerb").unwrap();
+    assert_eq!(bundle.metadata().encoder.weight_dtype, "mixed");
+    let scores = runtime_scores(&bundle, TEXTS);
+    let effective = quantised_effective(&w, WeightDtype::Mixed);
+    assert_ne!(effective.layers[0].ffn_in.weight, w.layers[0].ffn_in.weight);
+    let (db, dt) = compare(
+        "mixed vs reference(effective)",
+        &scores,
+        &reference_pieces(&effective, TEXTS),
+    );
+    assert!(db <= 1e-5 && dt <= 1e-5, "{db} / {dt} > 1e-5");
+    let int8 = quantised_effective(&w, WeightDtype::Int8);
+    assert_eq!(effective.word_embeddings, int8.word_embeddings);
+    assert_eq!(
+        effective.layers[1].ffn_in.weight,
+        int8.layers[1].ffn_in.weight
+    );
+    assert_ne!(
+        effective.layers[1].ffn_out.weight,
+        int8.layers[1].ffn_out.weight
+    );
+}
+
+#[test]
 fn int8_and_f32_bundles_decode_the_same_labels_on_a_random_model() {
     let w = model(22);
     let texts: Vec<&str> = TEXTS.iter().chain(MORE_TEXTS).copied().collect();
@@ -330,9 +364,10 @@ const INT8_MINILM_ONNX_BUDGET: usize = 26_000_000;
 const BUNDLE_BUDGET: usize = 32_000_000;
 
 #[test]
-fn int8_minilm_shaped_export_fits_the_budget() {
+fn int8_and_mixed_minilm_shaped_exports_fit_the_budget() {
     let w = random_init(&EncoderConfig::minilm_l6(), 9);
     let onnx = export_onnx(&w, WeightDtype::Int8).unwrap();
+    assert!(onnx.len() <= INT8_MINILM_ONNX_BUDGET, "{}", onnx.len());
     let names: Vec<String> = (0..18).map(|i| format!("TYPE{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut c = contents(w.config.type_dim, &names, 4);
@@ -341,18 +376,17 @@ fn int8_minilm_shaped_export_fits_the_budget() {
     for t in &mut c.types {
         t.memory = rng.normal_vec(15 * w.config.type_dim, 1.0);
     }
-    let bundle = export_bundle(&w, &c, WeightDtype::Int8).unwrap();
-    println!(
-        "MiniLM-L6 shape, int8: encoder.onnx {} bytes ({:.2} MB), bundle with 18 types x 15 \
-         memory rows {} bytes ({:.2} MB)",
-        onnx.len(),
-        onnx.len() as f64 / 1e6,
-        bundle.len(),
-        bundle.len() as f64 / 1e6
-    );
-    assert!(onnx.len() <= INT8_MINILM_ONNX_BUDGET, "{}", onnx.len());
-    assert!(bundle.len() <= BUNDLE_BUDGET, "{}", bundle.len());
-    Bundle::from_vec(bundle, "minilm-int8.nerb").unwrap();
+    for dtype in [WeightDtype::Int8, WeightDtype::Mixed] {
+        let bundle = export_bundle(&w, &c, dtype).unwrap();
+        println!(
+            "MiniLM-L6 shape, {}: bundle with 18 types x 15 memory rows {} bytes ({:.2} MB)",
+            dtype.as_str(),
+            bundle.len(),
+            bundle.len() as f64 / 1e6
+        );
+        assert!(bundle.len() <= BUNDLE_BUDGET, "{}", bundle.len());
+        Bundle::from_vec(bundle, "minilm-small.nerb").unwrap();
+    }
 }
 
 #[test]
@@ -383,7 +417,12 @@ fn real_minilm_int8_against_f32() {
         .chain(conll.iter().map(String::as_str))
         .collect();
     let mut outputs = Vec::new();
-    for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::Int8] {
+    for dtype in [
+        WeightDtype::F32,
+        WeightDtype::F16,
+        WeightDtype::Int8,
+        WeightDtype::Mixed,
+    ] {
         let bytes = export_bundle(&w, &c, dtype).unwrap();
         println!(
             "real MiniLM-L6 bundle {:>4}: {} bytes ({:.2} MB)",
@@ -391,7 +430,7 @@ fn real_minilm_int8_against_f32() {
             bytes.len(),
             bytes.len() as f64 / 1e6
         );
-        if dtype == WeightDtype::Int8 {
+        if matches!(dtype, WeightDtype::Int8 | WeightDtype::Mixed) {
             assert!(bytes.len() <= BUNDLE_BUDGET, "{}", bytes.len());
         }
         let bundle = Bundle::from_vec(bytes, "minilm.nerb").unwrap();
@@ -408,7 +447,11 @@ fn real_minilm_int8_against_f32() {
         .map(|t| t.labels.iter().filter(|&&l| l != 0).count())
         .sum();
     let mut int8_result = (0.0, 0, 0, 0.0);
-    for (name, (scores, tags)) in [("f16", &outputs[1]), ("int8", &outputs[2])] {
+    for (name, (scores, tags)) in [
+        ("f16", &outputs[1]),
+        ("mixed", &outputs[3]),
+        ("int8", &outputs[2]),
+    ] {
         let (mut abs_b, mut abs_t, mut rel_b, mut rel_t) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
         let (mut err2, mut ref2) = (0.0f64, 0.0f64);
         for (a, b) in f32_scores.iter().zip(scores) {

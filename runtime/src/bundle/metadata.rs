@@ -54,8 +54,9 @@ pub struct EncoderMeta {
     pub max_positions: usize,
     /// Width of the type projection (the prototype space), 128 by default.
     pub type_dim: usize,
-    /// Storage dtype of the weights inside the ONNX graph (`"f16"`, `"f32"` or `"int8"`); the
-    /// graph computes in f32 whatever it is.
+    /// Storage dtype of the weights inside the ONNX graph (`"f16"`, `"f32"`, `"int8"`, or
+    /// `"mixed"`: int8 word table and FFN input, f16 elsewhere); the graph computes in f32
+    /// whatever it is.
     pub weight_dtype: String,
 }
 

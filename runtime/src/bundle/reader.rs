@@ -799,9 +799,9 @@ fn validate(meta: &Metadata, tensors: &[TensorInfo], bytes: &[u8], name: &str) -
             "metadata field encoder.type_dim must be at least 1".to_string(),
         ));
     }
-    if !matches!(enc.weight_dtype.as_str(), "f16" | "f32" | "int8") {
+    if !matches!(enc.weight_dtype.as_str(), "f16" | "f32" | "int8" | "mixed") {
         return Err(fail(format!(
-            "metadata field encoder.weight_dtype = {:?}, expected \"f16\", \"f32\" or \"int8\"",
+            "metadata field encoder.weight_dtype = {:?}, expected \"f16\", \"f32\", \"int8\" or \"mixed\"",
             enc.weight_dtype
         )));
     }

@@ -131,7 +131,7 @@ pub fn export_bundle(
     let n = contents.types.len();
     let rows = memory.len() / d;
     match dtype {
-        WeightDtype::F16 | WeightDtype::Int8 => {
+        WeightDtype::F16 | WeightDtype::Int8 | WeightDtype::Mixed => {
             writer.add_f16(tensor_names::PROTOTYPES, &[n, d], &prototypes)?;
             writer.add_f16(tensor_names::LABEL_MEMORY, &[rows, d], &memory)?;
         }

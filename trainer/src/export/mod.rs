@@ -5,4 +5,4 @@ pub mod fixture;
 pub mod onnx;
 
 pub use bundle::{export_bundle, BundleContents, PriorWeights, TypeState};
-pub use onnx::{export_onnx, int8_effective, WeightDtype};
+pub use onnx::{export_onnx, int8_effective, quantised_effective, WeightDtype};

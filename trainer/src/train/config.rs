@@ -262,9 +262,11 @@ impl TrainConfig {
         ] {
             ensure!(v.is_finite() && v >= 0.0, "{name} must be finite and >= 0");
         }
-        match self.export.dtype.as_str() {
-            "f16" | "f32" | "int8" => {}
-            other => bail!("export.dtype must be \"f16\", \"f32\" or \"int8\", not {other:?}"),
+        if crate::export::WeightDtype::parse(&self.export.dtype).is_none() {
+            bail!(
+                "export.dtype must be \"f16\", \"f32\", \"int8\" or \"mixed\", not {:?}",
+                self.export.dtype
+            );
         }
         ensure!(
             self.export.memory_capacity > 0,
