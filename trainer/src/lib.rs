@@ -2,6 +2,7 @@
 //! weights, and ONNX export for the runtime.
 
 pub mod backprop;
+pub mod cuda;
 pub mod episodes;
 pub mod export;
 pub mod import;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use ner_edge_trainer::cuda::{self, Backend, BackendRequest};
 use ner_edge_trainer::train::{self, TrainConfig};
 
 #[derive(Parser)]
@@ -38,6 +39,12 @@ enum Command {
         /// Never draw a progress bar (it is drawn only on a terminal anyway).
         #[arg(long)]
         quiet: bool,
+        /// Compute backend. auto: CUDA when a usable device is found, else the CPU, with one
+        /// line on stderr saying why; cpu: the CPU reference; cuda: fail (exit 2) without a
+        /// usable device. On CUDA the encoder's forward and backward (all episodes of a step in
+        /// one batch), clipping and AdamW run on the GPU; the episode losses stay on the CPU.
+        #[arg(long, value_enum, default_value_t = BackendRequest::Auto)]
+        backend: BackendRequest,
     },
 }
 
@@ -59,9 +66,11 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             stop_after,
             quiet,
+            backend,
         } => {
+            let backend = select_backend(backend)?;
             let cfg = TrainConfig::load(&config)?;
-            train::run_meta(
+            train::run_meta_on(
                 &cfg,
                 &train::RunOptions {
                     out,
@@ -69,7 +78,17 @@ fn run(cli: Cli) -> Result<()> {
                     stop_after,
                     progress: !quiet,
                 },
+                backend,
             )
         }
     }
+}
+
+/// Resolves `--backend`, saying on stderr why `auto` fell back to the CPU.
+fn select_backend(requested: BackendRequest) -> Result<Backend> {
+    let (backend, why) = cuda::detect(requested)?;
+    if let Some(why) = why {
+        eprintln!("ner-train: backend auto: using the CPU: {why}");
+    }
+    Ok(backend)
 }

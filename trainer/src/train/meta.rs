@@ -14,6 +14,7 @@ use super::config::{EncoderInit, TrainConfig};
 use super::data::{self, EncodedEpisode, TrainingData};
 use super::optimizer::{clip_factor, global_norm, schedule, AdamW, ParamUpdate};
 use super::step::{EpisodeTerms, MemoryPushes, StepWorker};
+use crate::cuda::Backend;
 use crate::episodes::{EpisodeSampler, OtherTypes, SourceWeighting};
 use crate::loss::{HeadParams, LabelMemory};
 use crate::model::rng::SplitMix64;
@@ -190,8 +191,84 @@ pub fn step_episodes(config: &TrainConfig, data: &TrainingData, step: u64) -> Re
         .collect()
 }
 
-/// Runs (or resumes) meta-training as configured, then exports `out/model.nerb`.
+/// Runs (or resumes) meta-training as configured on the CPU, then exports `out/model.nerb`.
 pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
+    run_meta_on(config, opts, Backend::Cpu)
+}
+
+/// Where the forward and backward passes of a run execute.
+enum Engine {
+    Cpu(Vec<StepWorker>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<crate::cuda::train::CudaTrainer>),
+}
+
+impl Engine {
+    fn new(backend: Backend, state: &TrainState, config: &TrainConfig) -> Result<Engine> {
+        match backend {
+            Backend::Cpu => {
+                let threads = config.threads.min(config.episodes_per_step).max(1);
+                Ok(Engine::Cpu(
+                    (0..threads)
+                        .map(|_| StepWorker::new(&state.weights.config, config.episodes_per_step))
+                        .collect(),
+                ))
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => {
+                let t = crate::cuda::train::CudaTrainer::open(state, config)?;
+                eprintln!(
+                    "ner-train: training on CUDA device {} ({}, {}); episode losses on {} CPU threads",
+                    t.device().ordinal,
+                    t.device().name,
+                    t.device().arch,
+                    config.threads.max(1)
+                );
+                Ok(Engine::Cuda(Box::new(t)))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Backend::Cuda => bail!("this binary was built without the `cuda` feature"),
+        }
+    }
+
+    /// One optimiser step: loss terms, label-memory rows and the gradient norm.
+    fn step(
+        &mut self,
+        state: &mut TrainState,
+        encoded: &[EncodedEpisode],
+        config: &TrainConfig,
+        factor: f32,
+    ) -> Result<(Vec<EpisodeTerms>, MemoryPushes, f64)> {
+        match self {
+            Engine::Cpu(workers) => {
+                let (terms, pushes) = compute_gradients(state, encoded, workers, config)?;
+                let grad_norm = apply_update(state, workers, config, factor)?;
+                Ok((terms, pushes, grad_norm))
+            }
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(t) => {
+                let out = t.step(state, encoded, config, factor)?;
+                Ok((out.terms, out.pushes, out.grad_norm))
+            }
+        }
+    }
+
+    /// Brings the host copy of `state` up to date (weights and optimiser moments).
+    fn sync(&mut self, state: &mut TrainState) -> Result<()> {
+        match self {
+            Engine::Cpu(_) => {
+                let _ = state;
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(t) => t.sync_to_host(state),
+        }
+    }
+}
+
+/// [`run_meta`] with the encoder's forward and backward on `backend` (the episode losses run
+/// on the CPU either way).
+pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) -> Result<()> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let (weights, origin) = initial_weights(config)?;
@@ -230,10 +307,7 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
         .append(true)
         .open(opts.out.join("log.jsonl"))
         .context("opening log.jsonl")?;
-    let threads = config.threads.min(config.episodes_per_step).max(1);
-    let mut workers: Vec<StepWorker> = (0..threads)
-        .map(|_| StepWorker::new(&state.weights.config, config.episodes_per_step))
-        .collect();
+    let mut engine = Engine::new(backend, &state, config)?;
     let warmup = config.warmup_steps();
     let end = opts.stop_after.unwrap_or(config.steps).min(config.steps);
     let show_progress = opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -246,9 +320,8 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
             .iter()
             .map(|e| data::encode_episode(e, &tokenizer))
             .collect::<Result<_>>()?;
-        let (terms, pushes) = compute_gradients(&state, &encoded, &mut workers, config)?;
         let factor = schedule(state.step, config.steps, warmup);
-        let grad_norm = apply_update(&mut state, &mut workers, config, factor)?;
+        let (terms, pushes, grad_norm) = engine.step(&mut state, &encoded, config, factor)?;
         for (key, vectors) in pushes {
             state.memory.push(&key.0, &key.1, &vectors)?;
         }
@@ -274,6 +347,7 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
         };
         if let Some(v) = &validation {
             if config.data.validate_every > 0 && state.step % config.data.validate_every == 0 {
+                engine.sync(&mut state)?;
                 entry.validation_f1 = Some(super::validate::micro_f1(&state, v)?);
             }
         }
@@ -310,6 +384,7 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
         }
         let periodic = config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
         if periodic || state.step == end {
+            engine.sync(&mut state)?;
             save_checkpoint(&ckpt_path, config, &state)?;
         }
     }
@@ -320,6 +395,7 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
         );
         return Ok(());
     }
+    engine.sync(&mut state)?;
     let bundle = super::export::export_trained(config, &state, &data, &tokenizer, &origin)?;
     let path = opts.out.join("model.nerb");
     std::fs::write(&path, &bundle).with_context(|| format!("cannot write {}", path.display()))?;
@@ -435,14 +511,16 @@ pub fn apply_update(
     Ok(norm)
 }
 
-fn is_head_tensor(name: &str) -> bool {
+/// Whether `name` is a head tensor (learning rate `lr_heads`): token heads, CDT, prior MLP.
+pub(crate) fn is_head_tensor(name: &str) -> bool {
     name.starts_with("boundary.")
         || name.starts_with("types.")
         || name.starts_with("cdt")
         || name.starts_with("prior.")
 }
 
-fn decays(name: &str) -> bool {
+/// Whether AdamW's weight decay applies to tensor `name`.
+pub(crate) fn decays(name: &str) -> bool {
     !is_no_decay(name) && !name.starts_with("cdt")
 }
 

@@ -16,4 +16,4 @@ pub mod step;
 pub mod validate;
 
 pub use config::TrainConfig;
-pub use meta::{run_meta, RunOptions};
+pub use meta::{run_meta, run_meta_on, RunOptions};

@@ -6,7 +6,9 @@ use anyhow::{ensure, Context, Result};
 use super::data::{EncodedEpisode, EncodedSentence};
 use super::meta::TrainState;
 use crate::backprop::{backward, forward, BackwardScratch, PieceBatch, Tape};
-use crate::loss::{entity_vectors, episode_loss, HeadParams, LossTerms, LossWeights, SentenceRef};
+use crate::loss::{
+    entity_vectors, episode_loss, EpisodeLoss, HeadParams, LossTerms, LossWeights, SentenceRef,
+};
 use crate::model::{EncoderConfig, ModelWeights};
 
 /// Loss terms of one episode.
@@ -43,20 +45,42 @@ pub fn gather_words(
     first: usize,
     type_dim: usize,
 ) -> Vec<WordOutputs> {
-    let offsets = batch.offsets();
+    gather_words_from(
+        tape.boundary(),
+        tape.types(),
+        batch.offsets(),
+        sentences,
+        first,
+        type_dim,
+    )
+}
+
+/// [`gather_words`] from piece-level outputs held elsewhere: `boundary` `[N, 3]` and `types`
+/// `[N, type_dim]` of a batch with sentence `offsets`.
+pub fn gather_words_from(
+    boundary: &[f32],
+    types: &[f32],
+    offsets: &[usize],
+    sentences: &[EncodedSentence],
+    first: usize,
+    type_dim: usize,
+) -> Vec<WordOutputs> {
     sentences
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let base = offsets[first + i];
-            let mut boundary = Vec::with_capacity(s.first_piece.len() * 3);
-            let mut types = Vec::with_capacity(s.first_piece.len() * type_dim);
+            let mut b = Vec::with_capacity(s.first_piece.len() * 3);
+            let mut t = Vec::with_capacity(s.first_piece.len() * type_dim);
             for &p in &s.first_piece {
                 let row = base + p;
-                boundary.extend_from_slice(&tape.boundary()[row * 3..row * 3 + 3]);
-                types.extend_from_slice(&tape.types()[row * type_dim..(row + 1) * type_dim]);
+                b.extend_from_slice(&boundary[row * 3..row * 3 + 3]);
+                t.extend_from_slice(&types[row * type_dim..(row + 1) * type_dim]);
             }
-            WordOutputs { boundary, types }
+            WordOutputs {
+                boundary: b,
+                types: t,
+            }
         })
         .collect()
 }
@@ -142,7 +166,6 @@ impl StepWorker {
         let w = &state.weights;
         let c = &w.config;
         let dt = c.type_dim;
-        let n = ep.types.len();
         ensure!(!ep.support.is_empty(), "episode has no support sentences");
         self.batch.clear();
         for s in ep.support.iter().chain(&ep.query) {
@@ -151,52 +174,23 @@ impl StepWorker {
         forward(w, &self.batch, &mut self.tape);
         let support_out = gather_words(&self.tape, &self.batch, &ep.support, 0, dt);
         let query_out = gather_words(&self.tape, &self.batch, &ep.query, ep.support.len(), dt);
-        let support = sentence_refs(&support_out, &ep.support);
-        let query = sentence_refs(&query_out, &ep.query);
-        let support_vectors = entity_vectors(&support, dt, n)?;
-        let mapped_means: Vec<Option<Vec<f32>>> = ep
-            .types
-            .iter()
-            .zip(&support_vectors)
-            .map(|(name, v)| {
-                let own = crate::loss::SlotKey::new(ep.source.clone(), name.clone());
-                state.memory.retrieve(v, Some(&own))
-            })
-            .collect();
-        let loss = episode_loss(
-            &crate::loss::EpisodeInput {
-                n_types: n,
-                type_dim: dt,
-                type_names: &ep.types,
-                support: &support,
-                query: &query,
-                mapped_means: &mapped_means,
-            },
-            &state.heads.prior,
-            &state.heads.cdt,
-            weights,
-        )
-        .with_context(|| format!("episode from {} with types {:?}", ep.source, ep.types))?;
+        let (loss, pushes) = episode_head_loss(state, ep, &support_out, &query_out, weights)?;
 
         let tokens = self.batch.tokens();
         self.d_boundary.clear();
         self.d_boundary.resize(tokens * 3, 0.0);
         self.d_types.clear();
         self.d_types.resize(tokens * dt, 0.0);
-        let offsets = self.batch.offsets().to_vec();
-        let grads = loss.support.iter().chain(&loss.query);
-        let sentences = ep.support.iter().chain(&ep.query);
-        for (i, (g, s)) in grads.zip(sentences).enumerate() {
-            for (word, &p) in s.first_piece.iter().enumerate() {
-                let row = offsets[i] + p;
-                for k in 0..3 {
-                    self.d_boundary[row * 3 + k] += self.scale * g.boundary[word * 3 + k];
-                }
-                for k in 0..dt {
-                    self.d_types[row * dt + k] += self.scale * g.types[word * dt + k];
-                }
-            }
-        }
+        scatter_word_grads(
+            &loss,
+            ep,
+            self.batch.offsets(),
+            0,
+            self.scale,
+            dt,
+            &mut self.d_boundary,
+            &mut self.d_types,
+        );
         backward(
             w,
             &self.batch,
@@ -208,15 +202,86 @@ impl StepWorker {
         );
         self.head_grads.add_cdt_grad(&loss.cdt, self.scale);
         self.head_grads.prior.add_scaled(&loss.prior, self.scale);
-
-        let mut all: Vec<SentenceRef<'_>> = support.clone();
-        all.extend(query.iter().copied());
-        let pushes = entity_vectors(&all, dt, n)?
-            .into_iter()
-            .zip(&ep.types)
-            .filter(|(v, _)| !v.is_empty())
-            .map(|(v, name)| ((ep.source.clone(), name.clone()), v))
-            .collect();
         Ok((loss.terms, pushes))
+    }
+}
+
+/// The episode loss of `ep` from its gathered word outputs (support sentences, then query
+/// sentences), with label-memory retrieval from `state.memory`; also returns the entity
+/// vectors of the episode to push into the label memory after the step.
+pub fn episode_head_loss(
+    state: &TrainState,
+    ep: &EncodedEpisode,
+    support_out: &[WordOutputs],
+    query_out: &[WordOutputs],
+    weights: &LossWeights,
+) -> Result<(EpisodeLoss, MemoryPushes)> {
+    let dt = state.weights.config.type_dim;
+    let n = ep.types.len();
+    let support = sentence_refs(support_out, &ep.support);
+    let query = sentence_refs(query_out, &ep.query);
+    let support_vectors = entity_vectors(&support, dt, n)?;
+    let mapped_means: Vec<Option<Vec<f32>>> = ep
+        .types
+        .iter()
+        .zip(&support_vectors)
+        .map(|(name, v)| {
+            let own = crate::loss::SlotKey::new(ep.source.clone(), name.clone());
+            state.memory.retrieve(v, Some(&own))
+        })
+        .collect();
+    let loss = episode_loss(
+        &crate::loss::EpisodeInput {
+            n_types: n,
+            type_dim: dt,
+            type_names: &ep.types,
+            support: &support,
+            query: &query,
+            mapped_means: &mapped_means,
+        },
+        &state.heads.prior,
+        &state.heads.cdt,
+        weights,
+    )
+    .with_context(|| format!("episode from {} with types {:?}", ep.source, ep.types))?;
+    let mut all: Vec<SentenceRef<'_>> = support.clone();
+    all.extend(query.iter().copied());
+    let pushes = entity_vectors(&all, dt, n)?
+        .into_iter()
+        .zip(&ep.types)
+        .filter(|(v, _)| !v.is_empty())
+        .map(|(v, name)| ((ep.source.clone(), name.clone()), v))
+        .collect();
+    Ok((loss, pushes))
+}
+
+/// Adds `scale ·` the word gradients of `loss` into the first-piece rows of the episode's
+/// sentences (support, then query) in the piece-level `d_boundary` `[N, 3]` and `d_types`
+/// `[N, type_dim]` of a batch with sentence `offsets`, where the episode's first sentence is
+/// sentence `first` of the batch.
+#[allow(clippy::too_many_arguments)]
+pub fn scatter_word_grads(
+    loss: &EpisodeLoss,
+    ep: &EncodedEpisode,
+    offsets: &[usize],
+    first: usize,
+    scale: f32,
+    type_dim: usize,
+    d_boundary: &mut [f32],
+    d_types: &mut [f32],
+) {
+    let dt = type_dim;
+    let grads = loss.support.iter().chain(&loss.query);
+    let sentences = ep.support.iter().chain(&ep.query);
+    for (i, (g, s)) in grads.zip(sentences).enumerate() {
+        for (word, &p) in s.first_piece.iter().enumerate() {
+            let row = offsets[first + i] + p;
+            for k in 0..3 {
+                d_boundary[row * 3 + k] += scale * g.boundary[word * 3 + k];
+            }
+            for k in 0..dt {
+                d_types[row * dt + k] += scale * g.types[word * dt + k];
+            }
+        }
     }
 }

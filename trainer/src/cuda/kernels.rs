@@ -1,0 +1,110 @@
+//! Device probing and kernel loading through the CUDA driver.
+//!
+//! Not exercised without a GPU: on a CUDA machine, [`CudaKernels::load`] compiles every kernel
+//! family for the device's architecture and loads each listed kernel, so a missing or misnamed
+//! kernel fails at start-up rather than at first launch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use cudarc::nvrtc::Ptx;
+
+use super::{nvrtc, KERNEL_SOURCES};
+
+/// The device a context was opened on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// NVRTC architecture, e.g. `sm_90`.
+    pub arch: String,
+}
+
+/// Checks, in this order, that the driver library loads, that it reports a device, that NVRTC
+/// loads, that a context opens on device 0 and that cuBLAS (which the training path needs)
+/// loads; returns the first failure as a one-line reason.
+pub(super) fn probe() -> Result<DeviceInfo, String> {
+    let (_, info) = open_device(0)?;
+    // SAFETY: only tries to open libcublas by its candidate names; calls nothing in it.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err("cuBLAS missing (libcublas.so.13 not found on the loader path)".into());
+    }
+    Ok(info)
+}
+
+fn open_device(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), String> {
+    // SAFETY: only tries to open libcuda by its candidate names; calls nothing in it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver found (libcuda.so.1 not loadable)".into());
+    }
+    let count = CudaContext::device_count()
+        .map_err(|e| format!("CUDA driver present but not usable ({e})"))?;
+    if count <= ordinal as i32 {
+        return Err(if count == 0 {
+            "no CUDA device (the driver reports none)".to_string()
+        } else {
+            format!("no CUDA device {ordinal} (the driver reports {count})")
+        });
+    }
+    nvrtc::available()?;
+    let ctx = CudaContext::new(ordinal)
+        .map_err(|e| format!("cannot open a CUDA context on device {ordinal} ({e})"))?;
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| format!("cannot read the compute capability ({e})"))?;
+    let name = ctx.name().unwrap_or_else(|_| "unknown device".into());
+    Ok((
+        ctx,
+        DeviceInfo {
+            ordinal,
+            name,
+            arch: nvrtc::arch_for(major, minor),
+        },
+    ))
+}
+
+/// Every kernel of [`KERNEL_SOURCES`], compiled for one device and loaded into its context.
+pub struct CudaKernels {
+    pub ctx: Arc<CudaContext>,
+    pub device: DeviceInfo,
+    functions: HashMap<&'static str, CudaFunction>,
+    _modules: Vec<Arc<CudaModule>>,
+}
+
+impl CudaKernels {
+    /// Opens device `ordinal`, compiles each kernel file with NVRTC for its architecture and
+    /// loads every kernel. Errors name the file and line (compilation) or the kernel (loading).
+    pub fn load(ordinal: usize) -> Result<CudaKernels> {
+        let (ctx, device) = open_device(ordinal).map_err(|e| anyhow!(e))?;
+        let mut functions = HashMap::new();
+        let mut modules = Vec::new();
+        for k in &KERNEL_SOURCES {
+            let cubin = nvrtc::compile_cubin(k, &device.arch)?;
+            let module = ctx
+                .load_module(Ptx::from_binary(cubin))
+                .with_context(|| format!("loading the cubin of {} on {}", k.path, device.name))?;
+            for &name in k.kernels {
+                let f = module
+                    .load_function(name)
+                    .with_context(|| format!("kernel {name} of {}", k.path))?;
+                functions.insert(name, f);
+            }
+            modules.push(module);
+        }
+        Ok(CudaKernels {
+            ctx,
+            device,
+            functions,
+            _modules: modules,
+        })
+    }
+
+    /// The loaded kernel `name`.
+    pub fn function(&self, name: &str) -> Result<&CudaFunction> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| anyhow!("no kernel named {name}"))
+    }
+}

@@ -1,0 +1,599 @@
+//! One meta-training optimiser step with the encoder on the GPU and the episode losses on the
+//! CPU ([`CudaTrainer::step`]).
+//!
+//! Every sentence of every episode of the step goes through the encoder in one packed batch;
+//! the word-level head outputs come back to the host, where each episode's loss runs exactly
+//! as on the CPU path ([`crate::train::step::episode_head_loss`], spread over the configured
+//! threads); the piece-level output gradients go back to the device for one backward pass;
+//! the gradient norm, clipping and AdamW run on the device for the encoder and both token
+//! heads and on the host for the CDT numbers and the prior MLP. The host copies of the encoder
+//! weights and their AdamW moments are refreshed by [`CudaTrainer::sync_to_host`] (before a
+//! checkpoint, a validation or the export).
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+
+use super::dev::{DevBuf, Gpu, SUMSQ_BLOCKS};
+use super::model::CudaModel;
+use super::DeviceInfo;
+use crate::backprop::PieceBatch;
+use crate::loss::{EpisodeLoss, HeadParams};
+use crate::model::{EncoderConfig, BOUNDARY_LABELS};
+use crate::train::config::TrainConfig;
+use crate::train::data::EncodedEpisode;
+use crate::train::meta::{decays, is_head_tensor, TrainState};
+use crate::train::optimizer::{clip_factor, AdamW, ParamUpdate};
+use crate::train::step::{
+    episode_head_loss, gather_words_from, scatter_word_grads, EpisodeTerms, MemoryPushes,
+};
+
+/// Wall-clock seconds of the phases of one [`CudaTrainer::step`], each ended by a stream
+/// synchronisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PhaseTimes {
+    /// Packing the batch on the host and copying ids and offsets to the device.
+    pub upload: f64,
+    /// Encoder and heads forward.
+    pub forward: f64,
+    /// Head outputs to the host, output gradients to the device.
+    pub transfers: f64,
+    /// Episode losses on the host (threads), scatter of their gradients.
+    pub losses: f64,
+    /// Encoder and heads backward.
+    pub backward: f64,
+    /// Gradient norm, clipping and AdamW (device and host parts).
+    pub optimiser: f64,
+}
+
+impl PhaseTimes {
+    /// Sum of all phases.
+    pub fn total(&self) -> f64 {
+        self.upload + self.forward + self.transfers + self.losses + self.backward + self.optimiser
+    }
+}
+
+/// What one step produced.
+#[derive(Clone, Debug)]
+pub struct StepOutcome {
+    /// Loss terms per episode, in episode order.
+    pub terms: Vec<EpisodeTerms>,
+    /// Label-memory rows to push, in episode order.
+    pub pushes: MemoryPushes,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Pieces in the step's batch.
+    pub tokens: usize,
+    /// Time per phase.
+    pub phases: PhaseTimes,
+}
+
+/// One episode's loss and its label-memory rows.
+type EpisodeOutcome = (EpisodeLoss, MemoryPushes);
+
+/// The GPU side of a training run: the model on the device, AdamW moments of its tensors, and
+/// reusable host buffers.
+pub struct CudaTrainer {
+    model: CudaModel,
+    m: DevBuf<f32>,
+    v: DevBuf<f32>,
+    partial: DevBuf<f64>,
+    total: DevBuf<f64>,
+    batch: PieceBatch,
+    boundary: Vec<f32>,
+    types: Vec<f32>,
+    d_boundary: Vec<f32>,
+    d_types: Vec<f32>,
+    head_grads: HeadParams,
+    scale: f32,
+    threads: usize,
+    host_stale: bool,
+}
+
+impl CudaTrainer {
+    /// Opens CUDA device 0 and uploads the weights and AdamW moments of `state`.
+    pub fn open(state: &TrainState, config: &TrainConfig) -> Result<CudaTrainer> {
+        CudaTrainer::new(Gpu::open(0)?, state, config)
+    }
+
+    /// [`CudaTrainer::open`] on an opened device.
+    pub fn new(gpu: Gpu, state: &TrainState, config: &TrainConfig) -> Result<CudaTrainer> {
+        let model = CudaModel::new(gpu, &state.weights)?;
+        let n_enc = model.table().len();
+        let n_heads = state.heads.tensors().len();
+        ensure!(
+            state.opt.m.len() == n_enc + n_heads && state.opt.v.len() == n_enc + n_heads,
+            "optimiser state has {} tensors, the model {}",
+            state.opt.m.len(),
+            n_enc + n_heads
+        );
+        let s = &model.gpu.stream;
+        let m = DevBuf::from_host(s, &state.opt.m[..n_enc].concat())?;
+        let v = DevBuf::from_host(s, &state.opt.v[..n_enc].concat())?;
+        ensure!(
+            m.len() == model.parameter_count() && v.len() == model.parameter_count(),
+            "optimiser moments do not match the model's tensors"
+        );
+        let partial = DevBuf::zeros(s, SUMSQ_BLOCKS)?;
+        let total = DevBuf::zeros(s, 1)?;
+        model.gpu.sync()?;
+        Ok(CudaTrainer {
+            m,
+            v,
+            partial,
+            total,
+            batch: PieceBatch::default(),
+            boundary: Vec::new(),
+            types: Vec::new(),
+            d_boundary: Vec::new(),
+            d_types: Vec::new(),
+            head_grads: HeadParams::zeros(state.weights.config.type_dim),
+            scale: 1.0 / config.episodes_per_step.max(1) as f32,
+            threads: config.threads.max(1),
+            host_stale: false,
+            model,
+        })
+    }
+
+    /// The device in use.
+    pub fn device(&self) -> &DeviceInfo {
+        &self.model.gpu.kernels.device
+    }
+
+    /// The model on the device.
+    pub fn model(&self) -> &CudaModel {
+        &self.model
+    }
+
+    /// Copies the device weights and AdamW moments into `state` when a step changed them since
+    /// the last copy.
+    pub fn sync_to_host(&mut self, state: &mut TrainState) -> Result<()> {
+        if !self.host_stale {
+            return Ok(());
+        }
+        self.model.download_weights(&mut state.weights)?;
+        let s = &self.model.gpu.stream;
+        for (slot, (m, v)) in self
+            .model
+            .table()
+            .iter()
+            .zip(state.opt.m.iter_mut().zip(state.opt.v.iter_mut()))
+        {
+            self.m.download(s, slot.offset, m)?;
+            self.v.download(s, slot.offset, v)?;
+        }
+        self.host_stale = false;
+        Ok(())
+    }
+
+    /// One optimiser step on `episodes` with the learning rates times `factor`: forward on the
+    /// GPU, losses on the host, backward, clipping and AdamW; `state.opt.t` advances, the
+    /// CDT/prior parameters and their moments in `state` are updated, the encoder's stay on
+    /// the device until [`CudaTrainer::sync_to_host`]. `state.step` and the label memory are
+    /// left to the caller, as with the CPU path.
+    pub fn step(
+        &mut self,
+        state: &mut TrainState,
+        episodes: &[EncodedEpisode],
+        config: &TrainConfig,
+        factor: f32,
+    ) -> Result<StepOutcome> {
+        let mut ph = PhaseTimes::default();
+        let c = state.weights.config.clone();
+        let dt = c.type_dim;
+
+        let t = Instant::now();
+        let first = pack_step(&mut self.batch, episodes, &c)?;
+        self.model.upload_batch(&self.batch)?;
+        self.model.gpu.sync()?;
+        ph.upload = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        self.model.forward_uploaded()?;
+        self.model.gpu.sync()?;
+        ph.forward = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        self.model.outputs(&mut self.boundary, &mut self.types)?;
+        ph.transfers = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let outputs = StepOutputs {
+            offsets: self.batch.offsets(),
+            first: &first,
+            boundary: &self.boundary,
+            types: &self.types,
+        };
+        let losses = episode_losses(state, episodes, &outputs, config, self.threads)?;
+        let n = self.batch.tokens();
+        let (terms, pushes) = scatter_losses(
+            losses,
+            episodes,
+            &outputs,
+            self.scale,
+            dt,
+            &mut OutputGrads {
+                boundary: &mut self.d_boundary,
+                types: &mut self.d_types,
+                heads: &mut self.head_grads,
+            },
+        );
+        ph.losses = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        self.model
+            .upload_output_grads(&self.d_boundary, &self.d_types)?;
+        self.model.gpu.sync()?;
+        ph.transfers += t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        self.model.zero_grads()?;
+        self.model.backward_uploaded()?;
+        self.model.gpu.sync()?;
+        ph.backward = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let grad_norm = self.update(state, config, factor)?;
+        ph.optimiser = t.elapsed().as_secs_f64();
+
+        Ok(StepOutcome {
+            terms,
+            pushes,
+            grad_norm,
+            tokens: n,
+            phases: ph,
+        })
+    }
+
+    /// Norm, clipping and AdamW of every tensor; returns the norm before clipping.
+    fn update(&mut self, state: &mut TrainState, config: &TrainConfig, factor: f32) -> Result<f64> {
+        let gpu = &self.model.gpu;
+        let s = &gpu.stream;
+        let grads = self.model.grads_ptr();
+        let weights = self.model.weights_ptr();
+        self.total.zero(s, 0, 1)?;
+        for slot in self.model.table() {
+            // SAFETY: each slot lies inside the gradient allocation; `partial` holds
+            // SUMSQ_BLOCKS values and `total` one.
+            unsafe {
+                gpu.sum_squares_into(
+                    grads.f32_at(slot.offset),
+                    slot.len,
+                    self.partial.ptr(),
+                    self.total.ptr(),
+                )?;
+            }
+        }
+        let mut device_sq = [0.0f64];
+        self.total.download(s, 0, &mut device_sq)?;
+        let head_sq: f64 = self
+            .head_grads
+            .tensors()
+            .iter()
+            .flat_map(|(_, g)| g.iter())
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum();
+        let norm = (device_sq[0] + head_sq).sqrt();
+        ensure!(
+            norm.is_finite(),
+            "gradient norm is {norm} at step {}: training diverged",
+            state.step + 1
+        );
+        let clip = clip_factor(norm, config.optim.clip_norm);
+        let lr_enc = config.optim.lr_encoder * factor;
+        let lr_heads = config.optim.lr_heads * factor;
+        let lr_of = |name: &str| {
+            if is_head_tensor(name) {
+                lr_heads
+            } else {
+                lr_enc
+            }
+        };
+
+        let n_enc = self.model.table().len();
+        let scaled: Vec<Vec<f32>> = self
+            .head_grads
+            .tensors()
+            .iter()
+            .map(|(_, g)| g.iter().map(|x| x * clip).collect())
+            .collect();
+        let mut host_opt = AdamW {
+            config: state.opt.config.clone(),
+            t: state.opt.t,
+            m: state.opt.m.split_off(n_enc),
+            v: state.opt.v.split_off(n_enc),
+        };
+        let mut updates: Vec<ParamUpdate<'_>> = state
+            .heads
+            .tensors_mut()
+            .into_iter()
+            .zip(&scaled)
+            .map(|((name, value), grad)| ParamUpdate {
+                lr: lr_of(&name),
+                decay: decays(&name),
+                value,
+                grad,
+            })
+            .collect();
+        let host = host_opt.step(&mut updates);
+        state.opt.m.append(&mut host_opt.m);
+        state.opt.v.append(&mut host_opt.v);
+        host?;
+
+        let cfg = &state.opt.config;
+        let t = state.opt.t + 1;
+        let bc1 = 1.0 - f64::from(cfg.beta1).powf(t as f64);
+        let bc2 = 1.0 - f64::from(cfg.beta2).powf(t as f64);
+        // SAFETY: the gradient allocation holds `parameter_count` values; every slot below
+        // lies inside the weight, gradient and moment allocations, which share one layout.
+        unsafe {
+            if clip != 1.0 {
+                gpu.scale(grads, self.model.parameter_count(), clip)?;
+            }
+            for slot in self.model.table() {
+                let lr = lr_of(&slot.name);
+                let step = (f64::from(lr) / bc1) as f32;
+                let inv_bc2 = (1.0 / bc2) as f32;
+                let decay = if decays(&slot.name) {
+                    1.0 - lr * cfg.weight_decay
+                } else {
+                    1.0
+                };
+                gpu.adamw(
+                    weights.f32_at(slot.offset),
+                    grads.f32_at(slot.offset),
+                    self.m.ptr().f32_at(slot.offset),
+                    self.v.ptr().f32_at(slot.offset),
+                    slot.len,
+                    step,
+                    inv_bc2,
+                    cfg.beta1,
+                    cfg.beta2,
+                    cfg.eps,
+                    decay,
+                )?;
+            }
+        }
+        gpu.sync()?;
+        state.opt.t = t;
+        self.host_stale = true;
+        Ok(norm)
+    }
+}
+
+/// Packs every sentence of `episodes` (each episode's support, then query sentences) into
+/// `batch`, returning the index of each episode's first sentence.
+pub(crate) fn pack_step(
+    batch: &mut PieceBatch,
+    episodes: &[EncodedEpisode],
+    c: &EncoderConfig,
+) -> Result<Vec<usize>> {
+    batch.clear();
+    let mut first = Vec::with_capacity(episodes.len());
+    for (i, ep) in episodes.iter().enumerate() {
+        ensure!(
+            !ep.support.is_empty(),
+            "episode {} of the step: episode has no support sentences",
+            i + 1
+        );
+        first.push(batch.len());
+        for s in ep.support.iter().chain(&ep.query) {
+            batch
+                .push(c, &s.ids)
+                .with_context(|| format!("episode {} of the step", i + 1))?;
+        }
+    }
+    Ok(first)
+}
+
+/// Piece-level head outputs of a step's batch on the host.
+pub(crate) struct StepOutputs<'a> {
+    /// Sentence offsets of the batch.
+    pub offsets: &'a [usize],
+    /// First sentence of each episode.
+    pub first: &'a [usize],
+    /// `[N, 3]`.
+    pub boundary: &'a [f32],
+    /// `[N, type_dim]`.
+    pub types: &'a [f32],
+}
+
+/// Where [`scatter_losses`] puts the step's gradients.
+pub(crate) struct OutputGrads<'a> {
+    pub boundary: &'a mut Vec<f32>,
+    pub types: &'a mut Vec<f32>,
+    pub heads: &'a mut HeadParams,
+}
+
+/// Each episode's loss from the step's head outputs, in episode order, spread over `threads`
+/// (episode `i` on thread `i % threads`).
+pub(crate) fn episode_losses(
+    state: &TrainState,
+    episodes: &[EncodedEpisode],
+    out: &StepOutputs<'_>,
+    config: &TrainConfig,
+    threads: usize,
+) -> Result<Vec<EpisodeOutcome>> {
+    let dt = state.weights.config.type_dim;
+    let threads = threads.min(episodes.len()).max(1);
+    let one = |i: usize| -> Result<EpisodeOutcome> {
+        let ep = &episodes[i];
+        let f = out.first[i];
+        let gather = |set, at| gather_words_from(out.boundary, out.types, out.offsets, set, at, dt);
+        let support = gather(&ep.support, f);
+        let query = gather(&ep.query, f + ep.support.len());
+        episode_head_loss(state, ep, &support, &query, &config.loss)
+            .with_context(|| format!("episode {} of the step", i + 1))
+    };
+    let mut slots: Vec<Option<EpisodeOutcome>> = (0..episodes.len()).map(|_| None).collect();
+    let results: Vec<Result<Vec<(usize, EpisodeOutcome)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let one = &one;
+                scope.spawn(move || {
+                    (w..episodes.len())
+                        .step_by(threads)
+                        .map(|i| one(i).map(|r| (i, r)))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a loss thread panicked")))
+            })
+            .collect()
+    });
+    for r in results {
+        for (i, outcome) in r? {
+            slots[i] = Some(outcome);
+        }
+    }
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.with_context(|| format!("internal: no loss for episode {}", i + 1)))
+        .collect()
+}
+
+/// Scatters `scale ·` each episode's word gradients into piece-level output gradients (resized
+/// to the batch and zeroed first) and sums its CDT/prior gradients into `grads.heads` (zeroed
+/// first), in episode order; returns the loss terms and memory rows in episode order.
+pub(crate) fn scatter_losses(
+    losses: Vec<EpisodeOutcome>,
+    episodes: &[EncodedEpisode],
+    out: &StepOutputs<'_>,
+    scale: f32,
+    type_dim: usize,
+    grads: &mut OutputGrads<'_>,
+) -> (Vec<EpisodeTerms>, MemoryPushes) {
+    let n = out.offsets.last().copied().unwrap_or(0);
+    grads.boundary.clear();
+    grads.boundary.resize(n * BOUNDARY_LABELS, 0.0);
+    grads.types.clear();
+    grads.types.resize(n * type_dim, 0.0);
+    for (_, g) in grads.heads.tensors_mut() {
+        g.fill(0.0);
+    }
+    let mut terms = Vec::with_capacity(episodes.len());
+    let mut pushes = Vec::new();
+    for ((ep, &f), (loss, p)) in episodes.iter().zip(out.first).zip(losses) {
+        scatter_word_grads(
+            &loss,
+            ep,
+            out.offsets,
+            f,
+            scale,
+            type_dim,
+            grads.boundary,
+            grads.types,
+        );
+        grads.heads.add_cdt_grad(&loss.cdt, scale);
+        grads.heads.prior.add_scaled(&loss.prior, scale);
+        terms.push(loss.terms);
+        pushes.extend(p);
+    }
+    (terms, pushes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backprop::{backward, forward, BackwardScratch, Tape};
+    use crate::model::ModelWeights;
+    use crate::train::data;
+    use crate::train::meta::{compute_gradients, fresh_state, initial_weights, step_episodes};
+    use crate::train::step::StepWorker;
+    use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
+
+    /// The host half of the CUDA step (one batch for all episodes, losses from gathered
+    /// outputs, gradients scattered back by episode offset), run with the CPU encoder, gives the
+    /// CPU path's loss terms, memory rows and gradients.
+    #[test]
+    fn one_batch_step_matches_per_episode_workers() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/train/tiny.toml");
+        let config = TrainConfig::load(&path).unwrap();
+        let (weights, origin) = initial_weights(&config).unwrap();
+        let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text).unwrap();
+        let training = data::load(&config.data, &tokenizer).unwrap();
+        let state = fresh_state(&config, weights).unwrap();
+        let encoded: Vec<EncodedEpisode> = step_episodes(&config, &training, 3)
+            .unwrap()
+            .iter()
+            .map(|e| data::encode_episode(e, &tokenizer).unwrap())
+            .collect();
+        let c = state.weights.config.clone();
+
+        let mut workers = vec![StepWorker::new(&c, config.episodes_per_step)];
+        let (want_terms, want_pushes) =
+            compute_gradients(&state, &encoded, &mut workers, &config).unwrap();
+        let want: Vec<Vec<f32>> = workers[0]
+            .grads_flat()
+            .iter()
+            .map(|(_, g)| g.to_vec())
+            .collect();
+
+        let mut batch = PieceBatch::default();
+        let first = pack_step(&mut batch, &encoded, &c).unwrap();
+        let mut tape = Tape::new();
+        forward(&state.weights, &batch, &mut tape);
+        let outputs = StepOutputs {
+            offsets: batch.offsets(),
+            first: &first,
+            boundary: tape.boundary(),
+            types: tape.types(),
+        };
+        let losses = episode_losses(&state, &encoded, &outputs, &config, 3).unwrap();
+        let (mut d_boundary, mut d_types) = (Vec::new(), Vec::new());
+        let mut heads = HeadParams::zeros(c.type_dim);
+        let scale = 1.0 / config.episodes_per_step as f32;
+        let (terms, pushes) = scatter_losses(
+            losses,
+            &encoded,
+            &outputs,
+            scale,
+            c.type_dim,
+            &mut OutputGrads {
+                boundary: &mut d_boundary,
+                types: &mut d_types,
+                heads: &mut heads,
+            },
+        );
+        let mut grads = ModelWeights::zeros(&c);
+        backward(
+            &state.weights,
+            &batch,
+            &tape,
+            &d_boundary,
+            &d_types,
+            &mut grads,
+            &mut BackwardScratch::new(),
+        );
+        let mut got = grads.tensors();
+        got.extend(heads.tensors());
+
+        assert_eq!(terms.len(), want_terms.len());
+        for (a, b) in terms.iter().zip(&want_terms) {
+            assert!(
+                (a.total - b.total).abs() <= 1e-6 * b.total.abs().max(1.0),
+                "{a:?} {b:?}"
+            );
+        }
+        assert_eq!(pushes.len(), want_pushes.len());
+        for (a, b) in pushes.iter().zip(&want_pushes) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1.len(), b.1.len());
+        }
+        assert_eq!(got.len(), want.len());
+        for ((name, g), w) in got.iter().zip(&want) {
+            let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            for (x, y) in g.iter().zip(w) {
+                assert!((x - y).abs() <= 1e-4 * scale, "{name}: {x} vs {y}");
+            }
+        }
+        assert!(want.iter().flatten().any(|&v| v != 0.0));
+    }
+}
