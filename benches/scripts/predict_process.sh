@@ -13,7 +13,7 @@ bin=./target/release/ner-edge
 ./target/release/ner-tools gen-text --sentences 2000 --seed 1 --out "$out/news-2000.txt"
 head -n 1 "$out/news-2000.txt" > "$out/one-line.txt"
 words=$(wc -w < "$out/news-2000.txt")
-for bundle in "$out/minilm-random.nerb" fixtures/bundles/default.nerb; do
+for bundle in "$out/minilm-random.nerb" fixtures/bundles/tiny.nerb; do
     name=$(basename "$bundle" .nerb)
     /usr/bin/time -v "$bin" predict --bundle "$bundle" "$out/news-2000.txt" > "$out/pred-$name.jsonl" 2> "$out/time-$name.txt"
     wall=$(grep "Elapsed (wall clock)" "$out/time-$name.txt" | awk '{print $NF}')

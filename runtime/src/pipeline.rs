@@ -602,10 +602,8 @@ mod tests {
     use super::*;
 
     fn bundle() -> Bundle {
-        Bundle::open(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb"),
-        )
-        .unwrap()
+        Bundle::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/tiny.nerb"))
+            .unwrap()
     }
 
     fn names(v: &[&str]) -> Vec<String> {

@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
 }
 
 fn bundle_path() -> PathBuf {
-    repo().join("fixtures/bundles/default.nerb")
+    repo().join("fixtures/bundles/tiny.nerb")
 }
 
 fn adapt_fixture(name: &str) -> PathBuf {
@@ -284,7 +284,7 @@ fn a_pack_for_another_bundle_is_refused() {
         s(&pack),
         s(&sample()),
     ]);
-    assert_one_line_error(&o, &["drug.nerp", "default.nerb", "other.nerb", "adapt"]);
+    assert_one_line_error(&o, &["drug.nerp", "tiny.nerb", "other.nerb", "adapt"]);
     let o = run(&["predict", "--bundle", s(&pack), s(&sample())]);
     assert_one_line_error(&o, &["not a ner-edge bundle", "--pack"]);
     let o = predict(&["--pack", s(&bundle_path())], &sample());

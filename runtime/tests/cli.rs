@@ -9,7 +9,7 @@ fn repo() -> PathBuf {
 }
 
 fn fixture_bundle() -> PathBuf {
-    repo().join("fixtures/bundles/default.nerb")
+    repo().join("fixtures/bundles/tiny.nerb")
 }
 
 fn sample() -> PathBuf {
@@ -165,19 +165,63 @@ fn formats_agree_with_each_other() {
     }
 }
 
+/// The shipped default model, which the binary embeds.
+fn default_model() -> PathBuf {
+    repo().join("models/default.nerb")
+}
+
 #[test]
 fn embedded_bundle_env_var_and_stdin_give_the_same_output() {
-    let explicit = stdout(&predict(&[], &sample()));
+    let model = default_model();
+    let explicit = run(
+        &[
+            "predict",
+            "--bundle",
+            model.to_str().unwrap(),
+            sample().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(explicit.status.success(), "{}", stderr(&explicit));
+    let explicit = stdout(&explicit);
     let input = std::fs::read(sample()).unwrap();
     let embedded = run(&["predict", "-"], Some(&input));
     assert!(embedded.status.success(), "{}", stderr(&embedded));
     assert_eq!(stdout(&embedded), explicit);
     let via_env = Command::new(env!("CARGO_BIN_EXE_ner-edge"))
         .args(["predict", sample().to_str().unwrap()])
-        .env("NER_EDGE_BUNDLE", fixture_bundle())
+        .env("NER_EDGE_BUNDLE", &model)
         .output()
         .unwrap();
     assert_eq!(String::from_utf8(via_env.stdout).unwrap(), explicit);
+}
+
+#[test]
+fn default_model_finds_people_places_and_organisations_in_the_sample() {
+    let out = run(&["predict", sample().to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut found = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for e in v["entities"].as_array().unwrap() {
+            found.insert((
+                e["text"].as_str().unwrap().to_string(),
+                e["type"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    for (text, ty) in [
+        ("Angela Merkel", "PER"),
+        ("Christine Lagarde", "PER"),
+        ("European Central Bank", "ORG"),
+        ("Frankfurt", "LOC"),
+    ] {
+        assert!(
+            found.contains(&(text.to_string(), ty.to_string())),
+            "{text} as {ty} not among {found:?}"
+        );
+    }
 }
 
 #[test]

@@ -49,7 +49,7 @@ fn old_entities(
 
 #[test]
 fn old_types_are_bit_identical_after_adding_an_unrelated_pack() {
-    let bundle = Bundle::open(&repo().join("fixtures/bundles/default.nerb")).unwrap();
+    let bundle = Bundle::open(&repo().join("fixtures/bundles/tiny.nerb")).unwrap();
     let pack = drug_pack(&bundle);
     let alone = Tagger::new(&bundle, None).unwrap();
     let with = Tagger::with_packs(&bundle, std::slice::from_ref(&pack), None, false).unwrap();

@@ -473,7 +473,7 @@ mod tests {
             data.join("conll2003/test.txt"),
         )
         .unwrap();
-        let bundle = Bundle::open(&root.join("fixtures/bundles/default.nerb")).unwrap();
+        let bundle = Bundle::open(&root.join("fixtures/bundles/tiny.nerb")).unwrap();
         let out = dir.join("RESULTS-quality.md");
         let plots = dir.join("quality");
         let opts = BenchOptions {

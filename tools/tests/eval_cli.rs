@@ -30,7 +30,7 @@ fn episodes_report_states_provenance_scores_and_pictures() {
         "eval",
         "episodes",
         "--bundle",
-        "fixtures/bundles/default.nerb",
+        "fixtures/bundles/tiny.nerb",
         "--episodes",
         "fixtures/corpus/hou/news_1shot.json",
         "--shots",
@@ -67,7 +67,7 @@ fn supervised_maps_types_and_bad_input_exits_2_naming_it() {
         "eval",
         "supervised",
         "--bundle",
-        "fixtures/bundles/default.nerb",
+        "fixtures/bundles/tiny.nerb",
         "--test",
         "fixtures/corpus/conll2003/sample.txt",
         "--map",
@@ -94,7 +94,7 @@ fn supervised_maps_types_and_bad_input_exits_2_naming_it() {
         "eval",
         "supervised",
         "--bundle",
-        "fixtures/bundles/default.nerb",
+        "fixtures/bundles/tiny.nerb",
         "--test",
         "fixtures/corpus/conll2003/sample.txt",
         "--map",
@@ -107,7 +107,7 @@ fn supervised_maps_types_and_bad_input_exits_2_naming_it() {
         "eval",
         "supervised",
         "--bundle",
-        "fixtures/bundles/default.nerb",
+        "fixtures/bundles/tiny.nerb",
         "--test",
         "fixtures/corpus/conll2003/sample.txt",
         "--map",
@@ -120,7 +120,7 @@ fn supervised_maps_types_and_bad_input_exits_2_naming_it() {
         "eval",
         "episodes",
         "--bundle",
-        "fixtures/bundles/default.nerb",
+        "fixtures/bundles/tiny.nerb",
         "--episodes",
         "fixtures/corpus/bad/hou_invalid.json",
     ]);
@@ -132,7 +132,7 @@ fn supervised_maps_types_and_bad_input_exits_2_naming_it() {
 fn test_data_in_the_training_hashes_is_refused() {
     let dir = scratch("overlap");
     let bundle =
-        ner_edge::bundle::Bundle::open(&root().join("fixtures/bundles/default.nerb")).unwrap();
+        ner_edge::bundle::Bundle::open(&root().join("fixtures/bundles/tiny.nerb")).unwrap();
     let test =
         ner_edge::corpus::read_conll2003(&root().join("fixtures/corpus/conll2003/sample.txt"))
             .unwrap();

@@ -7,12 +7,12 @@ use ner_edge_trainer::WeightDtype;
 #[test]
 fn committed_fixture_is_reproducible() {
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/tiny.nerb");
     let committed = std::fs::read(&path).expect("fixture bundle is committed");
     let fresh = random_bundle(Shape::Tiny, 7, WeightDtype::F16).expect("fixture builds");
     assert!(
         committed == fresh,
-        "fixtures/bundles/default.nerb is stale: regenerate it with \
-         `cargo run --release -p ner-edge-tools -- make-fixture --out fixtures/bundles/default.nerb`"
+        "fixtures/bundles/tiny.nerb is stale: regenerate it with \
+         `cargo run --release -p ner-edge-tools -- make-fixture --out fixtures/bundles/tiny.nerb`"
     );
 }

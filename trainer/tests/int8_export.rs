@@ -21,6 +21,8 @@
 //! gold) on 8 built-in texts plus the first 200 CoNLL-2003 dev sentences when `shared/data` is
 //! present. Its bounds are set from what was measured (RMS relative 3.3e-2, labels 99.0 %,
 //! entity F1 0.924; f16: 5.4e-4, 100 %, 1.0), so they catch regressions, not prove accuracy.
+//! `mixed` (int8 word table, FFN input and attention output; f16 elsewhere) measured RMS relative
+//! 1.6e-2, labels 99.8 %, entity F1 0.980, 29.6 MB: the dtype of the shipped default model.
 
 use ner_edge::bundle::{Bundle, CdtParams, Provenance};
 use ner_edge::encoder::{Encoder, PieceScores, SpecialIds};

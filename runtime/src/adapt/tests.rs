@@ -6,7 +6,7 @@ use crate::memory::retrieve;
 use crate::pack::{pack_to_bytes, LabelPack};
 
 fn bundle() -> Bundle {
-    Bundle::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/default.nerb"))
+    Bundle::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/bundles/tiny.nerb"))
         .unwrap()
 }
 

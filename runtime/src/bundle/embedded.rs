@@ -8,8 +8,7 @@ use crate::Result;
 struct Aligned<T: ?Sized>(T);
 
 #[cfg(feature = "embedded-bundle")]
-static DEFAULT: &Aligned<[u8]> =
-    &Aligned(*include_bytes!("../../../fixtures/bundles/default.nerb"));
+static DEFAULT: &Aligned<[u8]> = &Aligned(*include_bytes!("../../../models/default.nerb"));
 
 /// The bundle embedded at build time, read in place; `None` when built without the feature.
 pub fn embedded() -> Option<Result<Bundle>> {

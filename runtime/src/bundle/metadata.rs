@@ -55,7 +55,7 @@ pub struct EncoderMeta {
     /// Width of the type projection (the prototype space), 128 by default.
     pub type_dim: usize,
     /// Storage dtype of the weights inside the ONNX graph (`"f16"`, `"f32"`, `"int8"`, or
-    /// `"mixed"`: int8 word table and FFN input, f16 elsewhere); the graph computes in f32
+    /// `"mixed"`: int8 word table, FFN input and attention output, f16 elsewhere); the graph computes in f32
     /// whatever it is.
     pub weight_dtype: String,
 }

@@ -10,7 +10,7 @@ fn root() -> PathBuf {
 }
 
 fn fixture_bundle() -> Bundle {
-    Bundle::open(&root().join("fixtures/bundles/default.nerb")).unwrap()
+    Bundle::open(&root().join("fixtures/bundles/tiny.nerb")).unwrap()
 }
 
 fn tags(s: &str) -> Vec<String> {

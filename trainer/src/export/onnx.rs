@@ -34,8 +34,8 @@
 //! * the position table and the two heads are small and stored as with [`WeightDtype::F16`];
 //!   biases and layer-norm parameters stay f32.
 //!
-//! [`WeightDtype::Mixed`] stores the word-embedding table and every layer's `ffn_in` weight as
-//! int8 (as above) and all other matrices as f16.
+//! [`WeightDtype::Mixed`] stores the word-embedding table and every layer's `ffn_in` and
+//! `attn_output` weights as int8 (as above) and all other matrices as f16.
 //!
 //! Quantisation is `scale = max|w| / 127` over the column (row), `q = round(w / scale)` clamped
 //! to `[-127, 127]`, `w' = f32(q) * scale` (an all-zero column gets scale 0). [`int8_effective`]
@@ -102,9 +102,10 @@ pub enum WeightDtype {
     /// Symmetric int8 for the linear weights (per output column) and the word embeddings (per
     /// row); position table and heads f16. See the [module docs](self).
     Int8,
-    /// Int8 where it is cheapest in accuracy and largest in bytes: the word embeddings (per row)
-    /// and each layer's FFN input projection (per column); every other matrix f16. A MiniLM-L6
-    /// bundle is about 30 MB instead of 45 MB (f16). See the [module docs](self).
+    /// Int8 where it is cheapest in accuracy and largest in bytes: the word embeddings (per row),
+    /// each layer's FFN input and attention output projections (per column); every other matrix
+    /// f16. A MiniLM-L6 bundle is about 30 MB instead of 45 MB (f16). See the
+    /// [module docs](self).
     Mixed,
 }
 
@@ -139,10 +140,11 @@ impl WeightDtype {
         }
     }
 
-    /// Storage of an encoder linear weight; `ffn_in` marks each layer's FFN input projection.
-    fn encoder_linear(self, ffn_in: bool) -> WeightDtype {
+    /// Storage of an encoder linear weight; `int8_when_mixed` marks the layers
+    /// [`WeightDtype::Mixed`] stores as int8 (each layer's FFN input and attention output).
+    fn encoder_linear(self, int8_when_mixed: bool) -> WeightDtype {
         match self {
-            WeightDtype::Mixed if ffn_in => WeightDtype::Int8,
+            WeightDtype::Mixed if int8_when_mixed => WeightDtype::Int8,
             WeightDtype::Mixed => WeightDtype::F16,
             other => other,
         }
@@ -275,7 +277,7 @@ pub fn quantised_effective(w: &ModelWeights, dtype: WeightDtype) -> ModelWeights
                 query: lin(&l.query),
                 key: lin(&l.key),
                 value: lin(&l.value),
-                attn_output: lin(&l.attn_output),
+                attn_output: stored(&l.attn_output, dtype.encoder_linear(true)),
                 attn_ln: l.attn_ln.clone(),
                 ffn_in: stored(&l.ffn_in, dtype.encoder_linear(true)),
                 ffn_out: lin(&l.ffn_out),
@@ -385,7 +387,12 @@ pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
             vec![attr_ints("perm", &[0, 2, 1, 3])],
         );
         let context = g.node("Reshape", &[&context, &merge_heads], vec![]);
-        let attn = g.linear(&format!("{p}.attn_output"), &context, &layer.attn_output);
+        let attn = g.linear_as(
+            &format!("{p}.attn_output"),
+            &context,
+            &layer.attn_output,
+            g.dtype.encoder_linear(true),
+        );
         let residual = g.node("Add", &[&x, &attn], vec![]);
         let h1 = g.layer_norm(
             &format!("{p}.attn_ln"),
