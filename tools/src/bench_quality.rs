@@ -9,6 +9,7 @@
 //! | `hou-conll-5shot` | `hou2020_fewshot_ner/5shot/news_conll.json` | episodes, BIO |
 //! | `hou-ontonotes-1shot` | `hou2020_fewshot_ner/1shot/mixed_ontonotes.json` | episodes, BIO |
 //! | `fewnerd-inter-dev-5way-1shot` | `fewnerd/inter/dev.txt` | sampled 5-way 1~2-shot episodes (Few-NERD's rule, query 1~2 per type), IO |
+//! | `fewnerd-inter-dev-10way-5shot` | `fewnerd/inter/dev.txt` | sampled 10-way 5~10-shot episodes (same rule), IO |
 //! | `conll2003-test` | `conll2003/test.txt` | supervised, bundle types mapped to PER/ORG/LOC/MISC |
 //! | `cluener-dev` | `cluener2020/dev.json` | supervised, only for a Chinese bundle |
 //!
@@ -117,14 +118,24 @@ pub fn run(bundle: &Bundle, opts: &BenchOptions) -> Result<String> {
     }
 
     let fewnerd = opts.data.join("fewnerd/inter/dev.txt");
-    let name = "fewnerd-inter-dev-5way-1shot";
-    if fewnerd.is_file() {
-        let corpus = corpus::read_token_tag(&fewnerd, corpus::TagScheme::Io)?;
+    let fewnerd_corpus = if fewnerd.is_file() {
+        Some(corpus::read_token_tag(&fewnerd, corpus::TagScheme::Io)?)
+    } else {
+        None
+    };
+    for (name, n_way, k_shot) in [
+        ("fewnerd-inter-dev-5way-1shot", 5, 1),
+        ("fewnerd-inter-dev-10way-5shot", 10, 5),
+    ] {
+        let Some(corpus) = &fewnerd_corpus else {
+            outcomes.push(skipped(name, format!("{} is absent", fewnerd.display())));
+            continue;
+        };
         let count = opts
             .limit
             .map_or(opts.fewnerd_episodes, |n| n.min(opts.fewnerd_episodes));
         let mut sampler = EpisodeSampler::from_corpora(
-            std::slice::from_ref(&corpus),
+            std::slice::from_ref(corpus),
             ner_edge_trainer::episodes::SourceWeighting::Uniform,
             opts.seed,
         )?
@@ -132,8 +143,8 @@ pub fn run(bundle: &Bundle, opts: &BenchOptions) -> Result<String> {
         let episodes = (0..count)
             .map(|i| {
                 sampler
-                    .sample(5, 1, 1)
-                    .with_context(|| format!("sampling Few-NERD episode {}", i + 1))
+                    .sample(n_way, k_shot, 1)
+                    .with_context(|| format!("sampling {name} episode {}", i + 1))
             })
             .collect::<Result<Vec<Episode>>>()?;
         let mut outcome = episodes_outcome(
@@ -141,21 +152,20 @@ pub fn run(bundle: &Bundle, opts: &BenchOptions) -> Result<String> {
             bundle,
             &episodes,
             &fewnerd.display().to_string(),
-            Some(1),
+            Some(k_shot),
             eval_opts(Scheme::Io),
             hashes.as_deref(),
             opts.max_overlap,
         )?;
         if let Outcome::Done(r) = &mut outcome {
             r.notes.push(format!(
-                "episodes sampled here: 5-way 1~2-shot, query 1~2 entities per type, sentences \
-                 mentioning other types excluded (Few-NERD's sampler), seed {}",
+                "episodes sampled here: {n_way}-way {k_shot}~{}-shot, query 1~2 entities per \
+                 type, sentences mentioning other types excluded (Few-NERD's sampler), seed {}",
+                2 * k_shot,
                 opts.seed
             ));
         }
         outcomes.push(outcome);
-    } else {
-        outcomes.push(skipped(name, format!("{} is absent", fewnerd.display())));
     }
 
     let conll = opts.data.join("conll2003/test.txt");
