@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use ner_edge::adapt::{
-    adapt, read_support, AdaptOptions, SupportFormat, DEFAULT_MAX_SUPPORT_BYTES,
+    adapt, read_support, AdaptOptions, SupportFormat, TuneOptions, DEFAULT_MAX_SUPPORT_BYTES,
 };
 use ner_edge::bundle::{describe, Bundle};
 use ner_edge::input::{DocumentMode, Segment, SegmentReader, DEFAULT_MAX_SEGMENT_BYTES};
@@ -66,6 +66,16 @@ struct AdaptArgs {
     /// Largest support file to read, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_SUPPORT_BYTES)]
     max_support_bytes: u64,
+    /// Then tune the boundary head and type projection for N steps on the support set (encoder
+    /// and prototypes fixed); the pack carries the tuned heads. 0: no tuning.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    tune_heads: usize,
+    /// Learning rate of --tune-heads (Adam).
+    #[arg(long, default_value_t = ner_edge::adapt::tune::DEFAULT_TUNE_LR)]
+    tune_lr: f32,
+    /// Weight of the L2 pull of the tuned heads towards the bundle's.
+    #[arg(long, default_value_t = ner_edge::adapt::tune::DEFAULT_TUNE_L2)]
+    tune_l2: f32,
     /// Print nothing on stderr on success.
     #[arg(long, short)]
     quiet: bool,
@@ -189,9 +199,34 @@ fn adapt_command(args: AdaptArgs) -> Result<()> {
         types: args.types.clone(),
         combine_descriptions: args.combine_descriptions,
         notes: String::new(),
+        tune: (args.tune_heads > 0).then_some(TuneOptions {
+            steps: args.tune_heads,
+            learning_rate: args.tune_lr,
+            l2: args.tune_l2,
+        }),
     };
+    if opts.tune.is_some() && support.is_none() {
+        return Err(Error::Usage(
+            "--tune-heads needs a support file with examples".into(),
+        ));
+    }
+    if !(args.tune_lr.is_finite()
+        && args.tune_lr > 0.0
+        && args.tune_l2.is_finite()
+        && args.tune_l2 >= 0.0)
+    {
+        return Err(Error::Usage(format!(
+            "--tune-lr must be positive and --tune-l2 non-negative (got {} and {})",
+            args.tune_lr, args.tune_l2
+        )));
+    }
     let adapted = adapt(&bundle, support.as_ref(), &opts)?;
-    write_pack(&args.out, &adapted.metadata, &adapted.prototypes)?;
+    write_pack(
+        &args.out,
+        &adapted.metadata,
+        &adapted.prototypes,
+        adapted.heads.as_ref(),
+    )?;
     if !args.quiet {
         if let Some(s) = support.as_ref().filter(|s| s.repairs > 0) {
             eprintln!(
@@ -211,6 +246,12 @@ fn adapt_command(args: AdaptArgs) -> Result<()> {
                 t.support_entities,
                 t.support_sentences,
                 t.support_tokens
+            );
+        }
+        if let Some(t) = &adapted.metadata.tuned_heads {
+            eprintln!(
+                "ner-edge: tuned heads: {} steps, loss {:.4} -> {:.4}",
+                t.steps, t.loss_before, t.loss_after
             );
         }
         eprintln!(

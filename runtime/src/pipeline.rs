@@ -3,14 +3,16 @@
 //! Active types come in label groups: the bundle's own active types, then one group per label
 //! pack. Each group is decoded as its own CRF (own type softmax, own unfolded CDT transitions),
 //! so adding a pack leaves the emissions, paths and scores of every other group bit-identical.
-//! The groups' entities are then merged (see [`Tagger::tag`]).
+//! A pack with tuned heads (`adapt --tune-heads`) scores its group with its own boundary head and
+//! type projection applied to the encoder's last hidden state; every other group keeps the
+//! bundle's heads. The groups' entities are then merged (see [`Tagger::tag`]).
 
 use std::ops::Range;
 
 use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
-use crate::encoder::{Encoder, PieceScores, SpecialIds};
+use crate::encoder::{Encoder, Heads, PieceScores, SpecialIds};
 use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::{spans, Error, Result};
@@ -49,6 +51,8 @@ struct LabelGroup {
     /// `[n_types, d]`.
     prototypes: Vec<f32>,
     transitions: Transitions,
+    /// The group's own heads (a pack with tuned heads); `None`: the bundle's.
+    heads: Option<Heads>,
 }
 
 /// A candidate type while the groups are assembled: its name, prototype and defining source.
@@ -63,12 +67,11 @@ pub struct Tagger {
     encoder: Encoder,
     type_names: Vec<String>,
     groups: Vec<LabelGroup>,
-    /// `[type_names.len(), d]`: every active prototype, for resolving overlaps between groups.
-    all_prototypes: Vec<f32>,
 }
 
-/// Builds the tokenizer and encoder plan of `bundle`.
-pub(crate) fn load_model(bundle: &Bundle) -> Result<(Tokenizer, Encoder)> {
+/// Builds the tokenizer and encoder plan of `bundle`, with the hidden state as an extra output
+/// when `expose_hidden` ([`Encoder::load_exposing_hidden`]).
+pub(crate) fn load_model(bundle: &Bundle, expose_hidden: bool) -> Result<(Tokenizer, Encoder)> {
     let meta = bundle.metadata();
     let vocab = std::str::from_utf8(bundle.bytes(tensor_names::VOCAB)?)
         .map_err(|e| Error::Bundle(format!("{}: vocabulary is not UTF-8: {e}", bundle.name())))?;
@@ -86,11 +89,12 @@ pub(crate) fn load_model(bundle: &Bundle) -> Result<(Tokenizer, Encoder)> {
         sep: tokenizer.sep_id(),
         pad: tokenizer.pad_id(),
     };
-    let encoder = Encoder::load(
-        bundle.bytes(tensor_names::ENCODER_ONNX)?,
-        &meta.encoder,
-        special,
-    )?;
+    let onnx = bundle.bytes(tensor_names::ENCODER_ONNX)?;
+    let encoder = if expose_hidden {
+        Encoder::load_exposing_hidden(onnx, &meta.encoder, special)?
+    } else {
+        Encoder::load(onnx, &meta.encoder, special)?
+    };
     Ok((tokenizer, encoder))
 }
 
@@ -121,7 +125,7 @@ impl Tagger {
         for pack in packs {
             pack.check_base(bundle)?;
         }
-        let (tokenizer, encoder) = load_model(bundle)?;
+        let (tokenizer, encoder) = load_model(bundle, packs.iter().any(|p| p.heads().is_some()))?;
         let meta = bundle.metadata();
         let d = meta.encoder.type_dim;
         let bank = bundle.to_f32_vec(tensor_names::PROTOTYPES)?;
@@ -162,7 +166,8 @@ impl Tagger {
                 }
             }
         }
-        let mut sources: Vec<(String, Vec<Candidate>)> = Vec::with_capacity(1 + packs.len());
+        let mut sources: Vec<(String, Vec<Candidate>, Option<Heads>)> =
+            Vec::with_capacity(1 + packs.len());
         let mut base = Vec::new();
         for name in &wanted {
             if let Some(prototype) = bundle_type(name)? {
@@ -172,7 +177,7 @@ impl Tagger {
                 });
             }
         }
-        sources.push((format!("bundle {}", bundle.name()), base));
+        sources.push((format!("bundle {}", bundle.name()), base, None));
         for pack in packs {
             let names: Vec<String> = if explicit {
                 wanted
@@ -189,13 +194,17 @@ impl Tagger {
                     pack_type(pack, &name).map(|prototype| Candidate { name, prototype })
                 })
                 .collect();
-            sources.push((format!("label pack {}", pack.name()), group));
+            sources.push((
+                format!("label pack {}", pack.name()),
+                group,
+                pack.heads().cloned(),
+            ));
         }
         if explicit {
             for name in &wanted {
                 if !sources
                     .iter()
-                    .any(|(_, g)| g.iter().any(|c| &c.name == name))
+                    .any(|(_, g, _)| g.iter().any(|c| &c.name == name))
                 {
                     let mut known: Vec<String> =
                         meta.labels.types.iter().map(|t| t.name.clone()).collect();
@@ -211,8 +220,8 @@ impl Tagger {
         }
         for later in (1..sources.len()).rev() {
             let (later_sources, rest) = sources.split_at_mut(later);
-            let (later_name, later_group) = &rest[0];
-            for (earlier_name, earlier_group) in later_sources.iter_mut() {
+            let (later_name, later_group, _) = &rest[0];
+            for (earlier_name, earlier_group, _) in later_sources.iter_mut() {
                 for c in later_group {
                     if let Some(at) = earlier_group.iter().position(|e| e.name == c.name) {
                         if !allow_override {
@@ -231,8 +240,7 @@ impl Tagger {
 
         let mut type_names = Vec::new();
         let mut groups = Vec::new();
-        let mut all_prototypes = Vec::new();
-        for (_, group) in sources {
+        for (_, group, heads) in sources {
             if group.is_empty() {
                 continue;
             }
@@ -249,13 +257,13 @@ impl Tagger {
                 prototypes.extend_from_slice(&c.prototype);
                 type_names.push(c.name);
             }
-            all_prototypes.extend_from_slice(&prototypes);
             let transitions = decode::unfold(&meta.transitions, n_types);
             groups.push(LabelGroup {
                 offset,
                 n_types,
                 prototypes,
                 transitions,
+                heads,
             });
         }
         if groups.is_empty() {
@@ -264,6 +272,7 @@ impl Tagger {
                 n_types: 0,
                 prototypes: Vec::new(),
                 transitions: decode::unfold(&meta.transitions, 0),
+                heads: None,
             });
         }
         Ok(Tagger {
@@ -271,24 +280,51 @@ impl Tagger {
             encoder,
             type_names,
             groups,
-            all_prototypes,
         })
+    }
+
+    /// Reloads the encoder with its hidden state exposed ([`Encoder::load_exposing_hidden`]),
+    /// as [`Tagger::set_types`] with tuned heads needs; nothing happens if it already is.
+    /// `bundle` must be the one the tagger was built from.
+    pub fn expose_hidden(&mut self, bundle: &Bundle) -> Result<()> {
+        if self.encoder.heads().is_none() {
+            let max_pieces = self.encoder.max_pieces();
+            let (_, mut encoder) = load_model(bundle, true)?;
+            encoder.set_max_pieces(max_pieces);
+            self.encoder = encoder;
+        }
+        Ok(())
     }
 
     /// Replaces every active type (bundle and packs alike) by exactly `names`, one label group
     /// with prototype `i` = row `i` of `prototypes` (`[names.len(), type_dim]`) decoded under
-    /// `transitions`, keeping the loaded tokenizer and encoder (e.g. to tag each few-shot
-    /// episode with its own adapted types). No types at all is allowed (every word is `O`).
+    /// `transitions`, scored with `heads` when given (else the bundle's), keeping the loaded
+    /// tokenizer and encoder (e.g. to tag each few-shot episode with its own adapted types).
+    /// No types at all is allowed (every word is `O`).
     ///
     /// Errors ([`Error::Usage`]), leaving the tagger unchanged: a prototype matrix of the wrong
-    /// size, a repeated name, more types than the decoder supports.
+    /// size, a repeated name, more types than the decoder supports, heads whose sizes do not
+    /// match the encoder or an encoder that does not expose its hidden state
+    /// ([`Tagger::expose_hidden`]).
     pub fn set_types(
         &mut self,
         names: &[String],
         prototypes: &[f32],
         transitions: &CdtParams,
+        heads: Option<&Heads>,
     ) -> Result<()> {
         let d = self.encoder.type_dim();
+        if let Some(h) = heads {
+            if self.encoder.hidden_dim() != h.hidden || h.type_dim != d {
+                return Err(Error::Usage(format!(
+                    "tuned heads read a hidden state of {} into {} dimensions, but the encoder \
+                     exposes {} (0: not exposed, see Tagger::expose_hidden) and has type_dim {d}",
+                    h.hidden,
+                    h.type_dim,
+                    self.encoder.hidden_dim()
+                )));
+            }
+        }
         if prototypes.len() != names.len() * d {
             return Err(Error::Usage(format!(
                 "{} prototype values for {} types of dimension {d}",
@@ -314,8 +350,8 @@ impl Tagger {
             n_types,
             prototypes: prototypes.to_vec(),
             transitions: decode::unfold(transitions, n_types),
+            heads: heads.cloned(),
         }];
-        self.all_prototypes = prototypes.to_vec();
         Ok(())
     }
 
@@ -446,23 +482,36 @@ impl Tagger {
         s: &mut Scratch,
     ) -> TaggedText {
         let d = self.encoder.type_dim();
+        let h = self.encoder.hidden_dim();
         let n_words = enc.words.len();
         s.boundary.clear();
         s.types.clear();
+        s.hidden.clear();
         for &p in &enc.word_first_piece {
             let p = p as usize;
             s.boundary.extend_from_slice(&sc.boundary[p * 3..p * 3 + 3]);
             s.types.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+            if h > 0 {
+                s.hidden.extend_from_slice(&sc.hidden[p * h..(p + 1) * h]);
+            }
         }
         if s.decoders.len() < self.groups.len() {
             s.decoders.resize_with(self.groups.len(), Decoder::default);
         }
+        s.group_types.resize_with(self.groups.len(), Vec::new);
         let mut found: Vec<(usize, spans::Entity)> = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
             let n_labels = decode::label_count(group.n_types);
+            let (boundary, types) = match &group.heads {
+                Some(heads) => {
+                    heads.apply(&s.hidden, &mut s.group_boundary, &mut s.group_types[g]);
+                    (&s.group_boundary, &s.group_types[g])
+                }
+                None => (&s.boundary, &s.types),
+            };
             emissions(
-                &s.boundary,
-                &s.types,
+                boundary,
+                types,
                 d,
                 &group.prototypes,
                 group.n_types,
@@ -483,7 +532,16 @@ impl Tagger {
         let labels = if self.groups.len() == 1 {
             std::mem::take(&mut s.path)
         } else {
-            found = self.merge_groups(found, &s.types, d);
+            let vectors: Vec<&[f32]> = self
+                .groups
+                .iter()
+                .zip(&s.group_types)
+                .map(|(group, own)| match group.heads {
+                    Some(_) => own.as_slice(),
+                    None => s.types.as_slice(),
+                })
+                .collect();
+            found = self.merge_groups(found, &vectors, d);
             let mut labels = vec![decode::O_INDEX; n_words];
             for (_, e) in &found {
                 labels[e.start_word] = Tag::B(e.type_index).to_index();
@@ -509,11 +567,12 @@ impl Tagger {
         }
     }
 
-    /// Merges the entities of several groups (see [`Tagger::tag`]); returns them in text order.
+    /// Merges the entities of several groups (see [`Tagger::tag`]); `vectors[g]` holds the
+    /// `[words, d]` type vectors group `g` scores with. Returns the entities in text order.
     fn merge_groups(
         &self,
         found: Vec<(usize, spans::Entity)>,
-        types: &[f32],
+        vectors: &[&[f32]],
         d: usize,
     ) -> Vec<(usize, spans::Entity)> {
         let overlaps = |a: &spans::Entity, b: &spans::Entity| {
@@ -535,8 +594,7 @@ impl Tagger {
                 }
                 let mut sum = 0.0f64;
                 for w in e.start_word..e.end_word {
-                    let v = types.get(w * d..(w + 1) * d).unwrap_or(&[]);
-                    joint_type_probs(v, &self.all_prototypes, d, &mut probs);
+                    self.joint_type_probs(vectors, w, d, &mut probs);
                     sum += probs.get(e.type_index).copied().unwrap_or(0.0);
                 }
                 (sum / (e.end_word - e.start_word) as f64, i)
@@ -559,21 +617,34 @@ impl Tagger {
     }
 }
 
-/// Softmax over all `prototypes` (`[n, d]`) of the dot products with `v`, into `out` (`[n]`).
-fn joint_type_probs(v: &[f32], prototypes: &[f32], d: usize, out: &mut [f64]) {
-    if d == 0 {
-        out.fill(0.0);
-        return;
+impl Tagger {
+    /// Softmax over every active prototype of its dot product with word `w`'s type vector of
+    /// the prototype's own group (`vectors[g]`: `[words, d]`), into `out` (`[type_names.len()]`).
+    fn joint_type_probs(&self, vectors: &[&[f32]], w: usize, d: usize, out: &mut [f64]) {
+        if d == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let mut max = f64::NEG_INFINITY;
+        for (group, own) in self.groups.iter().zip(vectors) {
+            let v = own.get(w * d..(w + 1) * d).unwrap_or(&[]);
+            let range = group.offset..group.offset + group.n_types;
+            for (o, p) in out[range].iter_mut().zip(group.prototypes.chunks_exact(d)) {
+                *o = v
+                    .iter()
+                    .zip(p)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                max = max.max(*o);
+            }
+        }
+        normalise_exp(out, max);
     }
-    let mut max = f64::NEG_INFINITY;
-    for (o, p) in out.iter_mut().zip(prototypes.chunks_exact(d)) {
-        *o = v
-            .iter()
-            .zip(p)
-            .map(|(&a, &b)| f64::from(a) * f64::from(b))
-            .sum();
-        max = max.max(*o);
-    }
+}
+
+/// `out[i] = exp(out[i] - max) / Σ exp(out[j] - max)` (left unnormalised if the sum is 0 or
+/// not finite).
+fn normalise_exp(out: &mut [f64], max: f64) {
     let mut z = 0.0;
     for o in out.iter_mut() {
         *o = (*o - max).exp();
@@ -590,6 +661,12 @@ fn joint_type_probs(v: &[f32], prototypes: &[f32], d: usize, out: &mut [f64]) {
 struct Scratch {
     boundary: Vec<f32>,
     types: Vec<f32>,
+    /// `[words, hidden]` first-piece hidden states (only when the encoder exposes them).
+    hidden: Vec<f32>,
+    /// Boundary logits of the group being decoded, when it has its own heads.
+    group_boundary: Vec<f32>,
+    /// Per group: its own type vectors when it has its own heads (else empty).
+    group_types: Vec<Vec<f32>>,
     emissions: Vec<f32>,
     path: Vec<usize>,
     decoders: Vec<Decoder>,
@@ -669,16 +746,16 @@ mod tests {
             let r = ty.unwrap().prototype_row;
             rows.extend_from_slice(&bank[r * d..(r + 1) * d]);
         }
-        t.set_types(&own, &rows, transitions).unwrap();
+        t.set_types(&own, &rows, transitions, None).unwrap();
         assert_eq!(t.type_names(), base.type_names());
         assert_eq!(
             t.tag_words(std::slice::from_ref(&words), 1).unwrap(),
             base.tag_words(std::slice::from_ref(&words), 1).unwrap()
         );
 
-        let short = t.set_types(&names(&["A", "B"]), &rows[..d], transitions);
+        let short = t.set_types(&names(&["A", "B"]), &rows[..d], transitions, None);
         assert!(matches!(short, Err(Error::Usage(m)) if m.contains("for 2 types")));
-        let twice = t.set_types(&names(&["A", "A"]), &vec![0.0; 2 * d], transitions);
+        let twice = t.set_types(&names(&["A", "A"]), &vec![0.0; 2 * d], transitions, None);
         assert!(matches!(twice, Err(Error::Usage(m)) if m.contains("given twice")));
         assert_eq!(t.type_names(), base.type_names());
     }

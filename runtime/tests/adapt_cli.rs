@@ -341,3 +341,52 @@ fn bad_support_input_is_one_line_with_file_and_line() {
     let o = predict(&["--pack", s(&tmp("missing.nerp"))], &sample());
     assert_one_line_error(&o, &["missing.nerp"]);
 }
+
+#[test]
+fn tuned_heads_make_a_pack_that_predict_uses() {
+    let (pack, o) = adapt(
+        Some(&adapt_fixture("drugs.txt")),
+        "tuned.nerp",
+        &["--tune-heads", "15", "--tune-lr", "0.01"],
+    );
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("tuned heads: 15 steps, loss"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["inspect", s(&pack)]);
+    assert_ok(&o);
+    let text = stdout(&o);
+    assert!(text.contains("heads:           tuned, 15 steps"), "{text}");
+    assert!(text.contains("pack.head.types.weight"), "{text}");
+
+    let o = predict(&["--pack", s(&pack), "--format", "conll"], &sample());
+    assert_ok(&o);
+    let tuned = stdout(&o);
+    let plain = drug_pack();
+    let o = predict(&["--pack", s(&plain), "--format", "conll"], &sample());
+    assert_ok(&o);
+    let words = |t: &str| {
+        t.lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(words(&tuned), words(&stdout(&o)), "same words either way");
+}
+
+#[test]
+fn bad_tuning_options_are_usage_errors() {
+    let (_, o) = adapt(
+        None,
+        "zero-tuned.nerp",
+        &["--type-name", "DRUG=medication", "--tune-heads", "5"],
+    );
+    assert_one_line_error(&o, &["--tune-heads", "support"]);
+    let (_, o) = adapt(
+        Some(&adapt_fixture("drugs.txt")),
+        "bad-lr.nerp",
+        &["--tune-heads", "5", "--tune-lr", "0"],
+    );
+    assert_one_line_error(&o, &["--tune-lr"]);
+}

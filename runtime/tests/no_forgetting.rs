@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ner_edge::adapt::{adapt, read_support, AdaptOptions, SupportFormat};
+use ner_edge::adapt::{adapt, read_support, AdaptOptions, SupportFormat, TuneOptions};
 use ner_edge::bundle::Bundle;
 use ner_edge::pack::{pack_to_bytes, LabelPack};
 use ner_edge::pipeline::{TaggedText, Tagger};
@@ -12,16 +12,20 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn drug_pack(bundle: &Bundle) -> LabelPack {
+fn drug_pack(bundle: &Bundle, tune: Option<TuneOptions>) -> LabelPack {
     let support = read_support(
         &repo().join("fixtures/adapt/drugs.txt"),
         SupportFormat::Auto,
         1 << 20,
     )
     .unwrap();
-    let a = adapt(bundle, Some(&support), &AdaptOptions::default()).unwrap();
+    let opts = AdaptOptions {
+        tune,
+        ..AdaptOptions::default()
+    };
+    let a = adapt(bundle, Some(&support), &opts).unwrap();
     LabelPack::from_bytes(
-        &pack_to_bytes(&a.metadata, &a.prototypes).unwrap(),
+        &pack_to_bytes(&a.metadata, &a.prototypes, a.heads.as_ref()).unwrap(),
         "drug.nerp",
     )
     .unwrap()
@@ -50,9 +54,20 @@ fn old_entities(
 #[test]
 fn old_types_are_bit_identical_after_adding_an_unrelated_pack() {
     let bundle = Bundle::open(&repo().join("fixtures/bundles/tiny.nerb")).unwrap();
-    let pack = drug_pack(&bundle);
-    let alone = Tagger::new(&bundle, None).unwrap();
-    let with = Tagger::with_packs(&bundle, std::slice::from_ref(&pack), None, false).unwrap();
+    assert_old_types_unchanged(&bundle, &drug_pack(&bundle, None));
+}
+
+#[test]
+fn old_types_are_bit_identical_after_adding_a_pack_with_tuned_heads() {
+    let bundle = Bundle::open(&repo().join("fixtures/bundles/tiny.nerb")).unwrap();
+    let tuned = drug_pack(&bundle, Some(TuneOptions::with_steps(20)));
+    assert!(tuned.heads().is_some());
+    assert_old_types_unchanged(&bundle, &tuned);
+}
+
+fn assert_old_types_unchanged(bundle: &Bundle, pack: &LabelPack) {
+    let alone = Tagger::new(bundle, None).unwrap();
+    let with = Tagger::with_packs(bundle, std::slice::from_ref(pack), None, false).unwrap();
     let old: Vec<String> = alone.type_names().to_vec();
     assert_eq!(&with.type_names()[..old.len()], &old[..]);
     assert_eq!(with.type_names().last().map(String::as_str), Some("DRUG"));

@@ -183,6 +183,15 @@ enum EvalProtocol {
         /// How each episode's types are learnt from its support set.
         #[arg(long, value_enum, default_value = "gradient-free")]
         mode: ModeArg,
+        /// `--mode head-tune`: optimiser steps on the heads per episode.
+        #[arg(long, default_value_t = 30)]
+        tune_steps: usize,
+        /// `--mode head-tune`: Adam learning rate.
+        #[arg(long, default_value_t = ner_edge::adapt::tune::DEFAULT_TUNE_LR)]
+        tune_lr: f32,
+        /// `--mode head-tune`: weight of the L2 pull towards the bundle's heads.
+        #[arg(long, default_value_t = ner_edge::adapt::tune::DEFAULT_TUNE_L2)]
+        tune_l2: f32,
         /// `io` scores bare types (Few-NERD: adjacent same-type entities merge).
         #[arg(long, value_enum, default_value = "bio")]
         scheme: SchemeArg,
@@ -235,6 +244,7 @@ enum EpisodeFormat {
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     GradientFree,
+    HeadTune,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -428,6 +438,9 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             episodes,
             format,
             mode,
+            tune_steps,
+            tune_lr,
+            tune_l2,
             scheme,
             shots,
             limit,
@@ -444,6 +457,20 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             let overlap = check_overlap(&b, query, &source, common.max_overlap)?;
             let mode = match mode {
                 ModeArg::GradientFree => eval::AdaptMode::GradientFree,
+                ModeArg::HeadTune => {
+                    if !(tune_lr.is_finite()
+                        && tune_lr > 0.0
+                        && tune_l2.is_finite()
+                        && tune_l2 >= 0.0)
+                    {
+                        anyhow::bail!("--tune-lr must be positive and --tune-l2 non-negative");
+                    }
+                    eval::AdaptMode::HeadTune(ner_edge::adapt::TuneOptions {
+                        steps: tune_steps,
+                        learning_rate: tune_lr,
+                        l2: tune_l2,
+                    })
+                }
             };
             let opts = eval::EvalOptions {
                 scheme: scheme.scheme(),

@@ -19,23 +19,33 @@
 //! (`tests::padding_by_repetition_changes_nothing`), while a partial repetition would weight some
 //! support points more than others for no reason.
 //!
+//! With `--tune-heads N` ([`AdaptOptions::tune`]), the boundary head and type projection are
+//! then tuned on the support set with the prototypes fixed ([`tune`]); the pack carries the
+//! tuned heads and `predict` scores its types with them.
+//!
 //! Which vectors make the support set: examples only when a type has examples (the
 //! description is recorded but unused), the description alone when it has none ([`Method`]).
 //! `combine_descriptions` adds the description's vectors to the examples instead.
 
 pub mod support;
+pub mod tune;
 
 use std::collections::HashMap;
 
 use crate::bundle::{tensor_names, xxh64, Bundle};
 use crate::corpus::Sentence;
-use crate::encoder::Encoder;
+use crate::decode::{self, Tag};
+use crate::encoder::{Encoder, Heads};
 use crate::memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
 use crate::metrics::{self, Scheme};
-use crate::pack::{valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType};
+use crate::pack::{
+    valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType, TunedHeads,
+};
 use crate::pipeline::load_model;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+
+pub use tune::{TuneOptions, TuneReport};
 
 pub use support::{
     detect_format, parse_support, read_support, SupportEntity, SupportFormat, SupportSentence,
@@ -58,6 +68,9 @@ pub struct AdaptOptions {
     pub combine_descriptions: bool,
     /// Written into the pack's provenance notes.
     pub notes: String,
+    /// Tune the boundary head and type projection on the support set after building the
+    /// prototypes ([`tune`]); needs an encoder that exposes its hidden state.
+    pub tune: Option<TuneOptions>,
 }
 
 /// The result of [`adapt`]: pack metadata and prototypes, ready for
@@ -67,6 +80,26 @@ pub struct Adapted {
     pub metadata: PackMetadata,
     /// `[metadata.types.len(), type_dim]`, row `i` = `metadata.types[i]`.
     pub prototypes: Vec<f32>,
+    /// The tuned heads, exactly when `metadata.tuned_heads` is set.
+    pub heads: Option<Heads>,
+}
+
+/// One support sentence kept for head tuning: first-piece hidden states and, per word, the
+/// mention type and whether the word begins it.
+struct PendingSentence {
+    hidden: Vec<f32>,
+    marks: Vec<Option<(String, bool)>>,
+}
+
+/// Appends the first-piece hidden state of every word of `first_pieces` from `hidden`
+/// (`[pieces, width]`).
+fn word_hidden(hidden: &[f32], width: usize, first_pieces: &[u32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(first_pieces.len() * width);
+    for &p in first_pieces {
+        let p = p as usize;
+        out.extend_from_slice(&hidden[p * width..(p + 1) * width]);
+    }
+    out
 }
 
 #[derive(Default)]
@@ -92,7 +125,7 @@ pub fn adapt(
     support: Option<&SupportSet>,
     opts: &AdaptOptions,
 ) -> Result<Adapted> {
-    let (tokenizer, encoder) = load_model(bundle)?;
+    let (tokenizer, encoder) = load_model(bundle, opts.tune.is_some())?;
     Adapter::new(bundle, &tokenizer, &encoder)?.adapt(support, opts)
 }
 
@@ -167,6 +200,12 @@ impl<'a> Adapter<'a> {
         let tokenizer = self.tokenizer;
         let encoder = self.encoder;
         let d = encoder.type_dim();
+        let tuning = opts.tune.is_some();
+        if tuning {
+            self.base_heads()?;
+        }
+        let width = encoder.hidden_dim();
+        let mut pending: Vec<PendingSentence> = Vec::new();
         let wanted = |ty: &str| {
             opts.types
                 .as_ref()
@@ -182,6 +221,7 @@ impl<'a> Adapter<'a> {
                 let (scores, _) = encoder.encode(&ids)?;
                 for ((sentence, enc), sc) in chunk.iter().zip(&encodings).zip(&scores) {
                     let mut seen: Vec<&str> = Vec::new();
+                    let mut marks: Vec<Option<(String, bool)>> = vec![None; enc.words.len()];
                     for e in &sentence.entities {
                         if !wanted(&e.type_name) {
                             continue;
@@ -207,7 +247,7 @@ impl<'a> Adapter<'a> {
                             order.push(e.type_name.clone());
                         }
                         let c = examples.entry(e.type_name.clone()).or_default();
-                        for w in words {
+                        for &w in &words {
                             let p = enc.word_first_piece[w] as usize;
                             c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
                         }
@@ -216,6 +256,15 @@ impl<'a> Adapter<'a> {
                             seen.push(&e.type_name);
                             c.sentences += 1;
                         }
+                        for (i, w) in words.iter().enumerate() {
+                            marks[*w] = Some((e.type_name.clone(), i == 0));
+                        }
+                    }
+                    if tuning {
+                        pending.push(PendingSentence {
+                            hidden: word_hidden(&sc.hidden, width, &enc.word_first_piece),
+                            marks,
+                        });
                     }
                 }
             }
@@ -282,7 +331,7 @@ impl<'a> Adapter<'a> {
             }
         }
 
-        self.prototypes(
+        let adapted = self.prototypes(
             &type_list,
             &examples,
             &descriptions,
@@ -295,7 +344,87 @@ impl<'a> Adapter<'a> {
                 prior: String::new(),
                 notes: opts.notes.clone(),
             },
+        )?;
+        match &opts.tune {
+            Some(t) => self.tune(adapted, &pending, t),
+            None => Ok(adapted),
+        }
+    }
+
+    /// The bundle's heads as read from the encoder graph; an error when the encoder does not
+    /// expose its hidden state.
+    fn base_heads(&self) -> Result<&Heads> {
+        self.encoder.heads().ok_or_else(|| {
+            Error::Usage(
+                "head tuning needs the encoder loaded with its hidden state exposed \
+                 (Encoder::load_exposing_hidden)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Tunes the heads of `adapted` on `pending` ([`tune::tune_heads`]); mentions of types not
+    /// in the pack count as `O`.
+    fn tune(
+        &self,
+        mut adapted: Adapted,
+        pending: &[PendingSentence],
+        opts: &TuneOptions,
+    ) -> Result<Adapted> {
+        let base = self.base_heads()?;
+        let names: Vec<&str> = adapted
+            .metadata
+            .types
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        let sentences: Vec<tune::TuneSentence> = pending
+            .iter()
+            .map(|p| {
+                let mut labels = Vec::with_capacity(p.marks.len());
+                let mut prev: Option<Tag> = None;
+                for mark in &p.marks {
+                    let tag = match mark {
+                        Some((name, begin)) => match names.iter().position(|n| n == name) {
+                            Some(k) if *begin => Tag::B(k),
+                            Some(k) if prev == Some(Tag::B(k)) || prev == Some(Tag::I(k)) => {
+                                Tag::I(k)
+                            }
+                            Some(k) => Tag::B(k),
+                            None => Tag::O,
+                        },
+                        None => Tag::O,
+                    };
+                    labels.push(tag.to_index());
+                    prev = Some(tag);
+                }
+                tune::TuneSentence {
+                    hidden: p.hidden.clone(),
+                    labels,
+                }
+            })
+            .collect();
+        let n_types = names.len();
+        let transitions = decode::unfold(&adapted.metadata.transitions, n_types);
+        let (heads, report) = tune::tune_heads(
+            base,
+            &adapted.prototypes,
+            n_types,
+            &transitions,
+            &sentences,
+            opts,
         )
+        .map_err(|e| Error::Input(format!("{}: {e}", adapted.metadata.provenance.support_file)))?;
+        adapted.metadata.tuned_heads = Some(TunedHeads {
+            hidden: heads.hidden,
+            steps: report.steps,
+            learning_rate: opts.learning_rate,
+            l2: opts.l2,
+            loss_before: report.loss_before,
+            loss_after: report.loss_after,
+        });
+        adapted.heads = Some(heads);
+        Ok(adapted)
     }
 
     /// Adapts on pre-tokenised BIO sentences (e.g. a few-shot episode's support set): the
@@ -309,12 +438,24 @@ impl<'a> Adapter<'a> {
     /// `I-X` starts a mention. Errors ([`Error::Input`], naming `source` and the 1-based
     /// sentence): no sentences, token and tag counts that differ, a tag that is not BIO, no
     /// mention at all.
-    pub fn adapt_tokens(&self, sentences: &[Sentence], source: &str) -> Result<Adapted> {
+    ///
+    /// With `tune`, the heads are then tuned on the support sentences ([`tune`]).
+    pub fn adapt_tokens(
+        &self,
+        sentences: &[Sentence],
+        source: &str,
+        tune: Option<&TuneOptions>,
+    ) -> Result<Adapted> {
         if sentences.is_empty() {
             return Err(Error::Input(format!(
                 "{source}: empty support set: no sentences"
             )));
         }
+        if tune.is_some() {
+            self.base_heads()?;
+        }
+        let width = self.encoder.hidden_dim();
+        let mut pending: Vec<PendingSentence> = Vec::new();
         let d = self.encoder.type_dim();
         let mut order: Vec<String> = Vec::new();
         let mut examples: HashMap<String, Collected> = HashMap::new();
@@ -349,6 +490,18 @@ impl<'a> Adapter<'a> {
             let (scores, _) = self.encoder.encode(&ids)?;
             for ((spans, enc), sc) in mentions.iter().zip(&encodings).zip(&scores) {
                 let mut seen: Vec<&str> = Vec::new();
+                if tune.is_some() {
+                    let mut marks: Vec<Option<(String, bool)>> = vec![None; enc.words.len()];
+                    for span in spans {
+                        for w in span.start..span.end.min(marks.len()) {
+                            marks[w] = Some((span.kind.clone(), w == span.start));
+                        }
+                    }
+                    pending.push(PendingSentence {
+                        hidden: word_hidden(&sc.hidden, width, &enc.word_first_piece),
+                        marks,
+                    });
+                }
                 for span in spans {
                     if !examples.contains_key(&span.kind) {
                         order.push(span.kind.clone());
@@ -371,7 +524,7 @@ impl<'a> Adapter<'a> {
                 "{source}: no entity mentions: nothing to adapt"
             )));
         }
-        self.prototypes(
+        let adapted = self.prototypes(
             &order,
             &examples,
             &[],
@@ -384,7 +537,11 @@ impl<'a> Adapter<'a> {
                 prior: String::new(),
                 notes: String::new(),
             },
-        )
+        )?;
+        match tune {
+            Some(t) => self.tune(adapted, &pending, t),
+            None => Ok(adapted),
+        }
     }
 
     /// Steps 2 and 3 of the module docs for every type of `type_list`, each of which has
@@ -487,8 +644,10 @@ impl<'a> Adapter<'a> {
                     .to_string(),
                     ..provenance
                 },
+                tuned_heads: None,
             },
             prototypes,
+            heads: None,
         })
     }
 }

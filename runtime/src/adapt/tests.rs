@@ -47,8 +47,11 @@ fn adapts_types_from_examples_into_a_valid_pack() {
     assert_eq!(a.prototypes.len(), 2 * d);
     assert!(a.prototypes.iter().all(|v| v.is_finite()));
     assert_eq!(a.metadata.transitions, b.metadata().transitions);
-    let pack =
-        LabelPack::from_bytes(&pack_to_bytes(&a.metadata, &a.prototypes).unwrap(), "p").unwrap();
+    let pack = LabelPack::from_bytes(
+        &pack_to_bytes(&a.metadata, &a.prototypes, None).unwrap(),
+        "p",
+    )
+    .unwrap();
     pack.check_base(&b).unwrap();
 }
 
@@ -61,7 +64,7 @@ fn prototype_is_the_manner_prior_of_the_support_vectors() {
         &AdaptOptions::default(),
     )
     .unwrap();
-    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let (tokenizer, encoder) = load_model(&b, false).unwrap();
     let d = encoder.type_dim();
     let enc = tokenizer.encode("aspirin reduced it");
     let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
@@ -233,7 +236,7 @@ fn sentence(tokens: &str, tags: &str) -> Sentence {
 #[test]
 fn an_adapter_gives_exactly_the_packs_of_adapt() {
     let b = bundle();
-    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let (tokenizer, encoder) = load_model(&b, false).unwrap();
     let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
     let s = inline("[aspirin](DRUG) reduced the [high fever](SYMPTOM)\n[ibuprofen](DRUG) helps\n");
     let opts = AdaptOptions {
@@ -252,13 +255,13 @@ fn an_adapter_gives_exactly_the_packs_of_adapt() {
 #[test]
 fn token_support_uses_the_first_piece_of_every_given_word() {
     let b = bundle();
-    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let (tokenizer, encoder) = load_model(&b, false).unwrap();
     let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
     let support = [
         sentence("u.s. troops left", "B-LOC O O"),
         sentence("the new york office", "O B-LOC I-LOC O"),
     ];
-    let a = adapter.adapt_tokens(&support, "episode 1").unwrap();
+    let a = adapter.adapt_tokens(&support, "episode 1", None).unwrap();
     let t = &a.metadata.types;
     assert_eq!(t.len(), 1);
     assert_eq!(
@@ -303,7 +306,7 @@ fn token_support_uses_the_first_piece_of_every_given_word() {
 #[test]
 fn token_support_types_follow_first_mention_and_bad_sentences_are_named() {
     let b = bundle();
-    let (tokenizer, encoder) = load_model(&b).unwrap();
+    let (tokenizer, encoder) = load_model(&b, false).unwrap();
     let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
     let a = adapter
         .adapt_tokens(
@@ -313,19 +316,120 @@ fn token_support_types_follow_first_mention_and_bad_sentences_are_named() {
                 sentence("acme corp", "B-ORG I-ORG"),
             ],
             "ep",
+            None,
         )
         .unwrap();
     let names: Vec<&str> = a.metadata.types.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["LOC", "GPE", "ORG"]);
 
-    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "O O")], "ep"));
+    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "O O")], "ep", None));
     assert!(e.contains("ep: no entity mentions"), "{e}");
-    let e = input_error(adapter.adapt_tokens(&[], "ep"));
+    let e = input_error(adapter.adapt_tokens(&[], "ep", None));
     assert!(e.contains("ep: empty support set"), "{e}");
-    let e = input_error(
-        adapter.adapt_tokens(&[sentence("a b", "B-X I-X"), sentence("a b", "O")], "ep"),
-    );
+    let e = input_error(adapter.adapt_tokens(
+        &[sentence("a b", "B-X I-X"), sentence("a b", "O")],
+        "ep",
+        None,
+    ));
     assert!(e.contains("ep: sentence 2: 2 tokens but 1 tags"), "{e}");
-    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "B-X Z")], "ep"));
+    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "B-X Z")], "ep", None));
     assert!(e.contains("ep: sentence 1:"), "{e}");
+}
+
+#[test]
+fn exposed_hidden_state_through_the_read_heads_gives_the_graph_outputs() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b, true).unwrap();
+    let heads = encoder.heads().unwrap().clone();
+    assert_eq!(heads.hidden, b.metadata().encoder.hidden);
+    let enc = tokenizer.encode("Aspirin reduced the fever within an hour in Paris.");
+    let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
+    let sc = &scores[0];
+    assert_eq!(sc.hidden.len(), enc.ids.len() * heads.hidden);
+    let (mut boundary, mut types) = (Vec::new(), Vec::new());
+    heads.apply(&sc.hidden, &mut boundary, &mut types);
+    for (got, want) in boundary
+        .iter()
+        .chain(&types)
+        .zip(sc.boundary.iter().chain(&sc.types))
+    {
+        assert!(
+            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "{got} vs {want}"
+        );
+    }
+    let (_, plain) = load_model(&b, false).unwrap();
+    let (plain_scores, _) = plain.encode(&[enc.ids.as_slice()]).unwrap();
+    assert_eq!(plain_scores[0].boundary, sc.boundary);
+    assert_eq!(plain_scores[0].types, sc.types);
+    assert!(plain_scores[0].hidden.is_empty());
+}
+
+fn tuned_drug_pack(b: &Bundle, steps: usize) -> Adapted {
+    let s = inline(
+        "[aspirin](DRUG) reduced the fever\nDoctors prescribed [ibuprofen](DRUG) for pain\n\
+         nothing here at all\n",
+    );
+    let opts = AdaptOptions {
+        tune: Some(TuneOptions {
+            steps,
+            learning_rate: 1e-2,
+            l2: 1e-3,
+        }),
+        ..AdaptOptions::default()
+    };
+    adapt(b, Some(&s), &opts).unwrap()
+}
+
+#[test]
+fn tuned_heads_round_trip_through_the_pack_and_lower_the_support_loss() {
+    let b = bundle();
+    let plain = adapt(
+        &b,
+        Some(&inline(
+            "[aspirin](DRUG) reduced the fever\nDoctors prescribed [ibuprofen](DRUG) for pain\n\
+             nothing here at all\n",
+        )),
+        &AdaptOptions::default(),
+    )
+    .unwrap();
+    let a = tuned_drug_pack(&b, 40);
+    assert_eq!(
+        a.prototypes, plain.prototypes,
+        "tuning keeps the prototypes"
+    );
+    let t = a.metadata.tuned_heads.clone().unwrap();
+    assert_eq!((t.steps, t.hidden), (40, b.metadata().encoder.hidden));
+    assert!(t.loss_after < t.loss_before, "{t:?}");
+    let heads = a.heads.clone().unwrap();
+    let (_, encoder) = load_model(&b, true).unwrap();
+    assert_ne!(&heads, encoder.heads().unwrap());
+
+    let bytes = pack_to_bytes(&a.metadata, &a.prototypes, a.heads.as_ref()).unwrap();
+    let pack = LabelPack::from_bytes(&bytes, "p").unwrap();
+    pack.check_base(&b).unwrap();
+    assert_eq!(pack.heads(), Some(&heads));
+    assert!(pack.describe().contains("tuned, 40 steps"));
+    let e = pack_to_bytes(&a.metadata, &a.prototypes, None).unwrap_err();
+    assert!(e.to_string().contains("must come together"), "{e}");
+
+    let mut other = a.metadata.clone();
+    other.tuned_heads.as_mut().unwrap().hidden += 1;
+    let e = pack_to_bytes(&other, &a.prototypes, a.heads.as_ref()).unwrap_err();
+    assert!(e.to_string().contains("pack.head.boundary.weight"), "{e}");
+}
+
+#[test]
+fn tuning_needs_an_encoder_with_its_hidden_state() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b, false).unwrap();
+    let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
+    let e = adapter
+        .adapt_tokens(
+            &[sentence("aspirin helps", "B-DRUG O")],
+            "ep",
+            Some(&TuneOptions::with_steps(3)),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Usage(_)), "{e}");
 }

@@ -4,6 +4,7 @@
 //! Sequences longer than the graph's positions are split into overlapping [`windows`] and their
 //! per-piece scores merged, so no input is ever truncated.
 
+pub mod heads;
 pub mod windows;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tract_onnx::prelude::*;
 use crate::bundle::EncoderMeta;
 use crate::{Error, Result};
 
+pub use heads::Heads;
 pub use windows::{plan_windows, Window};
 
 /// Per-piece encoder outputs of one sequence.
@@ -22,6 +24,9 @@ pub struct PieceScores {
     pub boundary: Vec<f32>,
     /// `[pieces, type_dim]` type-space vectors.
     pub types: Vec<f32>,
+    /// `[pieces, hidden]` last hidden states (the heads' input); empty unless the encoder was
+    /// loaded with [`Encoder::load_exposing_hidden`].
+    pub hidden: Vec<f32>,
 }
 
 /// Special token ids the encoder wraps every window with.
@@ -40,6 +45,8 @@ pub struct Encoder {
     vocab_size: usize,
     special: SpecialIds,
     batch_tokens: usize,
+    /// The heads, when the hidden state is a third output.
+    heads: Option<Heads>,
 }
 
 /// Upper bound on padded tokens (batch × length) per encoder call.
@@ -49,6 +56,27 @@ impl Encoder {
     /// Parses and optimises `onnx` (the graph contract is documented on [`EncoderMeta`]) and
     /// checks its outputs against `meta`.
     pub fn load(onnx: &[u8], meta: &EncoderMeta, special: SpecialIds) -> Result<Encoder> {
+        Encoder::load_with(onnx, meta, special, false)
+    }
+
+    /// [`Encoder::load`], with the heads' input (the last hidden state) as a third graph output,
+    /// filled into [`PieceScores::hidden`], and the heads read out of the graph
+    /// ([`Encoder::heads`]); for head tuning and for label packs with tuned heads. Errors
+    /// ([`Error::Encoder`]) when the graph's heads are not in a form [`Heads::from_onnx`] reads.
+    pub fn load_exposing_hidden(
+        onnx: &[u8],
+        meta: &EncoderMeta,
+        special: SpecialIds,
+    ) -> Result<Encoder> {
+        Encoder::load_with(onnx, meta, special, true)
+    }
+
+    fn load_with(
+        onnx: &[u8],
+        meta: &EncoderMeta,
+        special: SpecialIds,
+        expose_hidden: bool,
+    ) -> Result<Encoder> {
         let err = |stage: &str, e: TractError| Error::Encoder(format!("{stage}: {e:#}"));
         if meta.max_positions < 3 {
             return Err(Error::Bundle(format!(
@@ -56,23 +84,65 @@ impl Encoder {
                 meta.max_positions
             )));
         }
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])
+        let framework = tract_onnx::onnx();
+        let proto = framework
+            .proto_model_for_read(&mut &onnx[..])
             .map_err(|e| err("cannot parse encoder.onnx", e))?;
+        let parsed = framework
+            .parse(&proto, None)
+            .map_err(|e| err("cannot parse encoder.onnx", e))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(Error::Encoder(format!(
+                "cannot parse encoder.onnx: unresolved inputs {:?}",
+                parsed.unresolved_inputs
+            )));
+        }
+        let mut model = parsed.model;
+        let mut heads = None;
+        if expose_hidden {
+            let graph = proto
+                .graph
+                .as_ref()
+                .ok_or_else(|| Error::Encoder("encoder.onnx has no graph".into()))?;
+            let (h, input) = Heads::from_onnx(graph, &framework)?;
+            if h.type_dim != meta.type_dim || h.hidden != meta.hidden {
+                return Err(Error::Encoder(format!(
+                    "the graph's heads are [{}, 3] and [{}, {}] but the bundle says hidden {} \
+                     and type_dim {}",
+                    h.hidden, h.hidden, h.type_dim, meta.hidden, meta.type_dim
+                )));
+            }
+            let outlet = parsed.outlets_by_name.get(&input).copied().ok_or_else(|| {
+                Error::Encoder(format!("the heads' input {input:?} is not a graph value"))
+            })?;
+            let mut outputs = model
+                .output_outlets()
+                .map_err(|e| err("cannot read graph outputs", e))?
+                .to_vec();
+            outputs.push(outlet);
+            model
+                .select_output_outlets(&outputs)
+                .map_err(|e| err("cannot add the hidden state as an output", e))?;
+            heads = Some(h);
+        }
         let model = model
             .into_optimized()
             .map_err(|e| err("cannot optimise encoder graph", e))?;
-        if model.inputs.len() != 2 || model.outputs.len() != 2 {
+        let want_outputs = if expose_hidden { 3 } else { 2 };
+        if model.inputs.len() != 2 || model.outputs.len() != want_outputs {
             return Err(Error::Encoder(format!(
-                "encoder graph has {} inputs and {} outputs, expected 2 (input_ids, attention_mask) and 2 (boundary, types)",
+                "encoder graph has {} inputs and {} outputs, expected 2 (input_ids, \
+                 attention_mask) and {want_outputs} (boundary, types{})",
                 model.inputs.len(),
-                model.outputs.len()
+                model.outputs.len(),
+                if expose_hidden { ", hidden" } else { "" }
             )));
         }
-        for (i, (what, last)) in [("boundary", 3usize), ("types", meta.type_dim)]
-            .iter()
-            .enumerate()
-        {
+        let mut expected = vec![("boundary", 3usize), ("types", meta.type_dim)];
+        if expose_hidden {
+            expected.push(("hidden", meta.hidden));
+        }
+        for (i, (what, last)) in expected.iter().enumerate() {
             let fact = model
                 .output_fact(i)
                 .map_err(|e| err("cannot read output shape", e))?;
@@ -98,7 +168,19 @@ impl Encoder {
             vocab_size: meta.vocab_size,
             special,
             batch_tokens: DEFAULT_BATCH_TOKENS,
+            heads,
         })
+    }
+
+    /// The boundary head and type projection read from the graph, when the encoder was loaded
+    /// with [`Encoder::load_exposing_hidden`].
+    pub fn heads(&self) -> Option<&Heads> {
+        self.heads.as_ref()
+    }
+
+    /// Width of the hidden state in [`PieceScores::hidden`] (0 unless it is exposed).
+    pub fn hidden_dim(&self) -> usize {
+        self.heads.as_ref().map_or(0, |h| h.hidden)
     }
 
     /// Width of the type vectors.
@@ -164,11 +246,25 @@ impl Encoder {
             .and_then(|v| v.as_slice::<f32>())
             .map_err(err)?;
         let d = self.type_dim;
-        if boundary.len() != seqs.len() * width * 3 || types.len() != seqs.len() * width * d {
+        let h = self.hidden_dim();
+        let hidden: &[f32] = if h > 0 {
+            outputs[2]
+                .try_as_plain_ram()
+                .and_then(|v| v.as_slice::<f32>())
+                .map_err(err)?
+        } else {
+            &[]
+        };
+        if boundary.len() != seqs.len() * width * 3
+            || types.len() != seqs.len() * width * d
+            || hidden.len() != seqs.len() * width * h
+        {
             return Err(Error::Encoder(format!(
-                "encoder returned {} boundary and {} type values for a [{}, {width}] batch",
+                "encoder returned {} boundary, {} type and {} hidden values for a [{}, {width}] \
+                 batch",
                 boundary.len(),
                 types.len(),
+                hidden.len(),
                 seqs.len()
             )));
         }
@@ -181,6 +277,7 @@ impl Encoder {
                 PieceScores {
                     boundary: boundary[first * 3..last * 3].to_vec(),
                     types: types[first * d..last * d].to_vec(),
+                    hidden: hidden[first * h..last * h].to_vec(),
                 }
             })
             .collect())
@@ -207,9 +304,11 @@ impl Encoder {
             .map(|s| PieceScores {
                 boundary: vec![0.0; s.len() * 3],
                 types: vec![0.0; s.len() * self.type_dim],
+                hidden: vec![0.0; s.len() * self.hidden_dim()],
             })
             .collect();
         let d = self.type_dim;
+        let h = self.hidden_dim();
         let mut at = 0;
         while at < jobs.len() {
             let width = jobs[at].window.end - jobs[at].window.start + 2;
@@ -229,6 +328,8 @@ impl Encoder {
                     .copy_from_slice(&sc.boundary[from * 3..(from + n) * 3]);
                 dst.types[w.keep_start * d..w.keep_end * d]
                     .copy_from_slice(&sc.types[from * d..(from + n) * d]);
+                dst.hidden[w.keep_start * h..w.keep_end * h]
+                    .copy_from_slice(&sc.hidden[from * h..(from + n) * h]);
             }
             at += batch.len();
         }

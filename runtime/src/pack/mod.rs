@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::reader::{parse_container, ContainerKind};
 use crate::bundle::writer::{write_atomically, TensorList};
 use crate::bundle::{Bundle, CdtParams, DType, TensorInfo};
+use crate::encoder::Heads;
 use crate::{Error, Result};
 
 /// First four bytes of every label pack.
@@ -26,6 +27,14 @@ pub const PACK_VERSION: u32 = 1;
 pub const MAX_PACK_BYTES: u64 = 64 << 20;
 /// Name of the prototype tensor: `[types.len(), base_bundle.type_dim]`, f32 (f16 accepted).
 pub const PROTOTYPES_TENSOR: &str = "pack.prototypes";
+/// Tuned boundary head weight `[tuned_heads.hidden, 3]`, f32 (packs with tuned heads only).
+pub const HEAD_BOUNDARY_WEIGHT: &str = "pack.head.boundary.weight";
+/// Tuned boundary head bias `[3]`, f32.
+pub const HEAD_BOUNDARY_BIAS: &str = "pack.head.boundary.bias";
+/// Tuned type projection weight `[tuned_heads.hidden, base_bundle.type_dim]`, f32.
+pub const HEAD_TYPES_WEIGHT: &str = "pack.head.types.weight";
+/// Tuned type projection bias `[base_bundle.type_dim]`, f32.
+pub const HEAD_TYPES_BIAS: &str = "pack.head.types.bias";
 
 const PACK_KIND: ContainerKind = ContainerKind {
     magic: PACK_MAGIC,
@@ -47,6 +56,24 @@ pub struct PackMetadata {
     /// CDT parameters, copied from the base bundle; unfolded for this pack's types at load.
     pub transitions: CdtParams,
     pub provenance: PackProvenance,
+    /// Present when the pack carries its own boundary head and type projection
+    /// (`adapt --tune-heads`); its types are then scored with them instead of the bundle's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned_heads: Option<TunedHeads>,
+}
+
+/// How a pack's heads were tuned (`runtime/src/adapt/tune.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TunedHeads {
+    /// Width of the encoder's hidden state the heads read; must equal the bundle's
+    /// `encoder.hidden`.
+    pub hidden: usize,
+    pub steps: usize,
+    pub learning_rate: f32,
+    pub l2: f32,
+    /// Tuning loss (mean CRF NLL per support sentence plus the L2 term) before and after.
+    pub loss_before: f64,
+    pub loss_after: f64,
 }
 
 /// Identity of the base bundle.
@@ -136,11 +163,53 @@ pub struct LabelPack {
     content_id: String,
     metadata: PackMetadata,
     prototypes: Vec<f32>,
+    heads: Option<Heads>,
     tensors: Vec<TensorInfo>,
 }
 
 fn bad(name: &str, msg: impl std::fmt::Display) -> Error {
     Error::Bundle(format!("{name}: {msg}"))
+}
+
+/// Reads the f32 tensor `tensor` of exactly `shape` from a validated container's `bytes`.
+fn read_f32_tensor(
+    bytes: &[u8],
+    tensors: &[TensorInfo],
+    name: &str,
+    tensor: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let info = tensors.iter().find(|t| t.name == tensor).ok_or_else(|| {
+        bad(
+            name,
+            format!("tensor {tensor:?} is missing (tuned_heads is set)"),
+        )
+    })?;
+    if info.shape != shape || info.dtype != DType::F32 {
+        return Err(bad(
+            name,
+            format!(
+                "tensor {tensor:?} is {} {:?}, expected f32 {shape:?}",
+                info.dtype, info.shape
+            ),
+        ));
+    }
+    let raw = info
+        .offset
+        .checked_add(info.len)
+        .and_then(|end| bytes.get(info.offset..end))
+        .ok_or_else(|| bad(name, format!("tensor {tensor:?} lies outside the file")))?;
+    let (chunks, rest) = raw.as_chunks::<4>();
+    if !rest.is_empty() || chunks.len() != shape.iter().product::<usize>() {
+        return Err(bad(
+            name,
+            format!(
+                "tensor {tensor:?} has {} bytes for shape {shape:?}",
+                raw.len()
+            ),
+        ));
+    }
+    Ok(chunks.iter().map(|c| f32::from_le_bytes(*c)).collect())
 }
 
 impl LabelPack {
@@ -280,14 +349,45 @@ impl LabelPack {
                 ),
             ));
         }
+        let heads = match &meta.tuned_heads {
+            None => None,
+            Some(t) => {
+                if t.hidden == 0 {
+                    return Err(bad(
+                        name,
+                        "metadata field tuned_heads.hidden must be at least 1",
+                    ));
+                }
+                let read = |tensor: &str, shape: &[usize]| -> Result<Vec<f32>> {
+                    read_f32_tensor(bytes, &c.tensors, name, tensor, shape)
+                };
+                let heads = Heads {
+                    hidden: t.hidden,
+                    type_dim: d,
+                    boundary_weight: read(HEAD_BOUNDARY_WEIGHT, &[t.hidden, 3])?,
+                    boundary_bias: read(HEAD_BOUNDARY_BIAS, &[3])?,
+                    types_weight: read(HEAD_TYPES_WEIGHT, &[t.hidden, d])?,
+                    types_bias: read(HEAD_TYPES_BIAS, &[d])?,
+                };
+                heads.check(name)?;
+                Some(heads)
+            }
+        };
         Ok(LabelPack {
             name: name.to_string(),
             version: c.version,
             content_id: c.content_id,
             metadata: meta,
             prototypes,
+            heads,
             tensors: c.tensors,
         })
+    }
+
+    /// The pack's tuned boundary head and type projection, when it has them
+    /// ([`PackMetadata::tuned_heads`]).
+    pub fn heads(&self) -> Option<&Heads> {
+        self.heads.as_ref()
     }
 
     /// The name given at construction (the path for [`LabelPack::open`]).
@@ -338,6 +438,19 @@ impl LabelPack {
                 ),
             ));
         }
+        if let Some(t) = &self.metadata.tuned_heads {
+            let hidden = bundle.metadata().encoder.hidden;
+            if t.hidden != hidden {
+                return Err(bad(
+                    &self.name,
+                    format!(
+                        "tuned heads read a hidden state of {} but bundle {} has hidden {hidden}",
+                        t.hidden,
+                        bundle.name()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -356,6 +469,18 @@ impl LabelPack {
         let _ = writeln!(s, "created by:      {}", m.provenance.created_by);
         let _ = writeln!(s, "support file:    {}", m.provenance.support_file);
         let _ = writeln!(s, "prior MLP:       {}", m.provenance.prior);
+        match &m.tuned_heads {
+            Some(t) => {
+                let _ = writeln!(
+                    s,
+                    "heads:           tuned, {} steps (lr {}, l2 {}), loss {:.4} -> {:.4}",
+                    t.steps, t.learning_rate, t.l2, t.loss_before, t.loss_after
+                );
+            }
+            None => {
+                let _ = writeln!(s, "heads:           the bundle's");
+            }
+        }
         let _ = writeln!(s, "\ntypes ({}):", m.types.len());
         for t in &m.types {
             let slot = match (&t.memory_slot, t.memory_distance) {
@@ -395,9 +520,14 @@ pub fn valid_type_name(name: &str) -> bool {
 }
 
 /// Serialises a pack: `metadata` and `prototypes` (`[metadata.types.len(), type_dim]`,
-/// row-major, row `i` at `types[i].prototype_row`). The result is validated exactly as
-/// [`LabelPack::from_bytes`] would.
-pub fn pack_to_bytes(metadata: &PackMetadata, prototypes: &[f32]) -> Result<Vec<u8>> {
+/// row-major, row `i` at `types[i].prototype_row`), and `heads` exactly when
+/// `metadata.tuned_heads` is set. The result is validated exactly as [`LabelPack::from_bytes`]
+/// would.
+pub fn pack_to_bytes(
+    metadata: &PackMetadata,
+    prototypes: &[f32],
+    heads: Option<&Heads>,
+) -> Result<Vec<u8>> {
     let meta = serde_json::to_vec(metadata)
         .map_err(|e| Error::Bundle(format!("pack writer: cannot serialise metadata: {e}")))?;
     let mut tensors = TensorList::default();
@@ -406,14 +536,33 @@ pub fn pack_to_bytes(metadata: &PackMetadata, prototypes: &[f32]) -> Result<Vec<
         &[metadata.types.len(), metadata.base_bundle.type_dim],
         prototypes,
     )?;
+    match (&metadata.tuned_heads, heads) {
+        (Some(_), Some(h)) => {
+            tensors.add_f32(HEAD_BOUNDARY_WEIGHT, &[h.hidden, 3], &h.boundary_weight)?;
+            tensors.add_f32(HEAD_BOUNDARY_BIAS, &[3], &h.boundary_bias)?;
+            tensors.add_f32(HEAD_TYPES_WEIGHT, &[h.hidden, h.type_dim], &h.types_weight)?;
+            tensors.add_f32(HEAD_TYPES_BIAS, &[h.type_dim], &h.types_bias)?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Bundle(
+                "pack writer: tuned heads and metadata.tuned_heads must come together".into(),
+            ))
+        }
+    }
     let bytes = tensors.assemble(PACK_MAGIC, PACK_VERSION, &meta)?;
     LabelPack::from_bytes(&bytes, "pack writer output")?;
     Ok(bytes)
 }
 
 /// [`pack_to_bytes`], written to `path` atomically (temporary file, fsync, rename).
-pub fn write_pack(path: &Path, metadata: &PackMetadata, prototypes: &[f32]) -> Result<()> {
-    write_atomically(path, &pack_to_bytes(metadata, prototypes)?)
+pub fn write_pack(
+    path: &Path,
+    metadata: &PackMetadata,
+    prototypes: &[f32],
+    heads: Option<&Heads>,
+) -> Result<()> {
+    write_atomically(path, &pack_to_bytes(metadata, prototypes, heads)?)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ fn metadata(content_id: &str, names: &[&str], d: usize) -> PackMetadata {
             prior: "fallback".into(),
             notes: String::new(),
         },
+        tuned_heads: None,
     }
 }
 
@@ -46,6 +47,7 @@ fn sample_pack() -> Vec<u8> {
     pack_to_bytes(
         &metadata(ID, &["DRUG", "DOSE"], 4),
         &[1., 2., 3., 4., 5., 6., 7., 8.],
+        None,
     )
     .unwrap()
 }
@@ -92,10 +94,11 @@ fn refuses_a_bundle_it_was_not_made_for() {
         "{m}"
     );
     let mut meta = metadata(&bundle.content_id(), &["DRUG"], 4);
-    let ok = LabelPack::from_bytes(&pack_to_bytes(&meta, &[0.0; 4]).unwrap(), "p").unwrap();
+    let ok = LabelPack::from_bytes(&pack_to_bytes(&meta, &[0.0; 4], None).unwrap(), "p").unwrap();
     ok.check_base(&bundle).unwrap();
     meta.base_bundle.type_dim = 2;
-    let wrong = LabelPack::from_bytes(&pack_to_bytes(&meta, &[0.0; 2]).unwrap(), "p").unwrap();
+    let wrong =
+        LabelPack::from_bytes(&pack_to_bytes(&meta, &[0.0; 2], None).unwrap(), "p").unwrap();
     assert!(wrong.check_base(&bundle).is_err());
 }
 

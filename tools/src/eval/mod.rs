@@ -3,7 +3,9 @@
 //! * **Episodes** ([`eval_episodes`]): for every few-shot episode the types of its support set
 //!   are adapted gradient-free ([`Adapter::adapt_tokens`]: prototypes plus OT memory retrieval
 //!   and the prior MLP), only those types are active while its query sentences are tagged, and
-//!   the query is scored. Reported: micro P/R/F1 over all episodes pooled, and mean ± sample
+//!   the query is scored. With [`AdaptMode::HeadTune`] the boundary head and type projection
+//!   are then tuned on the support set ([`ner_edge::adapt::tune`]) and the query is scored with
+//!   the tuned heads. Reported: micro P/R/F1 over all episodes pooled, and mean ± sample
 //!   std of the per-episode micro F1.
 //! * **Supervised** ([`eval_supervised`]): a whole labelled test set tagged with the bundle's
 //!   own types, predicted type names optionally mapped to the gold names.
@@ -20,25 +22,33 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use ner_edge::adapt::Adapter;
+use ner_edge::adapt::{Adapter, TuneOptions};
 use ner_edge::bundle::Bundle;
 use ner_edge::corpus::{Episode, Sentence};
 use ner_edge::metrics::{self, episode_summary, EpisodeSummary, Scheme, Scorer, Span};
 use ner_edge::pipeline::Tagger;
 
 /// How the types of an episode are learnt from its support set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AdaptMode {
     /// Prototypes from the support vectors, OT retrieval from the label memory and the prior
     /// MLP; no weight is changed (the runtime's `ner-edge adapt`).
     GradientFree,
+    /// Gradient-free prototypes, then the boundary head and type projection tuned on the
+    /// support set (`ner-edge adapt --tune-heads`).
+    HeadTune(TuneOptions),
 }
 
 impl AdaptMode {
-    /// The name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
+    /// The description used in reports, e.g. `gradient-free` or
+    /// `head-tune 30 steps (lr 0.001, l2 0.01)`.
+    pub fn describe(self) -> String {
         match self {
-            AdaptMode::GradientFree => "gradient-free",
+            AdaptMode::GradientFree => "gradient-free".into(),
+            AdaptMode::HeadTune(t) => format!(
+                "head-tune {} steps (lr {}, l2 {})",
+                t.steps, t.learning_rate, t.l2
+            ),
         }
     }
 }
@@ -194,16 +204,24 @@ pub fn eval_episodes(
     let start = Instant::now();
     let transitions = &bundle.metadata().transitions;
     let mut tagger = Tagger::new(bundle, Some(&[]))?;
+    let tune = match mode {
+        AdaptMode::GradientFree => None,
+        AdaptMode::HeadTune(t) => {
+            tagger.expose_hidden(bundle)?;
+            Some(t)
+        }
+    };
     let mut per_episode = Vec::with_capacity(episodes.len());
     let mut confusion = Confusion::default();
     let mut sentences = 0;
     let mut words = 0;
     for (i, episode) in episodes.iter().enumerate() {
         let name = format!("{source}: episode {}", i + 1);
-        let adapted = match mode {
-            AdaptMode::GradientFree => Adapter::new(bundle, tagger.tokenizer(), tagger.encoder())?
-                .adapt_tokens(&episode.support, &name)?,
-        };
+        let adapted = Adapter::new(bundle, tagger.tokenizer(), tagger.encoder())?.adapt_tokens(
+            &episode.support,
+            &name,
+            tune.as_ref(),
+        )?;
         let names: Vec<String> = adapted
             .metadata
             .types
@@ -211,7 +229,12 @@ pub fn eval_episodes(
             .map(|t| t.name.clone())
             .collect();
         tagger
-            .set_types(&names, &adapted.prototypes, transitions)
+            .set_types(
+                &names,
+                &adapted.prototypes,
+                transitions,
+                adapted.heads.as_ref(),
+            )
             .with_context(|| name.clone())?;
         let query = words_of(&episode.query);
         let tagged = tagger
@@ -246,7 +269,7 @@ pub fn eval_episodes(
             "episodes: {shots_text}{} episodes, adaptation {}, only each episode's support types \
              active, scheme {}",
             episodes.len(),
-            mode.as_str(),
+            mode.describe(),
             scheme_name(opts.scheme)
         ),
         scorer: pooled,
