@@ -60,9 +60,10 @@ struct AdaptArgs {
     /// --type-name); other mentions in the support set are ignored.
     #[arg(long, value_delimiter = ',')]
     types: Option<Vec<String>>,
-    /// Add a type's description to its examples instead of using the examples alone.
+    /// Use only the examples of a type that has both examples and a --type-name description
+    /// (default: both, which scored higher on every Hou et al. episode set; see benches/RESULTS.md).
     #[arg(long)]
-    combine_descriptions: bool,
+    examples_only: bool,
     /// Largest support file to read, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_SUPPORT_BYTES)]
     max_support_bytes: u64,
@@ -197,7 +198,7 @@ fn adapt_command(args: AdaptArgs) -> Result<()> {
     let opts = AdaptOptions {
         descriptions,
         types: args.types.clone(),
-        combine_descriptions: args.combine_descriptions,
+        examples_only: args.examples_only,
         notes: String::new(),
         tune: (args.tune_heads > 0).then_some(TuneOptions {
             steps: args.tune_heads,

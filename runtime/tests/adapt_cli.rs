@@ -202,10 +202,17 @@ fn zero_shot_type_names_make_a_pack() {
     let (_, o) = adapt(
         Some(&adapt_fixture("drugs.txt")),
         "combined.nerp",
-        &["--type-name", "DRUG=medication", "--combine-descriptions"],
+        &["--type-name", "DRUG=medication"],
     );
     assert_ok(&o);
     assert!(stderr(&o).contains("type DRUG: combined"), "{}", stderr(&o));
+    let (_, o) = adapt(
+        Some(&adapt_fixture("drugs.txt")),
+        "examples-only.nerp",
+        &["--type-name", "DRUG=medication", "--examples-only"],
+    );
+    assert_ok(&o);
+    assert!(stderr(&o).contains("type DRUG: examples"), "{}", stderr(&o));
 }
 
 /// No forgetting: the bundle's entities that no new-type entity overlaps come out exactly as

@@ -286,6 +286,7 @@ fn episodes_outcome(
         episodes,
         source,
         AdaptMode::GradientFree,
+        &eval::Descriptions::default(),
         shots,
         opts,
     )?;

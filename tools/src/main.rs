@@ -192,6 +192,14 @@ enum EvalProtocol {
         /// `--mode head-tune`: weight of the L2 pull towards the bundle's heads.
         #[arg(long, default_value_t = ner_edge::adapt::tune::DEFAULT_TUNE_L2)]
         tune_l2: f32,
+        /// Type descriptions, one `NAME=DESCRIPTION` per line (`#` starts a comment line), e.g.
+        /// `fixtures/descriptions/conll.txt`.
+        #[arg(long)]
+        descriptions: Option<PathBuf>,
+        /// With --descriptions: `combine` adds a type's description vectors to its examples,
+        /// `only` builds prototypes from the descriptions alone (zero-shot).
+        #[arg(long, value_enum, default_value = "combine")]
+        use_descriptions: UseDescriptionsArg,
         /// `io` scores bare types (Few-NERD: adjacent same-type entities merge).
         #[arg(long, value_enum, default_value = "bio")]
         scheme: SchemeArg,
@@ -239,6 +247,42 @@ enum EpisodeFormat {
     Auto,
     Hou,
     Jsonl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UseDescriptionsArg {
+    Combine,
+    Only,
+}
+
+/// Reads `NAME=DESCRIPTION` lines; blank lines and lines starting with `#` are skipped.
+fn read_descriptions(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read descriptions {}", path.display()))?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, desc)) = line.split_once('=') else {
+            anyhow::bail!(
+                "{}: line {}: expected NAME=DESCRIPTION, got {line:?}",
+                path.display(),
+                i + 1
+            );
+        };
+        let (name, desc) = (name.trim(), desc.trim());
+        if name.is_empty() || desc.is_empty() || out.iter().any(|(n, _)| n == name) {
+            anyhow::bail!(
+                "{}: line {}: empty or repeated type name, or empty description",
+                path.display(),
+                i + 1
+            );
+        }
+        out.push((name.to_string(), desc.to_string()));
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -441,6 +485,8 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             tune_steps,
             tune_lr,
             tune_l2,
+            descriptions,
+            use_descriptions,
             scheme,
             shots,
             limit,
@@ -476,7 +522,18 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
                 scheme: scheme.scheme(),
                 threads: common.threads,
             };
-            let mut r = eval::eval_episodes(&b, &list, &source, mode, shots, opts)?;
+            let descriptions = match descriptions {
+                None => eval::Descriptions::default(),
+                Some(path) => eval::Descriptions {
+                    texts: read_descriptions(&path)?,
+                    use_them: match use_descriptions {
+                        UseDescriptionsArg::Combine => ner_edge::adapt::DescriptionUse::Combine,
+                        UseDescriptionsArg::Only => ner_edge::adapt::DescriptionUse::Only,
+                    },
+                    source: path.display().to_string(),
+                },
+            };
+            let mut r = eval::eval_episodes(&b, &list, &source, mode, &descriptions, shots, opts)?;
             r.notes.push(overlap.describe());
             r.name = report.name.clone().unwrap_or_else(|| stem(&episodes));
             (bundle.bundle, report, r, b)

@@ -23,9 +23,11 @@
 //! then tuned on the support set with the prototypes fixed ([`tune`]); the pack carries the
 //! tuned heads and `predict` scores its types with them.
 //!
-//! Which vectors make the support set: examples only when a type has examples (the
-//! description is recorded but unused), the description alone when it has none ([`Method`]).
-//! `combine_descriptions` adds the description's vectors to the examples instead.
+//! Which vectors make the support set ([`Method`]): a type's examples plus its description's
+//! vectors when it has both, the description alone when it has no example, the examples alone
+//! when it has no description or with `examples_only`. Combining scored higher than examples
+//! alone on all three Hou et al. episode sets (`benches/RESULTS.md`, "Head tuning ... and type
+//! descriptions").
 
 pub mod support;
 pub mod tune;
@@ -63,9 +65,9 @@ pub struct AdaptOptions {
     /// The exact types of the pack (`--types`), in order; `None`: every type of the support
     /// set (in order of first mention), then every described type not among them.
     pub types: Option<Vec<String>>,
-    /// Add a type's description vectors to its example vectors ([`Method::Combined`]) instead
-    /// of using the examples alone.
-    pub combine_descriptions: bool,
+    /// Use only the examples of a type that has both examples and a description
+    /// ([`Method::Examples`]) instead of adding the description's vectors ([`Method::Combined`]).
+    pub examples_only: bool,
     /// Written into the pack's provenance notes.
     pub notes: String,
     /// Tune the boundary head and type projection on the support set after building the
@@ -82,6 +84,29 @@ pub struct Adapted {
     pub prototypes: Vec<f32>,
     /// The tuned heads, exactly when `metadata.tuned_heads` is set.
     pub heads: Option<Heads>,
+}
+
+/// How [`Adapter::adapt_tokens`] uses type descriptions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DescriptionUse {
+    /// Examples only; descriptions are recorded but not used ([`Method::Examples`]).
+    #[default]
+    Ignore,
+    /// A described type's description vectors join its example vectors ([`Method::Combined`]).
+    Combine,
+    /// Description vectors only, the examples serve only to name the types
+    /// ([`Method::ZeroShot`]); every type needs a description.
+    Only,
+}
+
+/// Options of [`Adapter::adapt_tokens`].
+#[derive(Clone, Debug, Default)]
+pub struct EpisodeOptions {
+    /// `(type name, description)` pairs; types of the support set without one use examples.
+    pub descriptions: Vec<(String, String)>,
+    pub use_descriptions: DescriptionUse,
+    /// Head tuning after the prototypes (not with [`DescriptionUse::Only`]).
+    pub tune: Option<TuneOptions>,
 }
 
 /// One support sentence kept for head tuning: first-piece hidden states and, per word, the
@@ -308,35 +333,14 @@ impl<'a> Adapter<'a> {
             .iter()
             .filter(|(n, _)| type_list.contains(n))
             .collect();
-        let mut description_vectors: HashMap<&str, Vec<f32>> = HashMap::new();
-        if !described.is_empty() {
-            let encodings: Vec<_> = described
-                .iter()
-                .map(|(_, text)| tokenizer.encode(text))
-                .collect();
-            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
-            let (scores, _) = encoder.encode(&ids)?;
-            for (((name, text), enc), sc) in described.iter().zip(&encodings).zip(&scores) {
-                if enc.words.is_empty() {
-                    return Err(Error::Usage(format!(
-                        "--type-name {name}={text:?}: the description has no words"
-                    )));
-                }
-                let mut v = Vec::with_capacity(enc.words.len() * d);
-                for &p in &enc.word_first_piece {
-                    let p = p as usize;
-                    v.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
-                }
-                description_vectors.insert(name.as_str(), v);
-            }
-        }
+        let description_vectors = self.description_vectors(&described)?;
 
         let adapted = self.prototypes(
             &type_list,
             &examples,
             &descriptions,
             &description_vectors,
-            opts.combine_descriptions,
+            !opts.examples_only,
             PackProvenance {
                 created_by: String::new(),
                 support_file: support.map(|s| s.source.clone()).unwrap_or_default(),
@@ -349,6 +353,39 @@ impl<'a> Adapter<'a> {
             Some(t) => self.tune(adapted, &pending, t),
             None => Ok(adapted),
         }
+    }
+
+    /// The type vectors of the first piece of every word of each description, by type name.
+    /// Errors ([`Error::Usage`]): a description without words.
+    fn description_vectors<'n>(
+        &self,
+        described: &[&'n (String, String)],
+    ) -> Result<HashMap<&'n str, Vec<f32>>> {
+        let d = self.encoder.type_dim();
+        let mut out = HashMap::new();
+        if described.is_empty() {
+            return Ok(out);
+        }
+        let encodings: Vec<_> = described
+            .iter()
+            .map(|(_, text)| self.tokenizer.encode(text))
+            .collect();
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+        let (scores, _) = self.encoder.encode(&ids)?;
+        for (((name, text), enc), sc) in described.iter().zip(&encodings).zip(&scores) {
+            if enc.words.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--type-name {name}={text:?}: the description has no words"
+                )));
+            }
+            let mut v = Vec::with_capacity(enc.words.len() * d);
+            for &p in &enc.word_first_piece {
+                let p = p as usize;
+                v.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+            }
+            out.insert(name.as_str(), v);
+        }
+        Ok(out)
     }
 
     /// The bundle's heads as read from the encoder graph; an error when the encoder does not
@@ -439,13 +476,22 @@ impl<'a> Adapter<'a> {
     /// sentence): no sentences, token and tag counts that differ, a tag that is not BIO, no
     /// mention at all.
     ///
-    /// With `tune`, the heads are then tuned on the support sentences ([`tune`]).
+    /// `opts` may add type descriptions (used as [`EpisodeOptions::descriptions`] says) and head
+    /// tuning on the support sentences ([`tune`]).
     pub fn adapt_tokens(
         &self,
         sentences: &[Sentence],
         source: &str,
-        tune: Option<&TuneOptions>,
+        opts: &EpisodeOptions,
     ) -> Result<Adapted> {
+        let tune = opts.tune.as_ref();
+        if tune.is_some() && opts.use_descriptions == DescriptionUse::Only {
+            return Err(Error::Usage(
+                "head tuning learns from the support examples, so it cannot be combined with \
+                 description-only (zero-shot) prototypes"
+                    .into(),
+            ));
+        }
         if sentences.is_empty() {
             return Err(Error::Input(format!(
                 "{source}: empty support set: no sentences"
@@ -524,12 +570,32 @@ impl<'a> Adapter<'a> {
                 "{source}: no entity mentions: nothing to adapt"
             )));
         }
+        let described: Vec<&(String, String)> = match opts.use_descriptions {
+            DescriptionUse::Ignore => Vec::new(),
+            DescriptionUse::Combine | DescriptionUse::Only => opts
+                .descriptions
+                .iter()
+                .filter(|(n, _)| order.contains(n))
+                .collect(),
+        };
+        if opts.use_descriptions == DescriptionUse::Only {
+            if let Some(name) = order
+                .iter()
+                .find(|n| !described.iter().any(|(d, _)| d == *n))
+            {
+                return Err(Error::Input(format!(
+                    "{source}: type {name} has no description (description-only adaptation)"
+                )));
+            }
+            examples.clear();
+        }
+        let description_vectors = self.description_vectors(&described)?;
         let adapted = self.prototypes(
             &order,
             &examples,
-            &[],
-            &HashMap::new(),
-            false,
+            &opts.descriptions,
+            &description_vectors,
+            opts.use_descriptions == DescriptionUse::Combine,
             PackProvenance {
                 created_by: String::new(),
                 support_file: source.to_string(),

@@ -111,6 +111,7 @@ fn descriptions_seed_zero_shot_types_and_can_be_combined() {
         Some(&s),
         &AdaptOptions {
             descriptions: desc.clone(),
+            examples_only: true,
             ..AdaptOptions::default()
         },
     )
@@ -120,7 +121,6 @@ fn descriptions_seed_zero_shot_types_and_can_be_combined() {
         Some(&s),
         &AdaptOptions {
             descriptions: desc,
-            combine_descriptions: true,
             ..AdaptOptions::default()
         },
     )
@@ -261,7 +261,9 @@ fn token_support_uses_the_first_piece_of_every_given_word() {
         sentence("u.s. troops left", "B-LOC O O"),
         sentence("the new york office", "O B-LOC I-LOC O"),
     ];
-    let a = adapter.adapt_tokens(&support, "episode 1", None).unwrap();
+    let a = adapter
+        .adapt_tokens(&support, "episode 1", &EpisodeOptions::default())
+        .unwrap();
     let t = &a.metadata.types;
     assert_eq!(t.len(), 1);
     assert_eq!(
@@ -316,23 +318,31 @@ fn token_support_types_follow_first_mention_and_bad_sentences_are_named() {
                 sentence("acme corp", "B-ORG I-ORG"),
             ],
             "ep",
-            None,
+            &EpisodeOptions::default(),
         )
         .unwrap();
     let names: Vec<&str> = a.metadata.types.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["LOC", "GPE", "ORG"]);
 
-    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "O O")], "ep", None));
+    let e = input_error(adapter.adapt_tokens(
+        &[sentence("a b", "O O")],
+        "ep",
+        &EpisodeOptions::default(),
+    ));
     assert!(e.contains("ep: no entity mentions"), "{e}");
-    let e = input_error(adapter.adapt_tokens(&[], "ep", None));
+    let e = input_error(adapter.adapt_tokens(&[], "ep", &EpisodeOptions::default()));
     assert!(e.contains("ep: empty support set"), "{e}");
     let e = input_error(adapter.adapt_tokens(
         &[sentence("a b", "B-X I-X"), sentence("a b", "O")],
         "ep",
-        None,
+        &EpisodeOptions::default(),
     ));
     assert!(e.contains("ep: sentence 2: 2 tokens but 1 tags"), "{e}");
-    let e = input_error(adapter.adapt_tokens(&[sentence("a b", "B-X Z")], "ep", None));
+    let e = input_error(adapter.adapt_tokens(
+        &[sentence("a b", "B-X Z")],
+        "ep",
+        &EpisodeOptions::default(),
+    ));
     assert!(e.contains("ep: sentence 1:"), "{e}");
 }
 
@@ -428,7 +438,68 @@ fn tuning_needs_an_encoder_with_its_hidden_state() {
         .adapt_tokens(
             &[sentence("aspirin helps", "B-DRUG O")],
             "ep",
-            Some(&TuneOptions::with_steps(3)),
+            &EpisodeOptions {
+                tune: Some(TuneOptions::with_steps(3)),
+                ..EpisodeOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Usage(_)), "{e}");
+}
+
+#[test]
+fn episode_descriptions_combine_with_or_replace_the_examples() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b, false).unwrap();
+    let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
+    let support = [
+        sentence("aspirin helps", "B-DRUG O"),
+        sentence("in paris today", "O B-LOC O"),
+    ];
+    let descriptions = vec![("DRUG".to_string(), "medication or drug name".to_string())];
+    let run = |use_descriptions, descriptions: &Vec<(String, String)>| {
+        adapter.adapt_tokens(
+            &support,
+            "ep",
+            &EpisodeOptions {
+                descriptions: descriptions.clone(),
+                use_descriptions,
+                tune: None,
+            },
+        )
+    };
+    let plain = run(DescriptionUse::Ignore, &descriptions).unwrap();
+    let combined = run(DescriptionUse::Combine, &descriptions).unwrap();
+    let methods = |a: &Adapted| {
+        a.metadata
+            .types
+            .iter()
+            .map(|t| t.method)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(methods(&plain), [Method::Examples, Method::Examples]);
+    assert_eq!(methods(&combined), [Method::Combined, Method::Examples]);
+    let d = encoder.type_dim();
+    assert_ne!(plain.prototypes[..d], combined.prototypes[..d]);
+    assert_eq!(plain.prototypes[d..], combined.prototypes[d..]);
+
+    let e = input_error(run(DescriptionUse::Only, &descriptions));
+    assert!(e.contains("type LOC has no description"), "{e}");
+    let mut both = descriptions.clone();
+    both.push(("LOC".into(), "city or country".into()));
+    let zero = run(DescriptionUse::Only, &both).unwrap();
+    assert_eq!(methods(&zero), [Method::ZeroShot, Method::ZeroShot]);
+    assert_eq!(zero.metadata.types[0].support_entities, 0);
+
+    let e = adapter
+        .adapt_tokens(
+            &support,
+            "ep",
+            &EpisodeOptions {
+                descriptions: both,
+                use_descriptions: DescriptionUse::Only,
+                tune: Some(TuneOptions::with_steps(2)),
+            },
         )
         .unwrap_err();
     assert!(matches!(e, Error::Usage(_)), "{e}");

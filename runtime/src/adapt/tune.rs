@@ -40,7 +40,7 @@ pub struct TuneOptions {
 /// `benches/RESULTS.md`).
 pub const DEFAULT_TUNE_LR: f32 = 1e-3;
 /// Default L2 weight of `--tune-heads`.
-pub const DEFAULT_TUNE_L2: f32 = 1e-2;
+pub const DEFAULT_TUNE_L2: f32 = 1.0;
 
 impl TuneOptions {
     /// `steps` steps with the default learning rate and L2 weight.

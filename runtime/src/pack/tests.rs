@@ -52,6 +52,28 @@ fn sample_pack() -> Vec<u8> {
     .unwrap()
 }
 
+/// A pack with tuned heads over a hidden state of 5, type_dim 4.
+fn tuned_pack() -> Vec<u8> {
+    let mut meta = metadata(ID, &["DRUG", "DOSE"], 4);
+    meta.tuned_heads = Some(TunedHeads {
+        hidden: 5,
+        steps: 3,
+        learning_rate: 1e-3,
+        l2: 1.0,
+        loss_before: 2.0,
+        loss_after: 1.0,
+    });
+    let heads = Heads {
+        hidden: 5,
+        type_dim: 4,
+        boundary_weight: (0..15).map(|i| i as f32 * 0.1).collect(),
+        boundary_bias: vec![0.1, 0.2, 0.3],
+        types_weight: (0..20).map(|i| i as f32 * -0.05).collect(),
+        types_bias: vec![1.0, 2.0, 3.0, 4.0],
+    };
+    pack_to_bytes(&meta, &[1., 2., 3., 4., 5., 6., 7., 8.], Some(&heads)).unwrap()
+}
+
 /// Pack bytes without the writer's validation, for hostile-content tests.
 fn unchecked(meta: &PackMetadata, prototypes: &[f32], shape: &[usize]) -> Vec<u8> {
     let json = serde_json::to_vec(meta).unwrap();
@@ -81,6 +103,36 @@ fn round_trips_and_starts_every_tensor_aligned() {
     assert!(
         text.contains("DRUG") && text.contains("memory slot PER"),
         "{text}"
+    );
+}
+
+#[test]
+fn tuned_heads_round_trip_and_missing_head_tensors_are_named() {
+    let p = LabelPack::from_bytes(&tuned_pack(), "t.nerp").unwrap();
+    let h = p.heads().unwrap();
+    assert_eq!((h.hidden, h.type_dim), (5, 4));
+    assert_eq!(h.types_bias, [1.0, 2.0, 3.0, 4.0]);
+    assert!(LabelPack::from_bytes(&sample_pack(), "p")
+        .unwrap()
+        .heads()
+        .is_none());
+
+    let mut meta = metadata(ID, &["DRUG", "DOSE"], 4);
+    meta.tuned_heads = Some(TunedHeads {
+        hidden: 5,
+        steps: 1,
+        learning_rate: 1e-3,
+        l2: 0.0,
+        loss_before: 1.0,
+        loss_after: 1.0,
+    });
+    let e = bundle_err(LabelPack::from_bytes(
+        &unchecked(&meta, &[0.0; 8], &[2, 4]),
+        "t.nerp",
+    ));
+    assert!(
+        e.contains("t.nerp") && e.contains("pack.head.boundary.weight") && e.contains("missing"),
+        "{e}"
     );
 }
 
@@ -187,8 +239,9 @@ proptest! {
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in proptest::option::of(any::<usize>()),
         seal in any::<bool>(),
+        tuned in any::<bool>(),
     ) {
-        let mut bytes = sample_pack();
+        let mut bytes = if tuned { tuned_pack() } else { sample_pack() };
         for (at, v) in edits {
             let i = at % bytes.len();
             bytes[i] = v;
@@ -205,6 +258,9 @@ proptest! {
                 let _ = p.prototype(k);
             }
             let _ = p.describe();
+            if let Some(h) = p.heads() {
+                prop_assert!(h.check("fuzz").is_ok());
+            }
         }
     }
 

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use ner_edge::adapt::{Adapter, TuneOptions};
+use ner_edge::adapt::{Adapter, DescriptionUse, EpisodeOptions, TuneOptions};
 use ner_edge::bundle::Bundle;
 use ner_edge::corpus::{Episode, Sentence};
 use ner_edge::metrics::{self, episode_summary, EpisodeSummary, Scheme, Scorer, Span};
@@ -188,16 +188,44 @@ fn words_of(sentences: &[Sentence]) -> Vec<Vec<&str>> {
         .collect()
 }
 
+/// Type descriptions for the episode protocol and how prototypes use them.
+#[derive(Clone, Debug, Default)]
+pub struct Descriptions {
+    /// `(type name, description)` pairs.
+    pub texts: Vec<(String, String)>,
+    pub use_them: DescriptionUse,
+    /// Where they were read from, for the report.
+    pub source: String,
+}
+
+impl Descriptions {
+    fn describe(&self) -> String {
+        match self.use_them {
+            DescriptionUse::Ignore => String::new(),
+            DescriptionUse::Combine => format!(
+                ", description vectors added to the examples ({})",
+                self.source
+            ),
+            DescriptionUse::Only => format!(
+                ", prototypes from type descriptions only, zero-shot ({})",
+                self.source
+            ),
+        }
+    }
+}
+
 /// Runs the episode protocol on `episodes` (read from `source`) with `mode`.
 ///
 /// Every episode is adapted on its own support set and only its support's types are active
 /// for its query; the bundle's own types play no part. An episode whose support has no entity
 /// fails the run, naming the episode. `shots` is recorded in the result as given.
+/// `descriptions` may add type descriptions to the examples or replace them.
 pub fn eval_episodes(
     bundle: &Bundle,
     episodes: &[Episode],
     source: &str,
     mode: AdaptMode,
+    descriptions: &Descriptions,
     shots: Option<usize>,
     opts: EvalOptions,
 ) -> Result<EvalResult> {
@@ -220,7 +248,11 @@ pub fn eval_episodes(
         let adapted = Adapter::new(bundle, tagger.tokenizer(), tagger.encoder())?.adapt_tokens(
             &episode.support,
             &name,
-            tune.as_ref(),
+            &EpisodeOptions {
+                descriptions: descriptions.texts.clone(),
+                use_descriptions: descriptions.use_them,
+                tune,
+            },
         )?;
         let names: Vec<String> = adapted
             .metadata
@@ -266,10 +298,11 @@ pub fn eval_episodes(
         name: String::new(),
         data: source.to_string(),
         protocol: format!(
-            "episodes: {shots_text}{} episodes, adaptation {}, only each episode's support types \
-             active, scheme {}",
+            "episodes: {shots_text}{} episodes, adaptation {}{}, only each episode's support \
+             types active, scheme {}",
             episodes.len(),
             mode.describe(),
+            descriptions.describe(),
             scheme_name(opts.scheme)
         ),
         scorer: pooled,

@@ -93,6 +93,7 @@ fn episode_scores_pool_the_per_episode_counts() {
         &episodes,
         "hou",
         AdaptMode::GradientFree,
+        &Descriptions::default(),
         Some(1),
         opts(Scheme::Bio),
     )
@@ -118,6 +119,7 @@ fn episode_scores_pool_the_per_episode_counts() {
             std::slice::from_ref(e),
             "hou",
             AdaptMode::GradientFree,
+            &Descriptions::default(),
             Some(1),
             opts(Scheme::Bio),
         )
@@ -142,6 +144,7 @@ fn episode_scores_pool_the_per_episode_counts() {
         &episodes,
         "hou",
         AdaptMode::GradientFree,
+        &Descriptions::default(),
         Some(1),
         opts(Scheme::Bio),
     )
@@ -164,6 +167,7 @@ fn an_episode_without_support_entities_is_an_error_naming_it() {
         &[episode],
         "eps.jsonl",
         AdaptMode::GradientFree,
+        &Descriptions::default(),
         None,
         opts(Scheme::Bio),
     )
