@@ -84,18 +84,24 @@ pub(crate) fn load_model(bundle: &Bundle, expose_hidden: bool) -> Result<(Tokeni
             meta.encoder.vocab_size
         )));
     }
+    let encoder = load_encoder(bundle, &tokenizer, expose_hidden)?;
+    Ok((tokenizer, encoder))
+}
+
+/// Builds the encoder plan of `bundle`, whose tokenizer is `tokenizer` (for the special ids).
+fn load_encoder(bundle: &Bundle, tokenizer: &Tokenizer, expose_hidden: bool) -> Result<Encoder> {
     let special = SpecialIds {
         cls: tokenizer.cls_id(),
         sep: tokenizer.sep_id(),
         pad: tokenizer.pad_id(),
     };
+    let meta = &bundle.metadata().encoder;
     let onnx = bundle.bytes(tensor_names::ENCODER_ONNX)?;
-    let encoder = if expose_hidden {
-        Encoder::load_exposing_hidden(onnx, &meta.encoder, special)?
+    if expose_hidden {
+        Encoder::load_exposing_hidden(onnx, meta, special)
     } else {
-        Encoder::load(onnx, &meta.encoder, special)?
-    };
-    Ok((tokenizer, encoder))
+        Encoder::load(onnx, meta, special)
+    }
 }
 
 impl Tagger {
@@ -289,7 +295,7 @@ impl Tagger {
     pub fn expose_hidden(&mut self, bundle: &Bundle) -> Result<()> {
         if self.encoder.heads().is_none() {
             let max_pieces = self.encoder.max_pieces();
-            let (_, mut encoder) = load_model(bundle, true)?;
+            let mut encoder = load_encoder(bundle, &self.tokenizer, true)?;
             encoder.set_max_pieces(max_pieces);
             self.encoder = encoder;
         }

@@ -194,22 +194,35 @@ fn read_f32_tensor(
             ),
         ));
     }
+    tensor_values(bytes, info, name)
+}
+
+/// The values of the f32 or f16 tensor `info` from a validated container's `bytes`.
+fn tensor_values(bytes: &[u8], info: &TensorInfo, name: &str) -> Result<Vec<f32>> {
     let raw = info
         .offset
         .checked_add(info.len)
         .and_then(|end| bytes.get(info.offset..end))
-        .ok_or_else(|| bad(name, format!("tensor {tensor:?} lies outside the file")))?;
-    let (chunks, rest) = raw.as_chunks::<4>();
-    if !rest.is_empty() || chunks.len() != shape.iter().product::<usize>() {
-        return Err(bad(
-            name,
-            format!(
-                "tensor {tensor:?} has {} bytes for shape {shape:?}",
-                raw.len()
-            ),
-        ));
-    }
-    Ok(chunks.iter().map(|c| f32::from_le_bytes(*c)).collect())
+        .ok_or_else(|| {
+            bad(
+                name,
+                format!("tensor {:?} lies outside the file", info.name),
+            )
+        })?;
+    Ok(match info.dtype {
+        DType::F16 => raw
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .map(|c| f16::from_le_bytes(*c).to_f32())
+            .collect(),
+        _ => raw
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| f32::from_le_bytes(*c))
+            .collect(),
+    })
 }
 
 impl LabelPack {
@@ -314,30 +327,7 @@ impl LabelPack {
                 ),
             ));
         }
-        let raw = info
-            .offset
-            .checked_add(info.len)
-            .and_then(|end| bytes.get(info.offset..end))
-            .ok_or_else(|| {
-                bad(
-                    name,
-                    format!("tensor {PROTOTYPES_TENSOR:?} lies outside the file"),
-                )
-            })?;
-        let prototypes: Vec<f32> = match info.dtype {
-            DType::F16 => raw
-                .as_chunks::<2>()
-                .0
-                .iter()
-                .map(|c| f16::from_le_bytes(*c).to_f32())
-                .collect(),
-            _ => raw
-                .as_chunks::<4>()
-                .0
-                .iter()
-                .map(|c| f32::from_le_bytes(*c))
-                .collect(),
-        };
+        let prototypes = tensor_values(bytes, info, name)?;
         if let Some(at) = prototypes.iter().position(|v| !v.is_finite()) {
             return Err(bad(
                 name,
