@@ -91,44 +91,29 @@ pub fn tune_heads(
     let mut theta = base.clone();
     let mut grad = zeros_like(base);
     let mut adam = Adam::new(base);
-    let loss_before = loss_and_grad(
-        &theta,
-        base,
-        prototypes,
-        n_types,
-        transitions,
-        sentences,
-        opts.l2,
-        None,
-    );
-    for step in 1..=opts.steps {
-        let loss = loss_and_grad(
-            &theta,
+    let loss = |theta: &Heads, grad: Option<&mut Heads>| {
+        loss_and_grad(
+            theta,
             base,
             prototypes,
             n_types,
             transitions,
             sentences,
             opts.l2,
-            Some(&mut grad),
-        );
-        if !loss.is_finite() {
+            grad,
+        )
+    };
+    let loss_before = loss(&theta, None);
+    for step in 1..=opts.steps {
+        let l = loss(&theta, Some(&mut grad));
+        if !l.is_finite() {
             return Err(Error::Input(format!(
-                "head tuning diverged at step {step}: loss {loss}"
+                "head tuning diverged at step {step}: loss {l}"
             )));
         }
         adam.step(&mut theta, &grad, opts.learning_rate, step);
     }
-    let loss_after = loss_and_grad(
-        &theta,
-        base,
-        prototypes,
-        n_types,
-        transitions,
-        sentences,
-        opts.l2,
-        None,
-    );
+    let loss_after = loss(&theta, None);
     if !loss_after.is_finite() || theta.check("tuned heads").is_err() {
         return Err(Error::Input(format!(
             "head tuning diverged: final loss {loss_after}"

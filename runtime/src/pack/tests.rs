@@ -52,8 +52,8 @@ fn sample_pack() -> Vec<u8> {
     .unwrap()
 }
 
-/// A pack with tuned heads over a hidden state of 5, type_dim 4.
-fn tuned_pack() -> Vec<u8> {
+/// Metadata of two types with tuned heads over a hidden state of 5, type_dim 4.
+fn tuned_metadata() -> PackMetadata {
     let mut meta = metadata(ID, &["DRUG", "DOSE"], 4);
     meta.tuned_heads = Some(TunedHeads {
         hidden: 5,
@@ -63,6 +63,12 @@ fn tuned_pack() -> Vec<u8> {
         loss_before: 2.0,
         loss_after: 1.0,
     });
+    meta
+}
+
+/// A pack of [`tuned_metadata`] with its four head tensors.
+fn tuned_pack() -> Vec<u8> {
+    let meta = tuned_metadata();
     let heads = Heads {
         hidden: 5,
         type_dim: 4,
@@ -117,17 +123,8 @@ fn tuned_heads_round_trip_and_missing_head_tensors_are_named() {
         .heads()
         .is_none());
 
-    let mut meta = metadata(ID, &["DRUG", "DOSE"], 4);
-    meta.tuned_heads = Some(TunedHeads {
-        hidden: 5,
-        steps: 1,
-        learning_rate: 1e-3,
-        l2: 0.0,
-        loss_before: 1.0,
-        loss_after: 1.0,
-    });
     let e = bundle_err(LabelPack::from_bytes(
-        &unchecked(&meta, &[0.0; 8], &[2, 4]),
+        &unchecked(&tuned_metadata(), &[0.0; 8], &[2, 4]),
         "t.nerp",
     ));
     assert!(
