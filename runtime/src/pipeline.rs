@@ -392,25 +392,7 @@ impl Tagger {
     /// overlaps one already taken. Entities of a group that nothing overlaps are therefore
     /// exactly those (and with exactly the scores) the group would give alone.
     pub fn tag(&self, texts: &[&str], threads: usize) -> Result<Vec<TaggedText>> {
-        let threads = threads.clamp(1, texts.len().max(1));
-        if threads == 1 {
-            return self.tag_chunk(texts);
-        }
-        let chunk = texts.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = texts
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || self.tag_chunk(part)))
-                .collect();
-            let mut all = Vec::with_capacity(texts.len());
-            for h in handles {
-                let part = h
-                    .join()
-                    .map_err(|_| Error::Encoder("a tagging thread panicked".into()))??;
-                all.extend(part);
-            }
-            Ok(all)
-        })
+        on_threads(texts, threads, |part| self.tag_chunk(part))
     }
 
     /// Tags already-split sentences (e.g. CoNLL tokens), each given word being exactly one
@@ -418,31 +400,12 @@ impl Tagger {
     /// `sentences[s][i]`, and word and entity byte ranges refer to the words joined with
     /// single spaces. Work is split over up to `threads` threads; results keep input order.
     pub fn tag_words(&self, sentences: &[Vec<&str>], threads: usize) -> Result<Vec<TaggedText>> {
-        let threads = threads.clamp(1, sentences.len().max(1));
-        let run = |part: &[Vec<&str>]| -> Result<Vec<TaggedText>> {
+        on_threads(sentences, threads, |part| {
             let encodings: Vec<Encoding> = part
                 .iter()
                 .map(|w| self.tokenizer.encode_words(w))
                 .collect();
             self.decode_all(encodings)
-        };
-        if threads == 1 {
-            return run(sentences);
-        }
-        let chunk = sentences.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = sentences
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || run(part)))
-                .collect();
-            let mut all = Vec::with_capacity(sentences.len());
-            for h in handles {
-                let part = h
-                    .join()
-                    .map_err(|_| Error::Encoder("a tagging thread panicked".into()))??;
-                all.extend(part);
-            }
-            Ok(all)
         })
     }
 
@@ -621,6 +584,35 @@ impl Tagger {
         kept.sort_by_key(|(_, e)| e.start_word);
         kept
     }
+}
+
+/// Runs `work` on up to `threads` contiguous chunks of `items` in scoped threads and
+/// concatenates the results in input order; one thread runs on the caller's.
+fn on_threads<T: Sync>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&[T]) -> Result<Vec<TaggedText>> + Sync,
+) -> Result<Vec<TaggedText>> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return work(items);
+    }
+    let chunk = items.len().div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || work(part)))
+            .collect();
+        let mut all = Vec::with_capacity(items.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| Error::Encoder("a tagging thread panicked".into()))??;
+            all.extend(part);
+        }
+        Ok(all)
+    })
 }
 
 impl Tagger {
