@@ -116,6 +116,7 @@ fn check_structure(text: &str, enc: &Encoding) -> Result<(), String> {
     let n = enc.ids.len();
     if enc.piece_spans.len() != n
         || enc.piece_word.len() != n
+        || enc.shapes.len() != n
         || enc.word_first_piece.len() != enc.words.len()
     {
         return Err(format!("inconsistent lengths: {enc:?}"));
@@ -246,5 +247,22 @@ proptest! {
         }
         let structure = check_structure(&joined, &enc);
         prop_assert!(structure.is_ok(), "{:?}", structure);
+    }
+
+    /// The trainer encodes corpus words with `encode_words`, the runtime encodes raw text with
+    /// `encode`: for words without whitespace or special tokens both give the same pieces, so
+    /// they must give the same shapes too.
+    #[test]
+    fn shapes_agree_between_text_and_given_words(
+        words in proptest::collection::vec("[a-zA-Z0-9.,'éÉ\\-]{1,10}", 0..10)
+    ) {
+        let tok = minilm_cached();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let joined = words.join(" ");
+        let from_text = tok.encode(&joined);
+        let from_words = tok.encode_words(&words);
+        prop_assert_eq!(&from_text.ids, &from_words.ids);
+        prop_assert_eq!(&from_text.shapes, &from_words.shapes);
+        prop_assert_eq!(from_text.shapes.len(), from_text.ids.len());
     }
 }

@@ -20,6 +20,7 @@
 //! `tools/scripts/gen_unicode_tables.py`.
 
 mod normalize;
+pub mod shape;
 #[rustfmt::skip]
 mod tables;
 mod vocab;
@@ -30,6 +31,7 @@ use crate::bundle::TokenizerMeta;
 use crate::{Error, Result};
 
 use normalize::{ASCII_CLASS, A_PUNCT, A_REMOVED, A_SPACE};
+pub use shape::{Shape, SHAPE_CLASSES, SHAPE_SCHEME};
 use vocab::Vocab;
 
 /// BERT's mask token; matched in text like the special tokens of [`TokenizerMeta`] when the
@@ -87,6 +89,9 @@ pub struct Encoding {
     pub piece_word: Vec<u32>,
     /// Index into `ids` of the first piece of each word.
     pub word_first_piece: Vec<u32>,
+    /// [`Shape`] id of each piece: the class of the BERT basic token it belongs to, from the
+    /// original (cased) characters of that token.
+    pub shapes: Vec<u8>,
 }
 
 impl Encoding {
@@ -106,6 +111,23 @@ impl Encoding {
         self.piece_spans.clear();
         self.piece_word.clear();
         self.word_first_piece.clear();
+        self.shapes.clear();
+    }
+
+    /// Appends the shape of every piece of every word, each word being a
+    /// basic token whose original text is `text[range - base]`.
+    fn push_shapes(&mut self, text: &str, base: usize) {
+        for w in 0..self.words.len() {
+            let Some(pieces) = self.word_pieces(w) else {
+                continue;
+            };
+            let r = &self.words[w];
+            let shape = text
+                .get(r.start.saturating_sub(base)..r.end.saturating_sub(base))
+                .map_or(Shape::Other, Shape::of);
+            self.shapes
+                .extend(std::iter::repeat_n(shape as u8, pieces.len()));
+        }
     }
 }
 
@@ -224,6 +246,8 @@ impl Tokenizer {
         enc.piece_spans.reserve(guess + guess / 4);
         let mut scratch = Scratch::default();
         self.basic(text, 0, &mut enc, &mut scratch);
+        enc.shapes.reserve(enc.ids.len());
+        enc.push_shapes(text, 0);
         enc.piece_word.reserve(enc.ids.len());
         for w in 0..enc.word_first_piece.len() {
             if let Some(r) = enc.word_pieces(w) {
@@ -255,9 +279,12 @@ impl Tokenizer {
             if sub.ids.is_empty() {
                 enc.ids.push(self.unk);
                 enc.piece_spans.push(range.clone());
+                enc.shapes.push(Shape::of(word) as u8);
             } else {
+                sub.push_shapes(word, offset);
                 enc.ids.extend_from_slice(&sub.ids);
                 enc.piece_spans.append(&mut sub.piece_spans);
+                enc.shapes.append(&mut sub.shapes);
             }
             enc.piece_word.resize(enc.ids.len(), w as u32);
             enc.words.push(range);

@@ -166,3 +166,55 @@ fn canonical_reordering_keeps_offsets_positional() {
     assert_eq!(enc.words, vec![1..8]);
     assert_eq!(enc.piece_spans, vec![1..8]);
 }
+
+#[test]
+fn pieces_take_the_shape_of_their_basic_token() {
+    let tok = minilm();
+    let text = "Angela Merkel met NATO's iPhone team in 1996, U.S.";
+    let enc = tok.encode(text);
+    assert_eq!(enc.shapes.len(), enc.ids.len());
+    let by_word: Vec<(&str, u8)> = enc
+        .words
+        .iter()
+        .enumerate()
+        .map(|(w, r)| {
+            let pieces = enc.word_pieces(w).unwrap();
+            let first = enc.shapes[pieces.start];
+            assert!(enc.shapes[pieces].iter().all(|&s| s == first));
+            (&text[r.clone()], first)
+        })
+        .collect();
+    use super::Shape::*;
+    let want = [
+        ("Angela", Title),
+        ("Merkel", Title),
+        ("met", Lower),
+        ("NATO", Upper),
+        ("'", Other),
+        ("s", Lower),
+        ("iPhone", Mixed),
+        ("team", Lower),
+        ("in", Lower),
+        ("1996", Digit),
+        (",", Other),
+        ("U", Title),
+        (".", Other),
+        ("S", Title),
+        (".", Other),
+    ];
+    let want: Vec<(&str, u8)> = want.iter().map(|&(w, s)| (w, s as u8)).collect();
+    assert_eq!(by_word, want);
+    let words = ["Merkel", "U.S.", "\u{200b}", "IBM-led"];
+    let enc = tok.encode_words(&words);
+    assert_eq!(enc.shapes.len(), enc.ids.len());
+    assert_eq!(enc.shapes[0], Title as u8);
+    let us = enc.word_pieces(1).unwrap();
+    assert_eq!(
+        enc.shapes[us],
+        [Title as u8, Other as u8, Title as u8, Other as u8]
+    );
+    assert_eq!(enc.shapes[enc.word_pieces(2).unwrap()], [Other as u8]);
+    let led = enc.word_pieces(3).unwrap();
+    assert_eq!(enc.shapes[led.start], Upper as u8);
+    assert_eq!(enc.shapes[led.end - 1], Lower as u8);
+}
