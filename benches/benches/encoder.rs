@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ner_edge::bundle::{tensor_names, Bundle};
-use ner_edge::encoder::{Encoder, SpecialIds};
+use ner_edge::encoder::{Encoder, PieceSeq, SpecialIds};
 use ner_edge_trainer::export::fixture::{random_bundle, Shape};
 use ner_edge_trainer::WeightDtype;
 
@@ -28,7 +28,7 @@ fn encoder(c: &mut Criterion) {
             .collect();
         group.throughput(Throughput::Elements(positions as u64));
         group.bench_function(format!("{positions}_tokens"), |b| {
-            b.iter(|| enc.run_batch(&[&ids]).expect("run"))
+            b.iter(|| enc.run_batch(&[PieceSeq::unshaped(&ids)]).expect("run"))
         });
     }
     group.finish();

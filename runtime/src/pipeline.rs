@@ -12,7 +12,7 @@ use std::ops::Range;
 use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
-use crate::encoder::{Encoder, Heads, PieceScores, SpecialIds};
+use crate::encoder::{Encoder, Heads, PieceScores, PieceSeq, SpecialIds};
 use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::{spans, Error, Result};
@@ -48,11 +48,57 @@ struct LabelGroup {
     /// Index of the group's first type in [`Tagger::type_names`].
     offset: usize,
     n_types: usize,
-    /// `[n_types, d]`.
+    /// `[decoded, d]`: the group's prototypes, then the "other" prototype when the bundle has
+    /// one.
     prototypes: Vec<f32>,
+    /// Types the CRF decodes: `n_types`, plus one for "other" (whose spans are not reported).
+    decoded: usize,
+    /// Unfolded for `decoded` types.
     transitions: Transitions,
     /// The group's own heads (a pack with tuned heads); `None`: the bundle's.
     heads: Option<Heads>,
+}
+
+impl LabelGroup {
+    /// A group of `n_types` types with `prototypes` (`[n_types, d]`), decoded beside `other`
+    /// (`[d]`) when given.
+    fn new(
+        offset: usize,
+        n_types: usize,
+        mut prototypes: Vec<f32>,
+        other: Option<&[f32]>,
+        cdt: &CdtParams,
+        heads: Option<Heads>,
+    ) -> LabelGroup {
+        let decoded = n_types + usize::from(other.is_some() && n_types > 0);
+        if decoded > n_types {
+            prototypes.extend_from_slice(other.unwrap_or_default());
+        }
+        LabelGroup {
+            offset,
+            n_types,
+            prototypes,
+            decoded,
+            transitions: decode::unfold(cdt, decoded),
+            heads,
+        }
+    }
+}
+
+/// The bundle's "none of these types" prototypes (`labels.other`, `[2, d]`), if it has them.
+fn other_prototypes(bundle: &Bundle) -> Result<Option<Vec<f32>>> {
+    if bundle.tensor_info(tensor_names::OTHER_PROTOTYPES).is_err() {
+        return Ok(None);
+    }
+    let rows = bundle.to_f32_vec(tensor_names::OTHER_PROTOTYPES)?;
+    if rows.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Bundle(format!(
+            "{}: tensor {:?} has non-finite values",
+            bundle.name(),
+            tensor_names::OTHER_PROTOTYPES
+        )));
+    }
+    Ok(Some(rows))
 }
 
 /// A candidate type while the groups are assembled: its name, prototype and defining source.
@@ -67,6 +113,9 @@ pub struct Tagger {
     encoder: Encoder,
     type_names: Vec<String>,
     groups: Vec<LabelGroup>,
+    /// The bundle's "other" prototypes `[2, d]`: row 0 beside bank types, row 1 beside types
+    /// adapted from examples.
+    other: Option<Vec<f32>>,
 }
 
 /// Builds the tokenizer and encoder plan of `bundle`, with the hidden state as an extra output
@@ -135,6 +184,8 @@ impl Tagger {
         let meta = bundle.metadata();
         let d = meta.encoder.type_dim;
         let bank = bundle.to_f32_vec(tensor_names::PROTOTYPES)?;
+        let other = other_prototypes(bundle)?;
+        let other_row = |row: usize| other.as_deref().map(|o| &o[row * d..(row + 1) * d]);
 
         let bundle_type = |name: &str| -> Result<Option<Vec<f32>>> {
             let Some(ty) = meta.labels.types.iter().find(|t| t.name == name) else {
@@ -172,7 +223,9 @@ impl Tagger {
                 }
             }
         }
-        let mut sources: Vec<(String, Vec<Candidate>, Option<Heads>)> =
+        // Per source: its name, its candidate types, its own heads, and which "other" row its
+        // prototypes are decoded beside (0: bank prototypes, 1: adapted from examples).
+        let mut sources: Vec<(String, Vec<Candidate>, Option<Heads>, usize)> =
             Vec::with_capacity(1 + packs.len());
         let mut base = Vec::new();
         for name in &wanted {
@@ -183,7 +236,7 @@ impl Tagger {
                 });
             }
         }
-        sources.push((format!("bundle {}", bundle.name()), base, None));
+        sources.push((format!("bundle {}", bundle.name()), base, None, 0));
         for pack in packs {
             let names: Vec<String> = if explicit {
                 wanted
@@ -204,13 +257,14 @@ impl Tagger {
                 format!("label pack {}", pack.name()),
                 group,
                 pack.heads().cloned(),
+                1,
             ));
         }
         if explicit {
             for name in &wanted {
                 if !sources
                     .iter()
-                    .any(|(_, g, _)| g.iter().any(|c| &c.name == name))
+                    .any(|(_, g, _, _)| g.iter().any(|c| &c.name == name))
                 {
                     let mut known: Vec<String> =
                         meta.labels.types.iter().map(|t| t.name.clone()).collect();
@@ -226,8 +280,8 @@ impl Tagger {
         }
         for later in (1..sources.len()).rev() {
             let (later_sources, rest) = sources.split_at_mut(later);
-            let (later_name, later_group, _) = &rest[0];
-            for (earlier_name, earlier_group, _) in later_sources.iter_mut() {
+            let (later_name, later_group, _, _) = &rest[0];
+            for (earlier_name, earlier_group, _, _) in later_sources.iter_mut() {
                 for c in later_group {
                     if let Some(at) = earlier_group.iter().position(|e| e.name == c.name) {
                         if !allow_override {
@@ -246,46 +300,43 @@ impl Tagger {
 
         let mut type_names = Vec::new();
         let mut groups = Vec::new();
-        for (_, group, heads) in sources {
+        for (_, group, heads, row) in sources {
             if group.is_empty() {
                 continue;
             }
             let n_types = group.len();
-            if decode::label_count(n_types) > decode::MAX_LABELS {
-                return Err(Error::Usage(format!(
-                    "{n_types} active types in one group is more than the decoder supports ({})",
-                    (decode::MAX_LABELS - 1) / 2
-                )));
-            }
+            check_group_size(n_types + usize::from(other.is_some()))?;
             let offset = type_names.len();
-            let mut prototypes = Vec::with_capacity(n_types * d);
+            let mut prototypes = Vec::with_capacity((n_types + 1) * d);
             for c in group {
                 prototypes.extend_from_slice(&c.prototype);
                 type_names.push(c.name);
             }
-            let transitions = decode::unfold(&meta.transitions, n_types);
-            groups.push(LabelGroup {
+            groups.push(LabelGroup::new(
                 offset,
                 n_types,
                 prototypes,
-                transitions,
+                other_row(row),
+                &meta.transitions,
                 heads,
-            });
+            ));
         }
         if groups.is_empty() {
-            groups.push(LabelGroup {
-                offset: 0,
-                n_types: 0,
-                prototypes: Vec::new(),
-                transitions: decode::unfold(&meta.transitions, 0),
-                heads: None,
-            });
+            groups.push(LabelGroup::new(
+                0,
+                0,
+                Vec::new(),
+                None,
+                &meta.transitions,
+                None,
+            ));
         }
         Ok(Tagger {
             tokenizer,
             encoder,
             type_names,
             groups,
+            other,
         })
     }
 
@@ -306,6 +357,8 @@ impl Tagger {
     /// with prototype `i` = row `i` of `prototypes` (`[names.len(), type_dim]`) decoded under
     /// `transitions`, scored with `heads` when given (else the bundle's), keeping the loaded
     /// tokenizer and encoder (e.g. to tag each few-shot episode with its own adapted types).
+    /// The prototypes are taken as adapted from examples: when the bundle has "other"
+    /// prototypes, its row for adapted types is decoded beside them, as for a label pack.
     /// No types at all is allowed (every word is `O`).
     ///
     /// Errors ([`Error::Usage`]), leaving the tagger unchanged: a prototype matrix of the wrong
@@ -344,20 +397,17 @@ impl Tagger {
             }
         }
         let n_types = names.len();
-        if decode::label_count(n_types) > decode::MAX_LABELS {
-            return Err(Error::Usage(format!(
-                "{n_types} active types in one group is more than the decoder supports ({})",
-                (decode::MAX_LABELS - 1) / 2
-            )));
-        }
+        check_group_size(n_types + usize::from(self.other.is_some()))?;
+        let other = self.other.as_deref().map(|o| &o[d..2 * d]);
         self.type_names = names.to_vec();
-        self.groups = vec![LabelGroup {
-            offset: 0,
+        self.groups = vec![LabelGroup::new(
+            0,
             n_types,
-            prototypes: prototypes.to_vec(),
-            transitions: decode::unfold(transitions, n_types),
-            heads: heads.cloned(),
-        }];
+            prototypes.to_vec(),
+            other,
+            transitions,
+            heads.cloned(),
+        )];
         Ok(())
     }
 
@@ -432,7 +482,7 @@ impl Tagger {
     }
 
     fn decode_all(&self, encodings: Vec<Encoding>) -> Result<Vec<TaggedText>> {
-        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+        let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
         let (scores, windows) = self.encoder.encode(&ids)?;
         let mut scratch = Scratch::default();
         Ok(encodings
@@ -470,7 +520,7 @@ impl Tagger {
         s.group_types.resize_with(self.groups.len(), Vec::new);
         let mut found: Vec<(usize, spans::Entity)> = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
-            let n_labels = decode::label_count(group.n_types);
+            let n_labels = decode::label_count(group.decoded);
             let (boundary, types) = match &group.heads {
                 Some(heads) => {
                     heads.apply(&s.hidden, &mut s.group_boundary, &mut s.group_types[g]);
@@ -483,15 +533,17 @@ impl Tagger {
                 types,
                 d,
                 &group.prototypes,
-                group.n_types,
+                group.decoded,
                 &mut s.emissions,
             );
             s.decoders[g].viterbi(&s.emissions, n_labels, &group.transitions, &mut s.path);
             let marginals = decode::marginals(&s.emissions, n_labels, &group.transitions);
+            let real = group.n_types;
             found.extend(
                 spans::extract_entities(&s.path, Some(&marginals))
                     .into_iter()
                     .filter(|e| e.end_word <= n_words && e.start_word < e.end_word)
+                    .filter(|e| e.type_index < real)
                     .map(|mut e| {
                         e.type_index += group.offset;
                         (g, e)
@@ -499,7 +551,14 @@ impl Tagger {
             );
         }
         let labels = if self.groups.len() == 1 {
-            std::mem::take(&mut s.path)
+            let real = self.groups[0].n_types;
+            let mut path = std::mem::take(&mut s.path);
+            for l in &mut path {
+                if Tag::from_index(*l).type_index().is_some_and(|k| k >= real) {
+                    *l = decode::O_INDEX;
+                }
+            }
+            path
         } else {
             let vectors: Vec<&[f32]> = self
                 .groups
@@ -584,6 +643,19 @@ impl Tagger {
         kept.sort_by_key(|(_, e)| e.start_word);
         kept
     }
+}
+
+/// Fails with [`Error::Usage`] when `decoded` types in one group are more than the decoder
+/// supports.
+fn check_group_size(decoded: usize) -> Result<()> {
+    if decode::label_count(decoded) > decode::MAX_LABELS {
+        return Err(Error::Usage(format!(
+            "{decoded} decoded types in one group (the \"other\" type included) is more than \
+             the decoder supports ({})",
+            (decode::MAX_LABELS - 1) / 2
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `work` on up to `threads` contiguous chunks of `items` in scoped threads and

@@ -12,4 +12,7 @@ pub mod train;
 
 pub use export::onnx::{export_onnx, WeightDtype};
 pub use import::{default_minilm_dir, import_minilm};
-pub use model::{random_init, reference_forward, EncoderConfig, ForwardOutput, ModelWeights};
+pub use model::{
+    random_init, reference_forward, reference_forward_shaped, EncoderConfig, ForwardOutput,
+    ModelWeights,
+};

@@ -175,7 +175,7 @@ fn embeddings_match_cpu() {
             let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
             let pos = enc::piece_positions(&offsets);
             let mut want = vec![0.0f32; n * d];
-            embeddings_forward(&word, &position, &tt, &ids, &offsets, &mut want);
+            embeddings_forward(&word, &position, &tt, None, &ids, &offsets, &mut want);
             let (dw, dp, dt) = (up(g, &word), up(g, &position), up(g, &tt));
             let (di, dpos) = (up(g, &ids), up(g, &pos));
             let mut out = poison_f32(g, n * d);
@@ -194,7 +194,7 @@ fn embeddings_match_cpu() {
             );
             let (mut dgw, mut dgp, mut dgt) = (up(g, &gw), up(g, &gp), up(g, &gt));
             let dd_out = up(g, &d_out);
-            embeddings_backward(&ids, &offsets, &d_out, &mut gw, &mut gp, &mut gt);
+            embeddings_backward(&ids, &offsets, &d_out, &mut gw, &mut gp, &mut gt, None);
             enc::embedding_backward(&g.k, &g.s, &di, &dpos, &dd_out, d, &mut dgw, &mut dgp)
                 .unwrap();
             enc::column_sum_accumulate(&g.k, &g.s, &dd_out, n, &mut dgt).unwrap();

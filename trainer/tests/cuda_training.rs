@@ -104,6 +104,7 @@ mod with_cuda {
             max_positions: 19,
             type_dim: 7,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         };
         let w = weights(&c, 11);
         let mut rng = SplitMix64::new(3);
@@ -203,6 +204,7 @@ mod with_cuda {
             max_positions: 6,
             type_dim: 4,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         };
         let w = weights(&c, 5);
         let mut model = CudaModel::new(Gpu::open(0).unwrap(), &w).unwrap();

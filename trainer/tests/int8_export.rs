@@ -25,7 +25,7 @@
 //! 1.6e-2, labels 99.8 %, entity F1 0.980, 29.6 MB: the dtype of the shipped default model.
 
 use ner_edge::bundle::{Bundle, CdtParams, Provenance};
-use ner_edge::encoder::{Encoder, PieceScores, SpecialIds};
+use ner_edge::encoder::{Encoder, PieceScores, PieceSeq, SpecialIds};
 use ner_edge::pipeline::Tagger;
 use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
 use ner_edge_trainer::export::onnx::{
@@ -68,6 +68,7 @@ fn model(seed: u64) -> ModelWeights {
         max_positions: 96,
         type_dim: 11,
         layer_norm_eps: 1e-12,
+        shape_classes: 0,
     };
     let mut w = random_init(&cfg, seed);
     let mut rng = SplitMix64::new(seed + 1);
@@ -113,6 +114,8 @@ fn contents(type_dim: usize, type_names: &[&str], seed: u64) -> BundleContents {
             notes: String::new(),
         },
         prior: None,
+        trained_window: None,
+        other_prototypes: None,
     }
 }
 
@@ -148,7 +151,10 @@ fn runtime_scores(bundle: &Bundle, texts: &[&str]) -> Vec<PieceScores> {
     )
     .unwrap();
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).ids).collect();
-    let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let refs: Vec<PieceSeq<'_>> = ids
+        .iter()
+        .map(|v| PieceSeq::unshaped(v.as_slice()))
+        .collect();
     let (scores, windows) = enc.encode(&refs).unwrap();
     assert!(windows.iter().all(|&w| w == 1));
     scores

@@ -21,6 +21,7 @@ fn small_config() -> EncoderConfig {
         max_positions: 40,
         type_dim: 12,
         layer_norm_eps: 1e-12,
+        shape_classes: 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Golden round trip: a model exported by the trainer, read back by the runtime, gives the
-//! trainer's own forward pass (encoder outputs, emissions and decoded labels).
+//! trainer's own forward pass (encoder outputs, emissions and decoded labels), with and without
+//! the word-shape (casing) input.
 //!
 //! Tolerances (max abs diff, divided by max(1, largest |reference value|)): ≤ 1e-5 with f32
 //! weights; with f16 weights ≤ 1e-5 against the reference run on the f16-rounded weights and
@@ -8,13 +9,15 @@
 use ner_edge::bundle::{Bundle, CdtParams, Provenance};
 use ner_edge::decode::{label_count, unfold, viterbi};
 use ner_edge::emissions::emissions;
-use ner_edge::encoder::{Encoder, SpecialIds};
+use ner_edge::encoder::{Encoder, PieceSeq, SpecialIds};
 use ner_edge::pipeline::Tagger;
 use ner_edge::tokenizer::bert_uncased_meta;
-use ner_edge::tokenizer::Tokenizer;
+use ner_edge::tokenizer::{Encoding, Tokenizer, SHAPE_CLASSES};
 use ner_edge_trainer::export::{export_bundle, BundleContents, TypeState};
 use ner_edge_trainer::model::rng::SplitMix64;
-use ner_edge_trainer::{random_init, reference_forward, EncoderConfig, ModelWeights, WeightDtype};
+use ner_edge_trainer::{
+    random_init, reference_forward_shaped, EncoderConfig, ModelWeights, WeightDtype,
+};
 
 const VOCAB: &str = include_str!("../../fixtures/minilm/vocab.txt");
 
@@ -25,7 +28,9 @@ const TEXTS: &[&str] = &[
     "北京大学 hosted Prof. Ñúñez at 10:30 — see https://example.org/a?b=c",
 ];
 
-fn model(seed: u64) -> ModelWeights {
+/// A small random model; `shaped` gives it a word-shape table with large random rows, so that
+/// casing visibly changes its outputs.
+fn model(seed: u64, shaped: bool) -> ModelWeights {
     let cfg = EncoderConfig {
         vocab_size: 30522,
         hidden: 20,
@@ -35,12 +40,17 @@ fn model(seed: u64) -> ModelWeights {
         max_positions: 96,
         type_dim: 12,
         layer_norm_eps: 1e-12,
+        shape_classes: 0,
     };
     let mut w = random_init(&cfg, seed);
     let mut rng = SplitMix64::new(seed + 1);
     w.boundary.weight = rng.normal_vec(cfg.hidden * 3, 0.7);
     w.boundary.bias = vec![0.0, 0.5, 0.8];
     w.types.weight = rng.normal_vec(cfg.hidden * cfg.type_dim, 0.5);
+    if shaped {
+        w = w.with_shape_classes(SHAPE_CLASSES);
+        w.shape_embeddings = rng.normal_vec(SHAPE_CLASSES * cfg.hidden, 0.5);
+    }
     w
 }
 
@@ -80,6 +90,8 @@ fn contents(type_dim: usize, seed: u64) -> BundleContents {
             notes: String::new(),
         },
         prior: None,
+        trained_window: None,
+        other_prototypes: None,
     }
 }
 
@@ -91,33 +103,44 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Reference outputs for `ids` (without specials), cut to the pieces (no `[CLS]`/`[SEP]`).
+/// Reference outputs for the pieces of `encodings` (ids and shapes, without specials), cut to
+/// the pieces (no `[CLS]`/`[SEP]`).
 fn reference_pieces(
     w: &ModelWeights,
     tok: &Tokenizer,
-    ids: &[Vec<u32>],
+    encodings: &[Encoding],
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let wrapped: Vec<Vec<u32>> = ids
+    let wrapped: Vec<Vec<u32>> = encodings
         .iter()
-        .map(|s| {
+        .map(|e| {
             std::iter::once(tok.cls_id())
-                .chain(s.iter().copied())
+                .chain(e.ids.iter().copied())
                 .chain([tok.sep_id()])
                 .collect()
         })
         .collect();
-    let out = reference_forward(w, &wrapped);
+    let shapes: Vec<Vec<u8>> = encodings
+        .iter()
+        .map(|e| {
+            std::iter::once(0)
+                .chain(e.shapes.iter().copied())
+                .chain([0])
+                .collect()
+        })
+        .collect();
+    let ids: Vec<&Vec<u32>> = encodings.iter().map(|e| &e.ids).collect();
+    let out = reference_forward_shaped(w, &wrapped, &shapes);
     let d = w.config.type_dim;
     let boundary = out
         .boundary
         .iter()
-        .zip(ids)
+        .zip(&ids)
         .map(|(b, s)| b[3..3 * (s.len() + 1)].to_vec())
         .collect();
     let types = out
         .types
         .iter()
-        .zip(ids)
+        .zip(&ids)
         .map(|(t, s)| t[d..d * (s.len() + 1)].to_vec())
         .collect();
     (boundary, types)
@@ -139,11 +162,12 @@ fn check_encoder(dtype: WeightDtype, against: &ModelWeights, exported: &ModelWei
         special,
     )
     .unwrap();
-    let ids: Vec<Vec<u32>> = TEXTS.iter().map(|t| tok.encode(t).ids).collect();
-    let refs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    assert_eq!(enc.takes_shapes(), exported.config.shape_classes > 0);
+    let encodings: Vec<Encoding> = TEXTS.iter().map(|t| tok.encode(t)).collect();
+    let refs: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
     let (scores, windows) = enc.encode(&refs).unwrap();
     assert!(windows.iter().all(|&w| w == 1));
-    let (rb, rt) = reference_pieces(against, &tok, &ids);
+    let (rb, rt) = reference_pieces(against, &tok, &encodings);
     for i in 0..TEXTS.len() {
         let scale = |v: &[f32]| v.iter().fold(1.0f32, |m, x| m.max(x.abs()));
         let db = max_abs_diff(&scores[i].boundary, &rb[i]) / scale(&rb[i]);
@@ -158,20 +182,52 @@ fn check_encoder(dtype: WeightDtype, against: &ModelWeights, exported: &ModelWei
 
 #[test]
 fn runtime_encoder_equals_trainer_forward_f32() {
-    let w = model(11);
-    check_encoder(WeightDtype::F32, &w, &w, 1e-5);
+    for shaped in [false, true] {
+        let w = model(11, shaped);
+        check_encoder(WeightDtype::F32, &w, &w, 1e-5);
+    }
 }
 
 #[test]
 fn runtime_encoder_equals_trainer_forward_f16() {
-    let w = model(12);
-    check_encoder(WeightDtype::F16, &w.f16_effective(), &w, 1e-5);
-    check_encoder(WeightDtype::F16, &w, &w, 1e-3);
+    for shaped in [false, true] {
+        let w = model(12, shaped);
+        check_encoder(WeightDtype::F16, &w.f16_effective(), &w, 1e-5);
+        check_encoder(WeightDtype::F16, &w, &w, 1e-3);
+    }
+}
+
+#[test]
+fn casing_reaches_a_shaped_model_only() {
+    let text = "Angela Merkel visited the Siemens plant in Erlangen.";
+    for shaped in [false, true] {
+        let w = model(15, shaped);
+        let bundle = Bundle::from_vec(
+            export_bundle(&w, &contents(w.config.type_dim, 7), WeightDtype::F32).unwrap(),
+            "case.nerb",
+        )
+        .unwrap();
+        let tagger = Tagger::new(&bundle, None).unwrap();
+        let tok = tagger.tokenizer();
+        let cased = tok.encode(text);
+        let lower = tok.encode(&text.to_lowercase());
+        assert_eq!(cased.ids, lower.ids);
+        assert_ne!(cased.shapes, lower.shapes);
+        let (scores, _) = tagger
+            .encoder()
+            .encode(&[PieceSeq::from(&cased), PieceSeq::from(&lower)])
+            .unwrap();
+        assert_eq!(
+            scores[0].types == scores[1].types,
+            !shaped,
+            "shaped model: {shaped}"
+        );
+    }
 }
 
 #[test]
 fn runtime_predictions_equal_decoding_of_trainer_forward() {
-    let w = model(13);
+    let w = model(13, true);
     let c = contents(w.config.type_dim, 5);
     let bundle =
         Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F32).unwrap(), "rt.nerb").unwrap();
@@ -179,8 +235,7 @@ fn runtime_predictions_equal_decoding_of_trainer_forward() {
     let tagged = tagger.tag(TEXTS, 1).unwrap();
     let tok = tagger.tokenizer();
     let encodings: Vec<_> = TEXTS.iter().map(|t| tok.encode(t)).collect();
-    let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.ids.clone()).collect();
-    let (rb, rt) = reference_pieces(&w, tok, &ids);
+    let (rb, rt) = reference_pieces(&w, tok, &encodings);
     let d = w.config.type_dim;
     let protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
     let trans = unfold(&c.transitions, c.types.len());
@@ -204,9 +259,64 @@ fn runtime_predictions_equal_decoding_of_trainer_forward() {
     assert!(entity_count > 0, "the test model should produce entities");
 }
 
+/// With `labels.other`, the runtime decodes one more type beside the bank's (row 0) and drops
+/// its spans: its labels equal Viterbi over the four types with the fourth mapped to O.
+#[test]
+fn runtime_decodes_the_other_type_and_drops_its_spans() {
+    let w = model(16, true);
+    let mut c = contents(w.config.type_dim, 8);
+    let d = w.config.type_dim;
+    let mut other: Vec<f32> = c.types[0].prototype.iter().map(|x| 1.5 * x).collect();
+    other.extend(vec![0.0; d]);
+    c.other_prototypes = Some(other.clone());
+    let bundle = Bundle::from_vec(
+        export_bundle(&w, &c, WeightDtype::F32).unwrap(),
+        "other.nerb",
+    )
+    .unwrap();
+    let tagger = Tagger::new(&bundle, None).unwrap();
+    let tagged = tagger.tag(TEXTS, 1).unwrap();
+    let tok = tagger.tokenizer();
+    let encodings: Vec<_> = TEXTS.iter().map(|t| tok.encode(t)).collect();
+    let (rb, rt) = reference_pieces(&w, tok, &encodings);
+    let mut protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
+    protos.extend_from_slice(&other[..d]);
+    let n = c.types.len() + 1;
+    let trans = unfold(&c.transitions, n);
+    let mut other_words = 0;
+    for (i, enc) in encodings.iter().enumerate() {
+        let mut b = Vec::new();
+        let mut t = Vec::new();
+        for &p in &enc.word_first_piece {
+            let p = p as usize;
+            b.extend_from_slice(&rb[i][3 * p..3 * p + 3]);
+            t.extend_from_slice(&rt[i][d * p..d * (p + 1)]);
+        }
+        let mut em = Vec::new();
+        emissions(&b, &t, d, &protos, n, &mut em);
+        let mut path = Vec::new();
+        viterbi(&em, label_count(n), &trans, &mut path);
+        for l in &mut path {
+            if *l >= label_count(n - 1) {
+                other_words += 1;
+                *l = 0;
+            }
+        }
+        assert_eq!(tagged[i].labels, path, "text {i}");
+        assert!(tagged[i]
+            .entities
+            .iter()
+            .all(|e| e.type_index < c.types.len()));
+    }
+    assert!(
+        other_words > 0,
+        "the other type should win some words in this test"
+    );
+}
+
 #[test]
 fn non_finite_prototypes_do_not_panic() {
-    let w = model(14);
+    let w = model(14, false);
     let mut c = contents(w.config.type_dim, 6);
     c.types[0].prototype[0] = f32::NAN;
     c.types[1].prototype[1] = f32::INFINITY;

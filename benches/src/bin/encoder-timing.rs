@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ner_edge::bundle::{tensor_names, Bundle};
-use ner_edge::encoder::{Encoder, SpecialIds};
+use ner_edge::encoder::{Encoder, PieceSeq, SpecialIds};
 
 fn main() {
     if let Err(e) = run() {
@@ -38,13 +38,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| 1000 + (i as u32 * 7919) % 19000)
             .collect();
         for _ in 0..10 {
-            enc.run_batch(&[&ids])?;
+            enc.run_batch(&[PieceSeq::unshaped(&ids)])?;
         }
         let mut times = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(3);
         while times.len() < 30 || (Instant::now() < deadline && times.len() < 500) {
             let t = Instant::now();
-            enc.run_batch(&[&ids])?;
+            enc.run_batch(&[PieceSeq::unshaped(&ids)])?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);

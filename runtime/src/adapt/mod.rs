@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use crate::bundle::{tensor_names, xxh64, Bundle};
 use crate::corpus::Sentence;
 use crate::decode::{self, Tag};
-use crate::encoder::{Encoder, Heads};
+use crate::encoder::{Encoder, Heads, PieceSeq};
 use crate::memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
 use crate::metrics::{self, Scheme};
 use crate::pack::{
@@ -242,7 +242,7 @@ impl<'a> Adapter<'a> {
         if let Some(s) = support {
             for chunk in s.sentences.chunks(CHUNK_SENTENCES) {
                 let encodings: Vec<_> = chunk.iter().map(|x| tokenizer.encode(&x.text)).collect();
-                let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+                let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
                 let (scores, _) = encoder.encode(&ids)?;
                 for ((sentence, enc), sc) in chunk.iter().zip(&encodings).zip(&scores) {
                     let mut seen: Vec<&str> = Vec::new();
@@ -370,7 +370,7 @@ impl<'a> Adapter<'a> {
             .iter()
             .map(|(_, text)| self.tokenizer.encode(text))
             .collect();
-        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+        let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
         let (scores, _) = self.encoder.encode(&ids)?;
         for (((name, text), enc), sc) in described.iter().zip(&encodings).zip(&scores) {
             if enc.words.is_empty() {
@@ -532,7 +532,7 @@ impl<'a> Adapter<'a> {
                     self.tokenizer.encode_words(&words)
                 })
                 .collect();
-            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+            let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
             let (scores, _) = self.encoder.encode(&ids)?;
             for ((spans, enc), sc) in mentions.iter().zip(&encodings).zip(&scores) {
                 let mut seen: Vec<&str> = Vec::new();

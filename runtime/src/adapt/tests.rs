@@ -67,7 +67,7 @@ fn prototype_is_the_manner_prior_of_the_support_vectors() {
     let (tokenizer, encoder) = load_model(&b, false).unwrap();
     let d = encoder.type_dim();
     let enc = tokenizer.encode("aspirin reduced it");
-    let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
+    let (scores, _) = encoder.encode(&[(&enc).into()]).unwrap();
     let p = enc.word_first_piece[0] as usize;
     let support = &scores[0].types[p * d..(p + 1) * d];
     let memory = b.to_f32_vec(tensor_names::LABEL_MEMORY).unwrap();
@@ -285,7 +285,7 @@ fn token_support_uses_the_first_piece_of_every_given_word() {
     ] {
         let enc = tokenizer.encode_words(&words);
         assert_eq!(enc.words.len(), words.len());
-        let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
+        let (scores, _) = encoder.encode(&[(&enc).into()]).unwrap();
         for w in wanted {
             let p = enc.word_first_piece[w] as usize;
             vectors.extend_from_slice(&scores[0].types[p * d..(p + 1) * d]);
@@ -353,7 +353,7 @@ fn exposed_hidden_state_through_the_read_heads_gives_the_graph_outputs() {
     let heads = encoder.heads().unwrap().clone();
     assert_eq!(heads.hidden, b.metadata().encoder.hidden);
     let enc = tokenizer.encode("Aspirin reduced the fever within an hour in Paris.");
-    let (scores, _) = encoder.encode(&[enc.ids.as_slice()]).unwrap();
+    let (scores, _) = encoder.encode(&[(&enc).into()]).unwrap();
     let sc = &scores[0];
     assert_eq!(sc.hidden.len(), enc.ids.len() * heads.hidden);
     let (mut boundary, mut types) = (Vec::new(), Vec::new());
@@ -369,7 +369,7 @@ fn exposed_hidden_state_through_the_read_heads_gives_the_graph_outputs() {
         );
     }
     let (_, plain) = load_model(&b, false).unwrap();
-    let (plain_scores, _) = plain.encode(&[enc.ids.as_slice()]).unwrap();
+    let (plain_scores, _) = plain.encode(&[(&enc).into()]).unwrap();
     assert_eq!(plain_scores[0].boundary, sc.boundary);
     assert_eq!(plain_scores[0].types, sc.types);
     assert!(plain_scores[0].hidden.is_empty());

@@ -36,6 +36,22 @@ pub fn describe(bundle: &Bundle) -> String {
         enc.type_dim,
         enc.weight_dtype
     );
+    let _ = writeln!(
+        s,
+        "encoder input:   word pieces{}; windows of at most {} pieces{}",
+        enc.shape_scheme
+            .as_deref()
+            .map(|scheme| format!(" + word shapes ({scheme})"))
+            .unwrap_or_default(),
+        enc.trained_window
+            .unwrap_or(enc.max_positions.saturating_sub(2))
+            .min(enc.max_positions.saturating_sub(2)),
+        if enc.trained_window.is_some() {
+            " (trained window)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(s, "encoder source:  {}", meta.provenance.encoder_source);
     let _ = writeln!(s, "created by:      {}", meta.provenance.created_by);
 

@@ -15,6 +15,10 @@ pub mod tensor_names {
     pub const PROTOTYPES: &str = "labels.prototypes";
     /// Label memory: `[total_rows, type_dim]`, f16 or f32; slots index into it by row range.
     pub const LABEL_MEMORY: &str = "labels.memory";
+    /// Optional "none of these types" prototypes: `[2, type_dim]` f32, row 0 decoded beside
+    /// prototypes of the bank, row 1 beside prototypes adapted from examples (label packs).
+    /// Spans the decoder gives this extra type are not reported.
+    pub const OTHER_PROTOTYPES: &str = "labels.other";
     /// Optional prior MLP, first layer weight: `[2 type_dim, type_dim]`, `y = x W + b`.
     pub const PRIOR_FC1_WEIGHT: &str = "prior.fc1.weight";
     /// Optional prior MLP, first layer bias: `[type_dim]`.
@@ -39,8 +43,9 @@ pub struct Metadata {
 /// Shape of the encoder graph and the names of its inputs and outputs.
 ///
 /// Graph contract: inputs `input_ids` and `attention_mask`, both i64 `[batch, seq]` with symbolic
-/// `batch` and `seq` (seq includes `[CLS]` and `[SEP]`); outputs `boundary` f32 `[batch, seq, 3]`
-/// (unnormalised logits over O, B, I) and `types` f32 `[batch, seq, type_dim]`.
+/// `batch` and `seq` (seq includes `[CLS]` and `[SEP]`), plus `shape_ids` i64 `[batch, seq]`
+/// exactly when `shape_scheme` is set; outputs `boundary` f32 `[batch, seq, 3]` (unnormalised
+/// logits over O, B, I) and `types` f32 `[batch, seq, type_dim]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderMeta {
     /// Architecture family, e.g. `"bert"`.
@@ -58,6 +63,16 @@ pub struct EncoderMeta {
     /// `"mixed"`: int8 word table, FFN input and attention output, f16 elsewhere); the graph computes in f32
     /// whatever it is.
     pub weight_dtype: String,
+    /// Word-shape input scheme (only [`crate::tokenizer::SHAPE_SCHEME`], `"case6-v1"`, is
+    /// defined): the graph then takes `shape_ids`, the [`crate::tokenizer::Shape`] id of each
+    /// piece. Absent: the graph has no shape input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape_scheme: Option<String>,
+    /// Longest input, in word pieces without `[CLS]`/`[SEP]`, the model was trained on; the
+    /// runtime never encodes a longer window (longer texts go through overlapping windows).
+    /// Absent: `max_positions - 2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_window: Option<usize>,
 }
 
 /// BERT basic tokenisation + WordPiece settings.

@@ -951,7 +951,30 @@ fn validate(meta: &Metadata, tensors: &[TensorInfo], bytes: &[u8], name: &str) -
             }
         }
     }
-    validate_prior(tensors, enc.type_dim, name)
+    validate_prior(tensors, enc.type_dim, name)?;
+    validate_other(tensors, enc.type_dim, name)
+}
+
+/// The optional "other" prototypes: f16/f32 `[2, d]` (`d` = `encoder.type_dim`).
+fn validate_other(tensors: &[TensorInfo], d: usize, name: &str) -> Result<()> {
+    let Some(info) = tensors
+        .iter()
+        .find(|t| t.name == tensor_names::OTHER_PROTOTYPES)
+    else {
+        return Ok(());
+    };
+    if !matches!(info.dtype, DType::F16 | DType::F32) || info.shape != [2, d] {
+        return Err(bad(
+            name,
+            format!(
+                "tensor {:?} is {} {:?}, expected f16 or f32 [2, {d}] (encoder.type_dim = {d})",
+                tensor_names::OTHER_PROTOTYPES,
+                info.dtype,
+                info.shape
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The optional prior MLP tensors: none, or all four with f16/f32 dtype and the shapes of

@@ -52,6 +52,8 @@ pub fn sample_metadata(n_types: usize, type_dim: usize) -> Metadata {
             max_positions: 64,
             type_dim,
             weight_dtype: "f16".to_string(),
+            shape_scheme: None,
+            trained_window: None,
         },
         tokenizer: TokenizerMeta {
             kind: "wordpiece".to_string(),

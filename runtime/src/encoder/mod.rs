@@ -1,8 +1,9 @@
 //! The encoder: the bundle's ONNX graph run by tract on CPU.
 //!
 //! One optimised plan is built per bundle load, with symbolic batch and sequence length.
-//! Sequences longer than the graph's positions are split into overlapping [`windows`] and their
-//! per-piece scores merged, so no input is ever truncated.
+//! Sequences longer than the window (the graph's positions, or the bundle's
+//! `encoder.trained_window` when that is shorter) are split into overlapping [`windows`] and
+//! their per-piece scores merged, so no input is ever truncated.
 
 pub mod heads;
 pub mod windows;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use crate::bundle::EncoderMeta;
+use crate::tokenizer::{Encoding, SHAPE_CLASSES, SHAPE_SCHEME};
 use crate::{Error, Result};
 
 pub use heads::Heads;
@@ -27,6 +29,42 @@ pub struct PieceScores {
     /// `[pieces, hidden]` last hidden states (the heads' input); empty unless the encoder was
     /// loaded with [`Encoder::load_exposing_hidden`].
     pub hidden: Vec<f32>,
+}
+
+/// One sequence to encode: word-piece ids (no `[CLS]`/`[SEP]`) and the word-shape id of each
+/// piece ([`crate::tokenizer::Shape`]). Graphs without a shape input ignore `shapes`; an empty
+/// `shapes` means every piece has shape 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PieceSeq<'a> {
+    pub ids: &'a [u32],
+    pub shapes: &'a [u8],
+}
+
+impl<'a> PieceSeq<'a> {
+    /// Ids with every shape 0.
+    pub fn unshaped(ids: &'a [u32]) -> PieceSeq<'a> {
+        PieceSeq { ids, shapes: &[] }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn slice(&self, from: usize, to: usize) -> PieceSeq<'a> {
+        PieceSeq {
+            ids: &self.ids[from..to],
+            shapes: self.shapes.get(from..to).unwrap_or(&[]),
+        }
+    }
+}
+
+impl<'a> From<&'a Encoding> for PieceSeq<'a> {
+    fn from(enc: &'a Encoding) -> PieceSeq<'a> {
+        PieceSeq {
+            ids: &enc.ids,
+            shapes: &enc.shapes,
+        }
+    }
 }
 
 /// Special token ids the encoder wraps every window with.
@@ -47,6 +85,8 @@ pub struct Encoder {
     batch_tokens: usize,
     /// The heads, when the hidden state is a third output.
     heads: Option<Heads>,
+    /// The graph takes `shape_ids` as its third input.
+    shape_input: bool,
 }
 
 /// Upper bound on padded tokens (batch × length) per encoder call.
@@ -125,16 +165,37 @@ impl Encoder {
                 .map_err(|e| err("cannot add the hidden state as an output", e))?;
             heads = Some(h);
         }
+        let shape_input = match meta.shape_scheme.as_deref() {
+            None => false,
+            Some(SHAPE_SCHEME) => true,
+            Some(other) => {
+                return Err(Error::Bundle(format!(
+                    "the bundle's encoder uses word-shape scheme {other:?}; this ner-edge knows \
+                     only {SHAPE_SCHEME:?} (a newer ner-edge is needed)"
+                )))
+            }
+        };
+        let input_names: Vec<String> = model
+            .input_outlets()
+            .map_err(|e| err("cannot read graph inputs", e))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
         let model = model
             .into_optimized()
             .map_err(|e| err("cannot optimise encoder graph", e))?;
+        let want_inputs: &[&str] = if shape_input {
+            &["input_ids", "attention_mask", "shape_ids"]
+        } else {
+            &["input_ids", "attention_mask"]
+        };
         let want_outputs = if expose_hidden { 3 } else { 2 };
-        if model.inputs.len() != 2 || model.outputs.len() != want_outputs {
+        if input_names != want_inputs || model.outputs.len() != want_outputs {
             return Err(Error::Encoder(format!(
-                "encoder graph has {} inputs and {} outputs, expected 2 (input_ids, \
-                 attention_mask) and {want_outputs} (boundary, types{})",
-                model.inputs.len(),
+                "encoder graph has inputs {input_names:?} and {} outputs, expected {want_inputs:?} \
+                 (encoder.shape_scheme is {:?}) and {want_outputs} outputs (boundary, types{})",
                 model.outputs.len(),
+                meta.shape_scheme,
                 if expose_hidden { ", hidden" } else { "" }
             )));
         }
@@ -161,14 +222,25 @@ impl Encoder {
         let plan = model
             .into_runnable()
             .map_err(|e| err("cannot plan encoder graph", e))?;
+        let positions = meta.max_positions - 2;
+        let max_pieces = match meta.trained_window {
+            Some(0) => {
+                return Err(Error::Bundle(
+                    "encoder.trained_window is 0; it must be at least 1".into(),
+                ))
+            }
+            Some(w) => w.min(positions),
+            None => positions,
+        };
         Ok(Encoder {
             plan,
             type_dim: meta.type_dim,
-            max_pieces: meta.max_positions - 2,
+            max_pieces,
             vocab_size: meta.vocab_size,
             special,
             batch_tokens: DEFAULT_BATCH_TOKENS,
             heads,
+            shape_input,
         })
     }
 
@@ -188,7 +260,13 @@ impl Encoder {
         self.type_dim
     }
 
-    /// Most pieces one window holds (positions minus `[CLS]` and `[SEP]`).
+    /// Whether the graph takes word shapes (the bundle's `encoder.shape_scheme` is set).
+    pub fn takes_shapes(&self) -> bool {
+        self.shape_input
+    }
+
+    /// Most pieces one window holds: positions minus `[CLS]` and `[SEP]`, or the bundle's
+    /// `encoder.trained_window` when that is smaller.
     pub fn max_pieces(&self) -> usize {
         self.max_pieces
     }
@@ -198,8 +276,9 @@ impl Encoder {
         self.max_pieces = n.clamp(1, self.max_pieces);
     }
 
-    /// Runs one padded batch; every sequence must hold at most [`Self::max_pieces`] ids.
-    pub fn run_batch(&self, seqs: &[&[u32]]) -> Result<Vec<PieceScores>> {
+    /// Runs one padded batch; every sequence must hold at most [`Self::max_pieces`] ids, and
+    /// either no shapes or one valid shape id per piece.
+    pub fn run_batch(&self, seqs: &[PieceSeq<'_>]) -> Result<Vec<PieceScores>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -213,10 +292,36 @@ impl Encoder {
         let width = longest + 2;
         let mut ids = vec![i64::from(self.special.pad); seqs.len() * width];
         let mut mask = vec![0i64; seqs.len() * width];
+        let mut shapes = vec![
+            0i64;
+            if self.shape_input {
+                seqs.len() * width
+            } else {
+                0
+            }
+        ];
         for (b, seq) in seqs.iter().enumerate() {
+            if self.shape_input && !seq.shapes.is_empty() {
+                if seq.shapes.len() != seq.ids.len() {
+                    return Err(Error::Encoder(format!(
+                        "{} shapes for {} pieces",
+                        seq.shapes.len(),
+                        seq.ids.len()
+                    )));
+                }
+                let row = &mut shapes[b * width + 1..b * width + 1 + seq.len()];
+                for (slot, &s) in row.iter_mut().zip(seq.shapes) {
+                    if usize::from(s) >= SHAPE_CLASSES {
+                        return Err(Error::Encoder(format!(
+                            "word-shape id {s} outside the {SHAPE_CLASSES} classes"
+                        )));
+                    }
+                    *slot = i64::from(s);
+                }
+            }
             let row = &mut ids[b * width..(b + 1) * width];
             row[0] = i64::from(self.special.cls);
-            for (slot, &id) in row[1..].iter_mut().zip(seq.iter()) {
+            for (slot, &id) in row[1..].iter_mut().zip(seq.ids.iter()) {
                 if id as usize >= self.vocab_size {
                     return Err(Error::Encoder(format!(
                         "token id {id} outside the vocabulary of {}",
@@ -230,12 +335,19 @@ impl Encoder {
         }
         let err = |e: TractError| Error::Encoder(format!("encoder run failed: {e:#}"));
         let shape = [seqs.len(), width];
-        let inputs: TVec<TValue> = tvec!(
+        let mut inputs: TVec<TValue> = tvec!(
             Tensor::from_shape(&shape, &ids).map_err(err)?.into_tvalue(),
             Tensor::from_shape(&shape, &mask)
                 .map_err(err)?
                 .into_tvalue(),
         );
+        if self.shape_input {
+            inputs.push(
+                Tensor::from_shape(&shape, &shapes)
+                    .map_err(err)?
+                    .into_tvalue(),
+            );
+        }
         let outputs = self.plan.run(inputs).map_err(err)?;
         let boundary = outputs[0]
             .try_as_plain_ram()
@@ -286,7 +398,7 @@ impl Encoder {
     /// Scores every piece of every sequence, whatever its length: long sequences go through
     /// overlapping windows, windows are grouped by length into batches. Also returns the
     /// number of windows used per sequence.
-    pub fn encode(&self, seqs: &[&[u32]]) -> Result<(Vec<PieceScores>, Vec<usize>)> {
+    pub fn encode(&self, seqs: &[PieceSeq<'_>]) -> Result<(Vec<PieceScores>, Vec<usize>)> {
         struct Job {
             seq: usize,
             window: Window,
@@ -314,9 +426,9 @@ impl Encoder {
             let width = jobs[at].window.end - jobs[at].window.start + 2;
             let per_batch = (self.batch_tokens / width).max(1);
             let batch = &jobs[at..(at + per_batch).min(jobs.len())];
-            let inputs: Vec<&[u32]> = batch
+            let inputs: Vec<PieceSeq<'_>> = batch
                 .iter()
-                .map(|j| &seqs[j.seq][j.window.start..j.window.end])
+                .map(|j| seqs[j.seq].slice(j.window.start, j.window.end))
                 .collect();
             let scores = self.run_batch(&inputs)?;
             for (job, sc) in batch.iter().zip(scores) {

@@ -5,14 +5,18 @@ use anyhow::{bail, Result};
 use crate::model::EncoderConfig;
 
 /// Sentences of word-piece ids packed back to back: sentence `s` is
-/// `ids[offsets[s]..offsets[s + 1]]`. Every id is below the `vocab_size` and every sentence at
-/// most `max_positions` long for the config it was validated against. Empty sentences are
-/// allowed (they contribute no tokens), and so is an empty batch.
+/// `ids[offsets[s]..offsets[s + 1]]`, and `shapes` holds the word-shape id of every piece (0
+/// for sentences pushed without shapes). Every id is below the `vocab_size`, every shape below
+/// `shape_classes` (or 0 when there are none) and every sentence at most `max_positions` long
+/// for the config it was validated against. Empty sentences are allowed (they contribute no
+/// tokens), and so is an empty batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PieceBatch {
     ids: Vec<u32>,
+    shapes: Vec<u8>,
     offsets: Vec<usize>,
     id_bound: usize,
+    shape_bound: usize,
     max_len: usize,
 }
 
@@ -20,8 +24,10 @@ impl Default for PieceBatch {
     fn default() -> PieceBatch {
         PieceBatch {
             ids: Vec::new(),
+            shapes: Vec::new(),
             offsets: vec![0],
             id_bound: 0,
+            shape_bound: 0,
             max_len: 0,
         }
     }
@@ -41,15 +47,50 @@ impl PieceBatch {
     /// Empties the batch, keeping its allocations.
     pub fn clear(&mut self) {
         self.ids.clear();
+        self.shapes.clear();
         self.offsets.clear();
         self.offsets.push(0);
         self.id_bound = 0;
+        self.shape_bound = 0;
         self.max_len = 0;
     }
 
-    /// Appends one sentence after checking it against `config`; on error the batch is unchanged.
+    /// Appends one sentence with every piece of shape 0, after checking it against `config`;
+    /// on error the batch is unchanged.
     pub fn push(&mut self, config: &EncoderConfig, sentence: &[u32]) -> Result<()> {
+        self.push_shaped(config, sentence, None)
+    }
+
+    /// Appends one sentence with the word-shape id of each piece (`None`: all 0), after
+    /// checking both against `config`; on error the batch is unchanged. A config without shape
+    /// classes ignores `shapes` (the model has no shape input).
+    pub fn push_shaped(
+        &mut self,
+        config: &EncoderConfig,
+        sentence: &[u32],
+        shapes: Option<&[u8]>,
+    ) -> Result<()> {
         let index = self.len();
+        let shapes = shapes.filter(|_| config.shape_classes > 0);
+        if let Some(shapes) = shapes {
+            if shapes.len() != sentence.len() {
+                bail!(
+                    "sentence {index}: {} shapes for {} pieces",
+                    shapes.len(),
+                    sentence.len()
+                );
+            }
+            if let Some((piece, &s)) = shapes
+                .iter()
+                .enumerate()
+                .find(|(_, &s)| usize::from(s) >= config.shape_classes)
+            {
+                bail!(
+                    "sentence {index}: piece {piece} has shape {s}, not below shape_classes {}",
+                    config.shape_classes
+                );
+            }
+        }
         if sentence.len() > config.max_positions {
             bail!(
                 "sentence {index}: {} pieces exceed max_positions {}",
@@ -68,6 +109,14 @@ impl PieceBatch {
             );
         }
         self.ids.extend_from_slice(sentence);
+        match shapes {
+            Some(s) => {
+                self.shapes.extend_from_slice(s);
+                let top = s.iter().map(|&x| usize::from(x) + 1).max().unwrap_or(0);
+                self.shape_bound = self.shape_bound.max(top);
+            }
+            None => self.shapes.resize(self.ids.len(), 0),
+        }
         self.offsets.push(self.ids.len());
         let top = sentence
             .iter()
@@ -99,6 +148,11 @@ impl PieceBatch {
         &self.ids
     }
 
+    /// The word-shape id of every piece, parallel to [`PieceBatch::ids`].
+    pub fn shapes(&self) -> &[u8] {
+        &self.shapes
+    }
+
     /// Sentence bounds: `len() + 1` non-decreasing values from 0 to `tokens()`.
     pub fn offsets(&self) -> &[usize] {
         &self.offsets
@@ -116,7 +170,9 @@ impl PieceBatch {
 
     /// Whether every id and sentence length is in range for `config`.
     pub fn fits(&self, config: &EncoderConfig) -> bool {
-        self.id_bound <= config.vocab_size && self.max_len <= config.max_positions
+        self.id_bound <= config.vocab_size
+            && self.max_len <= config.max_positions
+            && self.shape_bound <= config.shape_classes.max(1)
     }
 }
 
@@ -174,5 +230,40 @@ mod tests {
         assert_eq!(b, before);
         b.clear();
         assert_eq!(b, PieceBatch::default());
+    }
+
+    #[test]
+    fn shapes_are_kept_checked_or_ignored_by_the_config() {
+        let shaped = EncoderConfig {
+            shape_classes: 3,
+            ..config()
+        };
+        let mut b = PieceBatch::default();
+        b.push_shaped(&shaped, &[1, 2, 3], Some(&[0, 2, 1]))
+            .unwrap();
+        b.push(&shaped, &[4]).unwrap();
+        assert_eq!(b.shapes(), &[0, 2, 1, 0]);
+        assert!(b.fits(&shaped));
+        let before = b.clone();
+        let err = b
+            .push_shaped(&shaped, &[1, 2], Some(&[0, 3]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("piece 1") && err.contains("shape 3"), "{err}");
+        assert!(b.push_shaped(&shaped, &[1, 2], Some(&[0])).is_err());
+        assert_eq!(b, before);
+        let mut plain = PieceBatch::default();
+        plain
+            .push_shaped(&config(), &[1, 2], Some(&[5, 4]))
+            .unwrap();
+        assert_eq!(
+            plain.shapes(),
+            &[0, 0],
+            "a model without shapes ignores them"
+        );
+        assert!(
+            !b.fits(&config()),
+            "shape ids beyond a shapeless config do not fit"
+        );
     }
 }

@@ -45,11 +45,13 @@ pub(crate) struct Params<S> {
     pub layers: Vec<LayerParams<S>>,
     pub boundary: LinearParams<S>,
     pub types: LinearParams<S>,
+    /// The word-shape table, when the model has one.
+    pub shape: Option<S>,
 }
 
 impl<S> Params<S> {
     /// Takes the tensors in the order of [`ModelWeights::tensors`]. Panics if there are not
-    /// exactly `5 + 16 · layers + 4` of them.
+    /// `5 + 16 · layers + 4` of them, or one more (the shape table).
     pub fn from_tensors(layers: usize, tensors: impl IntoIterator<Item = S>) -> Params<S> {
         let mut it = tensors.into_iter();
         let mut next = || it.next().expect("fewer tensors than the model has");
@@ -90,6 +92,7 @@ impl<S> Params<S> {
         }
         let boundary = linear();
         let types = linear();
+        let shape = it.next();
         assert!(it.next().is_none(), "more tensors than the model has");
         Params {
             word,
@@ -99,6 +102,7 @@ impl<S> Params<S> {
             layers: stack,
             boundary,
             types,
+            shape,
         }
     }
 }
@@ -366,6 +370,7 @@ pub(crate) fn forward_params<T: Real>(
         p.word,
         p.position,
         p.token_type,
+        p.shape.map(|table| (table, batch.shapes())),
         batch.ids(),
         offsets,
         emb_sum,
@@ -579,6 +584,7 @@ pub(crate) fn backward_params<T: Real>(
         g.word,
         g.position,
         g.token_type,
+        g.shape.as_deref_mut().map(|table| (table, batch.shapes())),
     );
 }
 
@@ -586,7 +592,7 @@ pub(crate) fn backward_params<T: Real>(
 mod tests {
     use super::super::testutil::{assert_grad_close, random_vec, weighted_sum, FD_STEP};
     use super::*;
-    use crate::model::{random_init, reference_forward};
+    use crate::model::{random_init, reference_forward_shaped};
 
     fn config(hidden: usize, heads: usize, intermediate: usize, layers: usize) -> EncoderConfig {
         EncoderConfig {
@@ -598,6 +604,7 @@ mod tests {
             max_positions: 9,
             type_dim: 5,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         }
     }
 
@@ -623,6 +630,32 @@ mod tests {
         ]
     }
 
+    /// A word-shape id for every piece of [`sentences`], with every class below 3 used.
+    fn shapes() -> Vec<Vec<u8>> {
+        sentences()
+            .iter()
+            .enumerate()
+            .map(|(s, ids)| (0..ids.len()).map(|i| ((s + 2 * i) % 3) as u8).collect())
+            .collect()
+    }
+
+    /// `c` with a word-shape table of 3 rows.
+    fn shaped(c: EncoderConfig) -> EncoderConfig {
+        EncoderConfig {
+            shape_classes: 3,
+            ..c
+        }
+    }
+
+    /// The batch of [`sentences`], with [`shapes`] when `c` has a shape table.
+    fn batch_for(c: &EncoderConfig) -> PieceBatch {
+        let mut b = PieceBatch::default();
+        for (ids, sh) in sentences().iter().zip(shapes()) {
+            b.push_shaped(c, ids, Some(&sh)).unwrap();
+        }
+        b
+    }
+
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
@@ -637,12 +670,13 @@ mod tests {
             config(6, 2, 10, 2),
             config(12, 3, 20, 3),
             config(8, 1, 7, 1),
+            shaped(config(6, 2, 10, 2)),
         ] {
             let w = weights(&c, 3);
-            let batch = PieceBatch::new(&c, &sentences()).unwrap();
+            let batch = batch_for(&c);
             let mut tape = Tape::new();
             forward(&w, &batch, &mut tape);
-            let want = reference_forward(&w, &sentences());
+            let want = reference_forward_shaped(&w, &sentences(), &shapes());
             let cat = |v: &Vec<Vec<f32>>| v.concat();
             let dh = max_diff(tape.hidden(), &cat(&want.hidden));
             let db = max_diff(tape.boundary(), &cat(&want.boundary));
@@ -742,9 +776,13 @@ mod tests {
     /// [`super::super::testutil::FD_TOL`].
     #[test]
     fn whole_model_gradients_match_finite_differences() {
-        for (c, seed) in [(config(6, 2, 10, 2), 7), (config(9, 3, 5, 1), 8)] {
+        for (c, seed) in [
+            (config(6, 2, 10, 2), 7),
+            (config(9, 3, 5, 1), 8),
+            (shaped(config(6, 2, 10, 1)), 9),
+        ] {
             let w = weights(&c, seed);
-            let batch = PieceBatch::new(&c, &sentences()).unwrap();
+            let batch = batch_for(&c);
             let n = batch.tokens();
             let r_b = random_vec(n * 3, 1.0, 11);
             let r_t = random_vec(n * c.type_dim, 1.0, 12);

@@ -5,6 +5,7 @@ use ner_edge::bundle::{
     tensor_names, BundleWriter, CdtParams, EncoderMeta, EntityType, LabelInventory,
     LabelMemoryLayout, MemorySlot, Metadata, Provenance, TokenizerMeta,
 };
+use ner_edge::tokenizer::{SHAPE_CLASSES, SHAPE_SCHEME};
 
 use super::onnx::{export_onnx, WeightDtype};
 use crate::model::ModelWeights;
@@ -49,6 +50,13 @@ pub struct BundleContents {
     /// The prior MLP; `None` writes no `prior.*` tensors (the runtime then uses
     /// `MLP([s; m]) = m`).
     pub prior: Option<PriorWeights>,
+    /// Longest input (pieces, without `[CLS]`/`[SEP]`) the model was trained on, written as
+    /// `encoder.trained_window`; `None` leaves it out.
+    pub trained_window: Option<usize>,
+    /// The "none of these types" prototypes, `[2, type_dim]` (row 0 beside bank prototypes,
+    /// row 1 beside prototypes adapted from examples), written as `labels.other`; `None`
+    /// leaves the tensor out.
+    pub other_prototypes: Option<Vec<f32>>,
 }
 
 /// Serialises weights and label state into bundle bytes (format v1, see `runtime/FORMAT.md`).
@@ -60,6 +68,12 @@ pub fn export_bundle(
 ) -> Result<Vec<u8>> {
     let c = &w.config;
     let d = c.type_dim;
+    ensure!(
+        c.shape_classes == 0 || c.shape_classes == SHAPE_CLASSES,
+        "the model has {} word-shape classes; bundles define only the {SHAPE_SCHEME} scheme \
+         ({SHAPE_CLASSES} classes)",
+        c.shape_classes
+    );
     let vocab_len = contents.vocab_text.lines().count();
     ensure!(
         vocab_len == c.vocab_size,
@@ -111,6 +125,8 @@ pub fn export_bundle(
             max_positions: c.max_positions,
             type_dim: d,
             weight_dtype: dtype.as_str().into(),
+            shape_scheme: (c.shape_classes > 0).then(|| SHAPE_SCHEME.to_string()),
+            trained_window: contents.trained_window,
         },
         tokenizer: contents.tokenizer.clone(),
         labels: LabelInventory {
@@ -139,6 +155,14 @@ pub fn export_bundle(
             writer.add_f32(tensor_names::PROTOTYPES, &[n, d], &prototypes)?;
             writer.add_f32(tensor_names::LABEL_MEMORY, &[rows, d], &memory)?;
         }
+    }
+    if let Some(other) = &contents.other_prototypes {
+        ensure!(
+            other.len() == 2 * d,
+            "the other-type prototypes have {} values, expected [2, {d}]",
+            other.len()
+        );
+        writer.add_f32(tensor_names::OTHER_PROTOTYPES, &[2, d], other)?;
     }
     if let Some(p) = &contents.prior {
         for (name, shape, data) in [

@@ -34,6 +34,7 @@ pub fn config(shape: Shape) -> EncoderConfig {
             max_positions: 64,
             type_dim: 8,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         },
         Shape::Minilm => EncoderConfig::minilm_l6(),
     }
@@ -109,6 +110,8 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
                 .into(),
         },
         prior: Some(prior),
+        trained_window: None,
+        other_prototypes: None,
     };
     export_bundle(&weights, &contents, dtype)
 }

@@ -3,7 +3,9 @@
 //! # Graph contract
 //!
 //! * inputs: `input_ids` i64 `[batch, seq]`, `attention_mask` i64 `[batch, seq]` (1 = token,
-//!   0 = padding); `batch` and `seq` are symbolic (`dim_param`);
+//!   0 = padding), and, when the model has a word-shape table, `shape_ids` i64 `[batch, seq]`
+//!   (the [`ner_edge::tokenizer::Shape`] id of each piece, 0 for `[CLS]`, `[SEP]` and padding);
+//!   `batch` and `seq` are symbolic (`dim_param`);
 //! * outputs: `boundary` f32 `[batch, seq, 3]` (logits `O`, `B`, `I`) and `types` f32
 //!   `[batch, seq, type_dim]`;
 //! * opset 17, IR version 8; the model is computed in f32 whatever the storage dtype;
@@ -286,8 +288,12 @@ pub fn quantised_effective(w: &ModelWeights, dtype: WeightDtype) -> ModelWeights
             .collect(),
         boundary: stored(&w.boundary, dtype.small()),
         types: stored(&w.types, dtype.small()),
+        shape_embeddings: w.shape_embeddings.clone(),
     }
 }
+
+/// Name of the graph's word-shape input (present when the model has a shape table).
+pub const SHAPE_INPUT: &str = "shape_ids";
 
 /// Serialises `w` as an ONNX model following the contract in the [module docs](self).
 ///
@@ -344,7 +350,16 @@ pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
         &w.position_plus_token_type(),
         |g, table| g.node("Slice", &[table, &zero, &seq_len, &zero], vec![]),
     );
-    let sum = g.node("Add", &[&word, &position], vec![]);
+    let mut sum = g.node("Add", &[&word, &position], vec![]);
+    if c.shape_classes > 0 {
+        let table = g.const_f32(
+            "embeddings.shape",
+            &[c.shape_classes as i64, d],
+            &w.shape_embeddings,
+        );
+        let rows = g.node("Gather", &[&table, SHAPE_INPUT], vec![attr_int("axis", 0)]);
+        sum = g.node("Add", &[&sum, &rows], vec![]);
+    }
     let mut x = g.layer_norm("embeddings.ln", &sum, &w.embeddings_ln, c.layer_norm_eps);
 
     let mask = g.node(
@@ -430,10 +445,16 @@ pub fn build_model(w: &ModelWeights, dtype: WeightDtype) -> Result<ModelProto> {
         name: "ner-edge-encoder".into(),
         node: g.nodes,
         initializer: g.initializers,
-        input: vec![
+        input: [
             value_info("input_ids", DataType::Int64, &[Dim::Batch, Dim::Seq]),
             value_info("attention_mask", DataType::Int64, &[Dim::Batch, Dim::Seq]),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            (c.shape_classes > 0)
+                .then(|| value_info(SHAPE_INPUT, DataType::Int64, &[Dim::Batch, Dim::Seq])),
+        )
+        .collect(),
         output: vec![
             value_info(
                 "boundary",

@@ -102,6 +102,7 @@ pub fn import_minilm(model_dir: &Path, type_dim: usize, seed: u64) -> Result<Mod
         max_positions: hf.max_position_embeddings,
         type_dim,
         layer_norm_eps: hf.layer_norm_eps as f32,
+        shape_classes: 0,
     };
     config
         .validate()
@@ -176,6 +177,7 @@ pub fn import_minilm(model_dir: &Path, type_dim: usize, seed: u64) -> Result<Mod
         layers,
         boundary,
         types,
+        shape_embeddings: Vec::new(),
     };
     weights.check()?;
     Ok(weights)

@@ -10,6 +10,8 @@ pub const BOUNDARY_LABELS: usize = 3;
 ///
 /// `hidden` is the model width D, `intermediate` the FFN width, `type_dim` the width of the type
 /// projection head. Token-type embeddings are not configurable: the model always uses token type 0.
+/// `shape_classes` is the number of rows of the word-shape embedding table (0: no shape input;
+/// [`ner_edge::tokenizer::SHAPE_CLASSES`] for the casing feature).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub vocab_size: usize,
@@ -20,6 +22,8 @@ pub struct EncoderConfig {
     pub max_positions: usize,
     pub type_dim: usize,
     pub layer_norm_eps: f32,
+    #[serde(default)]
+    pub shape_classes: usize,
 }
 
 impl EncoderConfig {
@@ -34,6 +38,7 @@ impl EncoderConfig {
             max_positions: 512,
             type_dim: 128,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         }
     }
 
@@ -68,6 +73,11 @@ impl EncoderConfig {
             self.layer_norm_eps
         );
         ensure!(
+            self.shape_classes <= 256,
+            "encoder config: shape_classes ({}) must fit in a byte",
+            self.shape_classes
+        );
+        ensure!(
             self.vocab_size <= i64::MAX as usize && self.max_positions <= i64::MAX as usize,
             "encoder config: sizes out of range"
         );
@@ -82,7 +92,7 @@ impl EncoderConfig {
         let embeddings = (self.vocab_size + self.max_positions + 1) * d + 2 * d;
         let layer = 4 * (d * d + d) + (d * i + i) + (i * d + d) + 4 * d;
         let heads = (d * BOUNDARY_LABELS + BOUNDARY_LABELS) + (d * self.type_dim + self.type_dim);
-        embeddings + self.layers * layer + heads
+        embeddings + self.layers * layer + heads + self.shape_classes * d
     }
 }
 

@@ -6,5 +6,7 @@ pub mod rng;
 pub mod weights;
 
 pub use config::{EncoderConfig, BOUNDARY_LABELS};
-pub use reference::{reference_forward, ForwardOutput, ATTENTION_MASK_VALUE};
+pub use reference::{
+    reference_forward, reference_forward_shaped, ForwardOutput, ATTENTION_MASK_VALUE,
+};
 pub use weights::{random_heads, random_init, LayerNorm, LayerWeights, Linear, ModelWeights};

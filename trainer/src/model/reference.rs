@@ -28,6 +28,25 @@ pub struct ForwardOutput {
 /// Panics if `w` is inconsistent (see [`ModelWeights::check`]), if an id is not below
 /// `vocab_size`, or if a sentence is longer than `max_positions`.
 pub fn reference_forward(w: &ModelWeights, ids: &[Vec<u32>]) -> ForwardOutput {
+    let shapes: Vec<Vec<u8>> = ids.iter().map(|s| vec![0; s.len()]).collect();
+    reference_forward_shaped(w, ids, &shapes)
+}
+
+/// [`reference_forward`] with the word-shape id of every piece (`shapes[s][i]` for piece `i`
+/// of sentence `s`); the shapes are ignored when the model has no shape table.
+///
+/// Panics as [`reference_forward`] does, and when `shapes` does not match `ids` in length or a
+/// shape is not below the model's `shape_classes`.
+pub fn reference_forward_shaped(
+    w: &ModelWeights,
+    ids: &[Vec<u32>],
+    shapes: &[Vec<u8>],
+) -> ForwardOutput {
+    assert_eq!(
+        ids.len(),
+        shapes.len(),
+        "reference_forward: one shape row per sentence"
+    );
     if let Err(e) = w.check() {
         panic!("reference_forward: inconsistent weights: {e:#}");
     }
@@ -43,12 +62,18 @@ pub fn reference_forward(w: &ModelWeights, ids: &[Vec<u32>]) -> ForwardOutput {
         boundary: vec![],
         types: vec![],
     };
-    for sentence in ids {
+    for (sentence, shape) in ids.iter().zip(shapes) {
+        assert_eq!(
+            sentence.len(),
+            shape.len(),
+            "reference_forward: one shape per piece"
+        );
         let valid: Vec<bool> = (0..t).map(|j| j < sentence.len()).collect();
         let padded: Vec<u32> = (0..t)
             .map(|j| sentence.get(j).copied().unwrap_or(0))
             .collect();
-        let mut x = embed(w, &padded);
+        let padded_shapes: Vec<u8> = (0..t).map(|j| shape.get(j).copied().unwrap_or(0)).collect();
+        let mut x = embed(w, &padded, &padded_shapes);
         for layer in &w.layers {
             x = layer_forward(layer, &x, &valid, c.heads, c.layer_norm_eps);
         }
@@ -61,10 +86,10 @@ pub fn reference_forward(w: &ModelWeights, ids: &[Vec<u32>]) -> ForwardOutput {
     out
 }
 
-fn embed(w: &ModelWeights, ids: &[u32]) -> Vec<f32> {
+fn embed(w: &ModelWeights, ids: &[u32], shapes: &[u8]) -> Vec<f32> {
     let d = w.config.hidden;
     let mut x = Vec::with_capacity(ids.len() * d);
-    for (pos, &id) in ids.iter().enumerate() {
+    for (pos, (&id, &shape)) in ids.iter().zip(shapes).enumerate() {
         let id = id as usize;
         assert!(
             id < w.config.vocab_size,
@@ -73,8 +98,23 @@ fn embed(w: &ModelWeights, ids: &[u32]) -> Vec<f32> {
         );
         let word = &w.word_embeddings[id * d..(id + 1) * d];
         let position = &w.position_embeddings[pos * d..(pos + 1) * d];
+        let start = x.len();
         for k in 0..d {
             x.push(word[k] + position[k] + w.token_type_embedding[k]);
+        }
+        if w.config.shape_classes > 0 {
+            let s = usize::from(shape);
+            assert!(
+                s < w.config.shape_classes,
+                "reference_forward: shape {s} out of range ({})",
+                w.config.shape_classes
+            );
+            for (v, &r) in x[start..]
+                .iter_mut()
+                .zip(&w.shape_embeddings[s * d..(s + 1) * d])
+            {
+                *v += r;
+            }
         }
     }
     layer_norm(&mut x, &w.embeddings_ln, w.config.layer_norm_eps);
@@ -244,6 +284,7 @@ mod tests {
             max_positions: 9,
             type_dim: 4,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         };
         let w = random_init(&c, 5);
         let short = vec![3, 1, 4];

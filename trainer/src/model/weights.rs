@@ -122,8 +122,9 @@ impl LayerWeights {
 
 /// All parameters of the encoder and the two token heads.
 ///
-/// Embedding of token `t` at position `p`: `word_embeddings[t] + position_embeddings[p] +
-/// token_type_embedding`, then `embeddings_ln`.
+/// Embedding of token `t` with word shape `s` at position `p`: `word_embeddings[t] +
+/// position_embeddings[p] + token_type_embedding + shape_embeddings[s]` (the last only when
+/// `config.shape_classes > 0`), then `embeddings_ln`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelWeights {
     pub config: EncoderConfig,
@@ -140,6 +141,8 @@ pub struct ModelWeights {
     pub boundary: Linear,
     /// `[D, type_dim]`: type projection.
     pub types: Linear,
+    /// `[shape_classes, D]`: word-shape rows (empty when the config has no shape classes).
+    pub shape_embeddings: Vec<f32>,
 }
 
 /// Randomly initialised weights, fully determined by `config` and `seed`: embedding tables and
@@ -165,6 +168,7 @@ pub fn random_init(config: &EncoderConfig, seed: u64) -> ModelWeights {
         layers,
         boundary,
         types,
+        shape_embeddings: vec![0.0; config.shape_classes * d],
     }
 }
 
@@ -227,6 +231,12 @@ impl ModelWeights {
         }
         self.boundary.check("boundary", d, BOUNDARY_LABELS)?;
         self.types.check("types", d, c.type_dim)?;
+        ensure!(
+            self.shape_embeddings.len() == c.shape_classes * d,
+            "shape_embeddings: expected {}x{d} values, found {}",
+            c.shape_classes,
+            self.shape_embeddings.len()
+        );
         Ok(())
     }
 
@@ -264,6 +274,7 @@ impl ModelWeights {
                 .collect(),
             boundary: linear(d, BOUNDARY_LABELS),
             types: linear(d, config.type_dim),
+            shape_embeddings: vec![0.0; config.shape_classes * d],
         }
     }
 
@@ -276,9 +287,10 @@ impl ModelWeights {
     ///    `attn_output.weight`, `attn_output.bias`, `attn_ln.gamma`, `attn_ln.beta`,
     ///    `ffn_in.weight`, `ffn_in.bias`, `ffn_out.weight`, `ffn_out.bias`, `ffn_ln.gamma`,
     ///    `ffn_ln.beta`;
-    /// 3. `boundary.weight`, `boundary.bias`, `types.weight`, `types.bias`.
+    /// 3. `boundary.weight`, `boundary.bias`, `types.weight`, `types.bias`;
+    /// 4. `shape_embeddings`, only when `config.shape_classes > 0`.
     ///
-    /// That is `5 + 16 * layers + 4` tensors whose lengths add up to
+    /// That is `5 + 16 * layers + 4` (+ 1) tensors whose lengths add up to
     /// [`EncoderConfig::parameter_count`]. [`ModelWeights::tensors_mut`] yields the same names in
     /// the same order; [`is_no_decay`] tells which of them are biases or layer-norm parameters.
     pub fn tensors(&self) -> Vec<(String, &[f32])> {
@@ -313,6 +325,9 @@ impl ModelWeights {
         out.push(("boundary.bias".into(), &self.boundary.bias));
         out.push(("types.weight".into(), &self.types.weight));
         out.push(("types.bias".into(), &self.types.bias));
+        if !self.shape_embeddings.is_empty() {
+            out.push(("shape_embeddings".into(), &self.shape_embeddings));
+        }
         out
     }
 
@@ -360,7 +375,19 @@ impl ModelWeights {
         out.push(("boundary.bias".into(), &mut self.boundary.bias));
         out.push(("types.weight".into(), &mut self.types.weight));
         out.push(("types.bias".into(), &mut self.types.bias));
+        if !self.shape_embeddings.is_empty() {
+            out.push(("shape_embeddings".into(), &mut self.shape_embeddings));
+        }
         out
+    }
+
+    /// These weights with a word-shape table of `classes` rows, all zero (so the model computes
+    /// exactly what it did without one until the rows are trained); an existing table is
+    /// replaced.
+    pub fn with_shape_classes(mut self, classes: usize) -> ModelWeights {
+        self.config.shape_classes = classes;
+        self.shape_embeddings = vec![0.0; classes * self.config.hidden];
+        self
     }
 
     /// The position table with the token-type row added to every position:
@@ -407,6 +434,7 @@ impl ModelWeights {
                 .collect(),
             boundary: lin(&self.boundary),
             types: lin(&self.types),
+            shape_embeddings: self.shape_embeddings.clone(),
         }
     }
 }
@@ -432,6 +460,7 @@ mod tests {
             max_positions: 7,
             type_dim: 5,
             layer_norm_eps: 1e-12,
+            shape_classes: 0,
         }
     }
 
