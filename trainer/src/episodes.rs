@@ -58,7 +58,14 @@ pub enum OtherTypes {
     Relabel,
     /// Never use the sentence in that episode (exactly Few-NERD's sampler).
     Exclude,
+    /// Keep the sentence; its entities of other types are tagged with the reserved type
+    /// [`OTHER_TAG`] (`B-__other__`, `I-__other__`), so that a loss can teach them as "an entity,
+    /// but none of the drawn types" rather than as `O`.
+    Mark,
 }
+
+/// The reserved type name [`OtherTypes::Mark`] gives entities of undrawn types.
+pub const OTHER_TAG: &str = "__other__";
 
 /// How [`EpisodeSampler`] picks the source corpus of each type draw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -295,7 +302,7 @@ impl<'a> EpisodeSampler<'a> {
             .filter(|&i| {
                 let counts = &source.counts[i];
                 counts.iter().any(|&(t, _)| slot[t].is_some())
-                    && (self.other_types == OtherTypes::Relabel
+                    && (self.other_types != OtherTypes::Exclude
                         || counts.iter().all(|&(t, _)| slot[t].is_some()))
             })
             .collect();
@@ -323,7 +330,8 @@ impl<'a> EpisodeSampler<'a> {
         )
         .map_err(|short| DrawFailure::Short("query", names(), short))?;
 
-        let relabel = |i: usize| restrict(&source.sentences[i], &source.types, &slot);
+        let mark = self.other_types == OtherTypes::Mark;
+        let relabel = |i: usize| restrict(&source.sentences[i], &source.types, &slot, mark);
         Ok(Episode {
             domain: source.name.clone(),
             support: support.into_iter().map(relabel).collect(),
@@ -419,8 +427,9 @@ fn greedy_fill(
         .collect())
 }
 
-/// `sentence` with every entity of a type without a slot tagged `O`.
-fn restrict(sentence: &Sentence, types: &[String], slot: &[Option<usize>]) -> Sentence {
+/// `sentence` with every entity of a type without a slot tagged `O`, or, with `mark`, tagged
+/// with the type [`OTHER_TAG`].
+fn restrict(sentence: &Sentence, types: &[String], slot: &[Option<usize>], mark: bool) -> Sentence {
     let kept = |ty: &str| {
         types
             .binary_search_by(|probe| probe.as_str().cmp(ty))
@@ -432,6 +441,7 @@ fn restrict(sentence: &Sentence, types: &[String], slot: &[Option<usize>]) -> Se
         .map(|tag| {
             let ty = tag.strip_prefix("B-").or_else(|| tag.strip_prefix("I-"));
             match ty {
+                Some(ty) if !kept(ty) && mark => format!("{}{OTHER_TAG}", &tag[..2]),
                 Some(ty) if !kept(ty) => "O".to_string(),
                 _ => tag.clone(),
             }
@@ -697,6 +707,38 @@ mod tests {
                 assert!(relabelled > 0, "{n}-way: no foreign entity seen");
             }
         }
+    }
+
+    #[test]
+    fn mark_mode_tags_foreign_entities_as_other_with_their_boundaries() {
+        let corpus = synthetic();
+        let mut relabel = EpisodeSampler::new(&corpus, 9);
+        let mut mark = EpisodeSampler::new(&corpus, 9).with_other_types(OtherTypes::Mark);
+        let mut marked = 0;
+        for _ in 0..20 {
+            let plain = relabel.sample(3, 1, 1).unwrap();
+            let e = mark.sample(3, 1, 1).unwrap();
+            assert_eq!(plain.types, e.types, "same draws, same seed");
+            for (p, s) in plain
+                .support
+                .iter()
+                .chain(&plain.query)
+                .zip(e.support.iter().chain(&e.query))
+            {
+                let original = corpus.iter().find(|c| c.tokens == s.tokens).unwrap();
+                for ((a, b), c) in original.tags.iter().zip(&s.tags).zip(&p.tags) {
+                    let ty = &a[a.len().min(2)..];
+                    if a != "O" && !e.types.iter().any(|t| t == ty) {
+                        assert_eq!(b, &format!("{}{OTHER_TAG}", &a[..2]));
+                        assert_eq!(c, "O");
+                        marked += 1;
+                    } else {
+                        assert_eq!(a, b);
+                    }
+                }
+            }
+        }
+        assert!(marked > 0, "no foreign entity seen");
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn runtime_word_outputs(tagger: &Tagger, bundle: &Bundle, text: &str) -> (Vec<f3
     )
     .unwrap();
     let e = tok.encode(text);
-    let (scores, _) = enc.encode(&[e.ids.as_slice()]).unwrap();
+    let (scores, _) = enc.encode(&[(&e).into()]).unwrap();
     let d = meta.encoder.type_dim;
     let mut b = Vec::new();
     let mut t = Vec::new();
@@ -328,4 +328,150 @@ fn resuming_with_another_config_is_refused() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("different config"), "{err:#}");
+}
+
+fn dense_fixture_config() -> TrainConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/train/tiny-dense.toml");
+    TrainConfig::load(&path).unwrap()
+}
+
+fn log_values(out: &Path, key: &str) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let x = key
+                .split('.')
+                .try_fold(&v, |v, k| v.get(k))
+                .and_then(|x| x.as_f64())?;
+            Some((v["step"].as_u64().unwrap(), x))
+        })
+        .collect()
+}
+
+/// Dense supervision with casing and the "other" type: the dense loss falls, the bundle
+/// records the shape scheme, the trained window and the other prototypes, it exports the
+/// best-validated weights (the runtime's encoder outputs are those of `best.ckpt`), and its
+/// bank types tag a toy sentence.
+#[test]
+fn dense_training_exports_the_best_validated_casing_model() {
+    let mut cfg = dense_fixture_config();
+    cfg.steps = 160;
+    cfg.log_every = 1000;
+    cfg.checkpoint_every = 0;
+    cfg.data.validate_every = 20;
+    cfg.optim.lr_encoder = 1e-3;
+    cfg.optim.lr_heads = 1e-2;
+    let out = temp_dir("dense");
+    run_meta(&cfg, &opts(&out)).unwrap();
+    let dense = log_values(&out, "dense.total");
+    assert_eq!(dense.len(), 160);
+    let first: f64 = dense[..20].iter().map(|x| x.1).sum::<f64>() / 20.0;
+    let last: f64 = dense[dense.len() - 20..].iter().map(|x| x.1).sum::<f64>() / 20.0;
+    eprintln!("dense loss: first 20 steps {first:.3}, last 20 {last:.3}");
+    assert!(
+        last < 0.5 * first,
+        "dense loss did not fall: {first} -> {last}"
+    );
+
+    let val = log_values(&out, "validation_supervised_f1");
+    assert_eq!(val.len(), 8, "validation every 20 steps: {val:?}");
+    let best = val.iter().fold(
+        (0, f64::NEG_INFINITY),
+        |b, &(s, f)| if f > b.1 { (s, f) } else { b },
+    );
+    eprintln!("validation F1 {val:?}; best {best:?}");
+    assert!(best.1 > 0.5, "supervised validation F1 stayed low: {val:?}");
+
+    let bundle = Bundle::open(&out.join("model.nerb")).unwrap();
+    let meta = bundle.metadata();
+    assert_eq!(meta.encoder.shape_scheme.as_deref(), Some("case6-v1"));
+    assert_eq!(meta.encoder.trained_window, Some(48));
+    let d = meta.encoder.type_dim;
+    assert_eq!(bundle.to_f32_vec("labels.other").unwrap().len(), 2 * d);
+    assert!(
+        meta.provenance
+            .notes
+            .ends_with(&format!("weights of step {}", best.0)),
+        "{}",
+        meta.provenance.notes
+    );
+
+    let state = load_state(&cfg, &out.join("best.ckpt")).unwrap();
+    assert_eq!(state.step, best.0);
+    let types: Vec<String> = ["person", "location"].map(String::from).to_vec();
+    let tagger = Tagger::new(&bundle, Some(&types)).unwrap();
+    let text = "Sara Novak moved to Lima last year .";
+    let e = tagger.tokenizer().encode(text);
+    let tok = tagger.tokenizer();
+    let ids: Vec<u32> = std::iter::once(tok.cls_id())
+        .chain(e.ids.iter().copied())
+        .chain([tok.sep_id()])
+        .collect();
+    let shapes: Vec<u8> = std::iter::once(0)
+        .chain(e.shapes.iter().copied())
+        .chain([0])
+        .collect();
+    let mut batch = PieceBatch::default();
+    batch
+        .push_shaped(&state.weights.config, &ids, Some(&shapes))
+        .unwrap();
+    let mut tape = Tape::new();
+    forward(&state.weights, &batch, &mut tape);
+    let (_, rt) = runtime_word_outputs(&tagger, &bundle, text);
+    for (w, &p) in e.word_first_piece.iter().enumerate() {
+        let p = p as usize + 1;
+        for k in 0..d {
+            let (a, b) = (tape.types()[p * d + k], rt[w * d + k]);
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                "word {w}: {a} vs {b}"
+            );
+        }
+    }
+    let tagged = tagger.tag(&[text], 1).unwrap();
+    let found: Vec<&str> = tagged[0]
+        .entities
+        .iter()
+        .map(|e| &text[e.span.clone()])
+        .collect();
+    assert!(
+        found.contains(&"Lima") || found.contains(&"Sara Novak"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn dense_training_resumes_bit_identically() {
+    let mut cfg = dense_fixture_config();
+    cfg.steps = 10;
+    cfg.checkpoint_every = 1;
+    let whole = temp_dir("dense-whole");
+    run_meta(&cfg, &opts(&whole)).unwrap();
+    let split = temp_dir("dense-split");
+    run_meta(
+        &cfg,
+        &RunOptions {
+            stop_after: Some(5),
+            ..opts(&split)
+        },
+    )
+    .unwrap();
+    run_meta(
+        &cfg,
+        &RunOptions {
+            resume: true,
+            ..opts(&split)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        checkpoint_bytes_without_log(&whole),
+        checkpoint_bytes_without_log(&split)
+    );
+    assert_eq!(
+        std::fs::read(whole.join("best.ckpt")).unwrap(),
+        std::fs::read(split.join("best.ckpt")).unwrap()
+    );
 }

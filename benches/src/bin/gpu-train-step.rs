@@ -74,6 +74,7 @@ fn sentence(rng: &mut SplitMix64, n_way: usize, must: usize) -> EncodedSentence 
     }
     ids.push(102);
     EncodedSentence {
+        shapes: vec![0; ids.len()],
         ids,
         first_piece,
         labels,
@@ -127,7 +128,7 @@ fn run() -> Result<()> {
     config.episodes_per_step = per_step;
     config.threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(per_step));
     let c = EncoderConfig::minilm_l6();
-    let mut state = fresh_state(&config, random_init(&c, 1))?;
+    let mut state = fresh_state(&config, random_init(&c, 1), Vec::new())?;
     if cpu {
         return cpu_baseline(&config, &mut state, steps);
     }
@@ -212,7 +213,7 @@ fn run() -> Result<()> {
 fn cpu_baseline(config: &TrainConfig, state: &mut TrainState, steps: usize) -> Result<()> {
     let per_step = config.episodes_per_step;
     let mut workers: Vec<StepWorker> = (0..config.threads)
-        .map(|_| StepWorker::new(&state.weights.config, per_step))
+        .map(|_| StepWorker::new(&state.weights.config, &state.classes, per_step, 0, 0.0))
         .collect();
     println!(
         "CPU baseline: MiniLM-L6 shape, random weights, {per_step} episodes per step on {} threads",
@@ -225,7 +226,7 @@ fn cpu_baseline(config: &TrainConfig, state: &mut TrainState, steps: usize) -> R
             .map(|i| episode(&mut rng, step * per_step + i))
             .collect();
         let t = Instant::now();
-        let (terms, pushes) = compute_gradients(state, &episodes, &mut workers, config)?;
+        let (terms, _, pushes) = compute_gradients(state, &episodes, &[], &mut workers, config)?;
         let norm = apply_update(state, &mut workers, config, 1.0)?;
         let wall = t.elapsed().as_secs_f64();
         for ((source, name), v) in pushes {

@@ -23,8 +23,10 @@ use ner_edge_trainer::backprop::{GradMode, PieceBatch};
 use ner_edge_trainer::model::{random_init, EncoderConfig};
 use ner_edge_trainer::train::config::TrainConfig;
 use ner_edge_trainer::train::data::{self, EncodedEpisode};
+use ner_edge_trainer::train::dense::DenseSampler;
 use ner_edge_trainer::train::meta::{
-    apply_update, compute_gradients, fresh_state, initial_weights, step_episodes,
+    apply_update, class_names, compute_gradients, dense_weights, fresh_state, initial_weights,
+    step_dense, step_episodes,
 };
 use ner_edge_trainer::train::step::StepWorker;
 
@@ -60,10 +62,28 @@ fn run() -> Result<()> {
     };
     let tokenizer = Tokenizer::new(&bert_uncased_meta(), &vocab)?;
     let data = data::load(&config.data, &tokenizer)?;
-    let mut state = fresh_state(&config, weights)?;
+    let mut state = fresh_state(&config, weights, class_names(&config, &data))?;
+    let dense_sampler = if config.dense_on() {
+        Some(DenseSampler::new(
+            &data,
+            &state.classes,
+            &tokenizer,
+            &dense_weights(&config),
+        )?)
+    } else {
+        None
+    };
     let threads = config.threads.min(config.episodes_per_step).max(1);
     let mut workers: Vec<StepWorker> = (0..threads)
-        .map(|_| StepWorker::new(&state.weights.config, config.episodes_per_step))
+        .map(|_| {
+            StepWorker::new(
+                &state.weights.config,
+                &state.classes,
+                config.episodes_per_step,
+                config.dense.sequences_per_step,
+                config.dense.weight,
+            )
+        })
         .collect();
 
     let mut first: Vec<EncodedEpisode> = Vec::new();
@@ -75,9 +95,13 @@ fn run() -> Result<()> {
             .iter()
             .map(|e| data::encode_episode(e, &tokenizer))
             .collect::<Result<_>>()?;
+        let dense = match &dense_sampler {
+            Some(s) => step_dense(&config, s, &tokenizer, step)?,
+            None => Vec::new(),
+        };
         let t_sample = ms(t0);
         let t1 = Instant::now();
-        let (_, pushes) = compute_gradients(&state, &encoded, &mut workers, &config)?;
+        let (_, _, pushes) = compute_gradients(&state, &encoded, &dense, &mut workers, &config)?;
         let t_grad = ms(t1);
         let t2 = Instant::now();
         apply_update(&mut state, &mut workers, &config, 1.0)?;
@@ -88,6 +112,7 @@ fn run() -> Result<()> {
         let pieces: usize = encoded
             .iter()
             .flat_map(|e| e.support.iter().chain(&e.query))
+            .chain(dense.iter().map(|d| &d.sentence))
             .map(|s| s.ids.len())
             .sum();
         if step == 0 {
@@ -146,7 +171,7 @@ fn split_by_layer(c: &EncoderConfig, episodes: &[EncodedEpisode]) -> Result<()> 
     for ep in episodes {
         let mut batch = PieceBatch::default();
         for s in ep.support.iter().chain(&ep.query) {
-            batch.push(c, &s.ids)?;
+            batch.push_shaped(c, &s.ids, Some(&s.shapes))?;
         }
         let n = batch.tokens();
         let offsets = batch.offsets().to_vec();
@@ -173,6 +198,7 @@ fn split_by_layer(c: &EncoderConfig, episodes: &[EncodedEpisode]) -> Result<()> 
                 &w.word_embeddings,
                 &w.position_embeddings,
                 &w.token_type_embedding,
+                (!w.shape_embeddings.is_empty()).then(|| (&w.shape_embeddings[..], batch.shapes())),
                 batch.ids(),
                 &offsets,
                 &mut y,
@@ -186,6 +212,8 @@ fn split_by_layer(c: &EncoderConfig, episodes: &[EncodedEpisode]) -> Result<()> 
                 &mut g.word_embeddings,
                 &mut g.position_embeddings,
                 &mut g.token_type_embedding,
+                (!g.shape_embeddings.is_empty())
+                    .then(|| (&mut g.shape_embeddings[..], batch.shapes())),
             )
         });
         split.add("embeddings (gather / scatter-add)", f, b);

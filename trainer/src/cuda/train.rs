@@ -98,6 +98,11 @@ impl CudaTrainer {
 
     /// [`CudaTrainer::open`] on an opened device.
     pub fn new(gpu: Gpu, state: &TrainState, config: &TrainConfig) -> Result<CudaTrainer> {
+        ensure!(
+            state.weights.config.shape_classes == 0,
+            "the CUDA backend has no word-shape (casing) input yet; train this config with \
+             --backend cpu, or set encoder.casing = false"
+        );
         let model = CudaModel::new(gpu, &state.weights)?;
         let n_enc = model.table().len();
         let n_heads = state.heads.tensors().len();
@@ -519,7 +524,7 @@ mod tests {
         let (weights, origin) = initial_weights(&config).unwrap();
         let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text).unwrap();
         let training = data::load(&config.data, &tokenizer).unwrap();
-        let state = fresh_state(&config, weights).unwrap();
+        let state = fresh_state(&config, weights, Vec::new()).unwrap();
         let encoded: Vec<EncodedEpisode> = step_episodes(&config, &training, 3)
             .unwrap()
             .iter()
@@ -527,9 +532,15 @@ mod tests {
             .collect();
         let c = state.weights.config.clone();
 
-        let mut workers = vec![StepWorker::new(&c, config.episodes_per_step)];
-        let (want_terms, want_pushes) =
-            compute_gradients(&state, &encoded, &mut workers, &config).unwrap();
+        let mut workers = vec![StepWorker::new(
+            &c,
+            &state.classes,
+            config.episodes_per_step,
+            0,
+            0.0,
+        )];
+        let (want_terms, _, want_pushes) =
+            compute_gradients(&state, &encoded, &[], &mut workers, &config).unwrap();
         let want: Vec<Vec<f32>> = workers[0]
             .grads_flat()
             .iter()

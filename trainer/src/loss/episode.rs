@@ -12,6 +12,11 @@
 //! total    = w.crf·crf + w.span·span + w.type·type + w.kl·kl
 //! ```
 //!
+//! With an "other" prototype `o` ([`EpisodeInput::other`]), labels may also name type `N`
+//! (entities of the corpus's undrawn types): the CRF and type terms then score `N + 1` types
+//! with prototypes `[μ; o]`, the span term counts those entities as B/I, and the gradient wrt
+//! `o` is returned; prototypes, posterior and KL stay over the `N` drawn types.
+//!
 //! All arithmetic is `f64`; inputs and gradients are `f32` at the interface. The functions are
 //! pure (no global state), so any number of threads may call them at once.
 
@@ -79,6 +84,8 @@ pub struct EpisodeInput<'a> {
     /// to use the support mean `s_k` itself, in which case the gradient flows through both
     /// halves of the MLP input.
     pub mapped_means: &'a [Option<Vec<f32>>],
+    /// The "other" prototype (`[type_dim]`) when labels may name the extra type `N`.
+    pub other: Option<&'a [f32]>,
 }
 
 /// The separate loss terms (unweighted) and the weighted total.
@@ -115,6 +122,8 @@ pub struct EpisodeLoss {
     pub prior: PriorParams,
     /// `[N, type_dim]` the prior prototypes μ used for the query emissions.
     pub prototypes: Vec<f32>,
+    /// `[type_dim]` wrt the "other" prototype (empty without one).
+    pub other: Vec<f32>,
 }
 
 /// One sentence widened to `f64`.
@@ -186,6 +195,7 @@ fn prior_path(
     support: &[Sentence],
     prior: &PriorParams,
     mapped_means: &[Option<Vec<f32>>],
+    with_other: bool,
 ) -> Result<PriorPath> {
     ensure!(n > 0, "an episode needs at least one type");
     ensure!(d > 0, "type dimension must be positive");
@@ -201,8 +211,12 @@ fn prior_path(
         "prior MLP dimension {} differs from type dimension {d}",
         prior.dim
     );
-    let support_means =
-        TypeMeans::compute(support.iter().map(|s| (&s.types[..], &s.labels[..])), d, n);
+    let labelled = n + usize::from(with_other);
+    let support_means = TypeMeans::compute(
+        support.iter().map(|s| (&s.types[..], &s.labels[..])),
+        d,
+        labelled,
+    );
     let mut caches = Vec::with_capacity(n);
     let mut mapped_is_support = Vec::with_capacity(n);
     let mut mu = Vec::with_capacity(n * d);
@@ -247,8 +261,17 @@ fn prior_path(
 /// ignored. Errors as for [`episode_loss`].
 pub fn prior_prototypes(input: &EpisodeInput<'_>, prior: &PriorParams) -> Result<Vec<f32>> {
     let (n, d) = (input.n_types, input.type_dim);
-    let support = sentences(input.support, "support", d, n)?;
-    let path = prior_path(n, d, input.type_names, &support, prior, input.mapped_means)?;
+    let with_other = input.other.is_some();
+    let support = sentences(input.support, "support", d, n + usize::from(with_other))?;
+    let path = prior_path(
+        n,
+        d,
+        input.type_names,
+        &support,
+        prior,
+        input.mapped_means,
+        with_other,
+    )?;
     Ok(narrow(&path.mu))
 }
 
@@ -301,23 +324,44 @@ pub fn episode_loss(
     weights: &LossWeights,
 ) -> Result<EpisodeLoss> {
     let (n, d) = (input.n_types, input.type_dim);
-    let l = label_count(n);
-    let support = sentences(input.support, "support", d, n)?;
-    let query = sentences(input.query, "query", d, n)?;
-    let path = prior_path(n, d, input.type_names, &support, prior, input.mapped_means)?;
-    let mu = &path.mu;
+    let with_other = input.other.is_some();
+    if let Some(o) = input.other {
+        ensure!(
+            o.len() == d && o.iter().all(|x| x.is_finite()),
+            "the other prototype must be {d} finite values"
+        );
+    }
+    // Types the labels range over: the drawn ones, then "other".
+    let m = n + usize::from(with_other);
+    let l = label_count(m);
+    let support = sentences(input.support, "support", d, m)?;
+    let query = sentences(input.query, "query", d, m)?;
+    let path = prior_path(
+        n,
+        d,
+        input.type_names,
+        &support,
+        prior,
+        input.mapped_means,
+        with_other,
+    )?;
+    let mut mu = path.mu.clone();
+    if let Some(o) = input.other {
+        mu.extend(o.iter().map(|&x| f64::from(x)));
+    }
+    let mu = &mu;
     let posterior = TypeMeans::compute(
         support
             .iter()
             .chain(&query)
             .map(|s| (&s.types[..], &s.labels[..])),
         d,
-        n,
+        m,
     );
 
     let mut terms = LossTerms::default();
-    let mut d_mu = vec![0.0; n * d];
-    let mut d_post = vec![0.0; n * d];
+    let mut d_mu = vec![0.0; m * d];
+    let mut d_post = vec![0.0; m * d];
     let mut cdt_grad = CdtGrad::default();
 
     let n_words: usize = support.iter().chain(&query).map(|s| s.labels.len()).sum();
@@ -339,7 +383,7 @@ pub fn episode_loss(
         0.0
     };
 
-    let transitions = CrfTransitions::new(cdt, n);
+    let transitions = CrfTransitions::new(cdt, m);
     let mut support_grads = Vec::with_capacity(support.len());
     for s in &support {
         let em = Emissions::compute(&s.boundary, &s.types, d, &[], 0)?;
@@ -357,9 +401,9 @@ pub fn episode_loss(
     let mut query_grads = Vec::with_capacity(query.len());
     for s in &query {
         let len = s.labels.len();
-        let em = Emissions::compute(&s.boundary, &s.types, d, mu, n)?;
+        let em = Emissions::compute(&s.boundary, &s.types, d, mu, m)?;
         let mut d_lb = vec![0.0; 3 * len];
-        let mut d_lt = vec![0.0; n * len];
+        let mut d_lt = vec![0.0; m * len];
         if len > 0 {
             let scores = em.scores();
             let mut d_scores = vec![0.0; len * l];
@@ -378,8 +422,8 @@ pub fn episode_loss(
             terms.span -= span_scale * em.log_boundary[3 * t + c];
             d_lb[3 * t + c] -= weights.span * span_scale;
             if let Some(k) = label_type(y) {
-                terms.type_ce -= type_scale * em.log_types[t * n + k];
-                d_lt[t * n + k] -= weights.type_ce * type_scale;
+                terms.type_ce -= type_scale * em.log_types[t * m + k];
+                d_lt[t * m + k] -= weights.type_ce * type_scale;
             }
         }
         let mut db = vec![0.0; 3 * len];
@@ -389,12 +433,12 @@ pub fn episode_loss(
     }
 
     let kl_scale = 1.0 / n as f64;
-    for ((dm, dp), (&m, &p)) in d_mu
+    for ((dm, dp), (&mk, &p)) in d_mu[..n * d]
         .iter_mut()
-        .zip(d_post.iter_mut())
+        .zip(d_post[..n * d].iter_mut())
         .zip(mu.iter().zip(&posterior.means))
     {
-        let diff = p - m;
+        let diff = p - mk;
         terms.kl += kl_scale * 0.5 * diff * diff;
         *dm -= weights.kl * kl_scale * diff;
         *dp += weights.kl * kl_scale * diff;
@@ -406,7 +450,7 @@ pub fn episode_loss(
 
     let g = gamma();
     let mut prior_grad = PriorParams::zeros(d);
-    let mut d_support_means = vec![0.0; n * d];
+    let mut d_support_means = vec![0.0; m * d];
     let mut d_input = vec![0.0; 2 * d];
     for k in 0..n {
         let dmu = &d_mu[k * d..(k + 1) * d];
@@ -442,7 +486,8 @@ pub fn episode_loss(
         query: pack(query_grads),
         cdt: cdt_grad,
         prior: prior_grad,
-        prototypes: narrow(mu),
+        prototypes: narrow(&mu[..n * d]),
+        other: narrow(&d_mu[n * d..]),
     })
 }
 
@@ -467,10 +512,12 @@ mod tests {
         prior: PriorParams,
         cdt: CdtParams,
         mapped: Vec<Option<Vec<f32>>>,
+        other: Option<Vec<f32>>,
     }
 
     #[derive(Clone, Copy, Debug)]
     enum Coord {
+        Other(usize),
         SupportBoundary(usize, usize),
         SupportTypes(usize, usize),
         QueryBoundary(usize, usize),
@@ -522,7 +569,20 @@ mod tests {
             prior,
             cdt,
             mapped,
+            other: None,
         }
+    }
+
+    /// [`fixture`] with an "other" prototype and some words relabelled as "other" entities
+    /// (type 3: B = 7, I = 8) in support and query.
+    fn fixture_with_other(seed: u64) -> Fixture {
+        let mut fx = fixture(seed);
+        let mut rng = SplitMix64::new(seed ^ 99);
+        fx.other = Some(rng.normal_vec(fx.d, 0.5));
+        fx.support[1].labels = vec![3, 4, 7, 5];
+        fx.query[0].labels = vec![7, 5, 6, 0];
+        fx.query[1].labels = vec![1, 2, 7, 8, 3, 4, 0];
+        fx
     }
 
     fn refs(set: &[Owned]) -> Vec<SentenceRef<'_>> {
@@ -545,6 +605,7 @@ mod tests {
                 support: &support,
                 query: &query,
                 mapped_means: &self.mapped,
+                other: self.other.as_deref(),
             };
             episode_loss(&input, &self.prior, &self.cdt, w)
         }
@@ -560,6 +621,9 @@ mod tests {
                 out.extend((0..s.types.len()).map(|j| Coord::QueryTypes(i, j)));
             }
             out.extend((0..21).map(Coord::Cdt));
+            if let Some(o) = &self.other {
+                out.extend((0..o.len()).map(Coord::Other));
+            }
             let p = &self.prior;
             for (t, len) in [
                 p.fc1_weight.len(),
@@ -584,6 +648,7 @@ mod tests {
                 Coord::Cdt(i) if i < 15 => &mut self.cdt.matrix[i / 5][i % 5],
                 Coord::Cdt(i) if i < 18 => &mut self.cdt.start[i - 15],
                 Coord::Cdt(i) => &mut self.cdt.end[i - 18],
+                Coord::Other(i) => &mut self.other.as_mut().unwrap()[i],
                 Coord::Prior(0, i) => &mut self.prior.fc1_weight[i],
                 Coord::Prior(1, i) => &mut self.prior.fc1_bias[i],
                 Coord::Prior(2, i) => &mut self.prior.fc2_weight[i],
@@ -599,6 +664,7 @@ mod tests {
             Coord::QueryBoundary(i, j) => out.query[i].boundary[j],
             Coord::QueryTypes(i, j) => out.query[i].types[j],
             Coord::Cdt(i) => out.cdt.to_flat()[i],
+            Coord::Other(i) => out.other[i],
             Coord::Prior(0, i) => out.prior.fc1_weight[i],
             Coord::Prior(1, i) => out.prior.fc1_bias[i],
             Coord::Prior(2, i) => out.prior.fc2_weight[i],
@@ -658,6 +724,32 @@ mod tests {
         ] {
             check_fd(&mut fx, &w, what);
         }
+    }
+
+    #[test]
+    fn every_term_matches_finite_differences_with_an_other_type() {
+        let mut fx = fixture_with_other(7);
+        for (w, what) in [
+            (only(1.0, 0.0, 0.0, 0.0), "crf with other"),
+            (only(0.0, 1.0, 0.0, 0.0), "span with other"),
+            (only(0.0, 0.0, 1.0, 0.0), "type with other"),
+            (only(0.0, 0.0, 0.0, 1.0), "kl with other"),
+        ] {
+            check_fd(&mut fx, &w, what);
+        }
+        let out = fx.eval(&LossWeights::default()).unwrap();
+        assert_eq!(out.prototypes.len(), fx.n * fx.d);
+        assert!(out.other.iter().any(|&g| g != 0.0));
+        let mut without = fixture_with_other(7);
+        without.other = None;
+        let e = without
+            .eval(&LossWeights::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BIO"),
+            "labels of the other type need the other prototype: {e}"
+        );
     }
 
     #[test]
@@ -754,6 +846,7 @@ mod tests {
             support: &support,
             query: &[],
             mapped_means: &fx.mapped,
+            other: None,
         };
         let mu = prior_prototypes(&input, &fx.prior).unwrap();
         assert_eq!(mu, out.prototypes);

@@ -12,8 +12,13 @@
 //! * [`prior`]: the prior MLP (`[s; m]` → fc1 → ReLU → fc2) and `μ = γ·MLP + (1 − γ)·s`.
 //! * [`memory`]: the FIFO label memory and its OT retrieval.
 //! * [`heads`]: the CDT numbers and prior MLP as named tensors for the optimiser.
+//! * [`dense`](mod@dense): [`dense_loss`], the loss of one fully annotated sequence against
+//!   learned class vectors.
+//! * [`classes`]: the learned class vectors and the "none of these types" vectors.
 
+pub mod classes;
 pub mod crf;
+pub mod dense;
 pub mod emissions;
 pub mod episode;
 pub mod heads;
@@ -21,7 +26,9 @@ pub mod memory;
 pub mod prior;
 pub mod prototypes;
 
+pub use classes::{ClassParams, OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT};
 pub use crf::{cdt_from_flat, cdt_to_flat, crf_nll, CdtGrad, CrfTransitions};
+pub use dense::{dense_loss, DenseLoss};
 pub use emissions::Emissions;
 pub use episode::{
     entity_vectors, episode_loss, prior_prototypes, EpisodeInput, EpisodeLoss, LossTerms,

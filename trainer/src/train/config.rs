@@ -37,6 +37,14 @@ pub struct TrainConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub episodes: EpisodeShape,
+    /// Dense supervision beside the episodes (off unless `dense.sequences_per_step > 0`).
+    #[serde(default)]
+    pub dense: DenseConfig,
+    /// Learn a "none of these types" prototype: entities of types that are not scored (undrawn
+    /// in an episode, left out of a dense sequence's subset) are labelled with it instead of
+    /// `O`, and the exported bundle carries it (`labels.other`).
+    #[serde(default)]
+    pub other_type: bool,
     #[serde(default)]
     pub optim: OptimConfig,
     #[serde(default)]
@@ -66,6 +74,10 @@ pub enum EncoderInit {
         dir: Option<PathBuf>,
         #[serde(default = "default_type_dim")]
         type_dim: usize,
+        /// Add the word-shape (casing) input, a zero-initialised table of
+        /// [`ner_edge::tokenizer::SHAPE_CLASSES`] rows.
+        #[serde(default)]
+        casing: bool,
     },
     /// Random weights of the given shape, with the vocabulary file `vocab` (`vocab.txt`
     /// format; its line count must equal `shape.vocab_size`).
@@ -98,10 +110,36 @@ pub struct DataConfig {
     /// How many validation episodes are scored each time (0: all).
     #[serde(default)]
     pub validation_episodes: usize,
+    /// Optional episodes sampled at start-up from a corpus, scored like `validation` (instead
+    /// of it).
+    #[serde(default)]
+    pub validation_sampled: Option<SampledValidation>,
+    /// Optional fully annotated corpus (any format `read_corpus` knows) scored every
+    /// `validate_every` steps with the learned class vectors (supervised micro F1); needs dense
+    /// supervision. With both validation sets, model selection uses their mean F1.
+    #[serde(default)]
+    pub validation_supervised: Option<PathBuf>,
+    /// Probability that a training sequence (episode sentence or dense sequence) is shown with
+    /// the word shapes of its all-lower-case text, so casing helps without being required.
+    #[serde(default)]
+    pub lowercase: f32,
 }
 
 fn default_max_pieces() -> usize {
     96
+}
+
+/// Validation episodes drawn from a corpus when the run starts: `episodes` N-way K~2K-shot
+/// episodes with a query of 1~2 entities per type, sentences that mention other types excluded
+/// (Few-NERD's sampler), from `path` (relative to `data_root`) with `seed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampledValidation {
+    pub path: PathBuf,
+    pub n_way: usize,
+    pub k_shot: usize,
+    pub episodes: usize,
+    pub seed: u64,
 }
 
 /// One training corpus: a name (e.g. `"crossner-music"`, the episodes' domain) and the files,
@@ -112,6 +150,18 @@ fn default_max_pieces() -> usize {
 pub struct CorpusEntry {
     pub name: String,
     pub paths: Vec<PathBuf>,
+    /// How often the dense sampler picks this corpus relative to its size: a corpus is drawn
+    /// with probability proportional to `dense_weight × sentences` (default 1).
+    #[serde(default = "default_dense_weight", skip_serializing_if = "is_one")]
+    pub dense_weight: f32,
+}
+
+fn default_dense_weight() -> f32 {
+    1.0
+}
+
+fn is_one(x: &f32) -> bool {
+    *x == 1.0
 }
 
 /// Episode sizes; each episode uses setting `i % len` of the lists, zipped.
@@ -132,6 +182,37 @@ impl Default for EpisodeShape {
             k_shot: vec![1],
             query_k: vec![1],
             exclude_other_types: false,
+        }
+    }
+}
+
+/// Dense supervision: packed runs of consecutive sentences of one corpus with their full
+/// annotation, scored against learned class vectors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenseConfig {
+    /// Packed sequences per optimiser step (0: no dense supervision).
+    pub sequences_per_step: usize,
+    /// Longest packed sequence in word pieces (without `[CLS]`/`[SEP]`); the exported bundle's
+    /// `encoder.trained_window`.
+    pub window: usize,
+    /// Weight of the mean dense loss beside the mean episode loss.
+    pub weight: f32,
+    /// Probability that a sequence scores a random non-empty subset of its corpus's types, the
+    /// other entities labelled with the "other" type (needs `other_type`).
+    pub subset: f32,
+    /// Probability that a sequence is one sentence rather than a packed run.
+    pub single: f32,
+}
+
+impl Default for DenseConfig {
+    fn default() -> Self {
+        DenseConfig {
+            sequences_per_step: 0,
+            window: 128,
+            weight: 1.0,
+            subset: 0.0,
+            single: 0.25,
         }
     }
 }
@@ -211,6 +292,15 @@ impl TrainConfig {
         if let Some(v) = &mut self.data.validation {
             join(v);
         }
+        if let Some(v) = &mut self.data.validation_supervised {
+            join(v);
+        }
+        if let Some(v) = &mut self.data.validation_sampled {
+            let root = self.data.data_root.clone();
+            if v.path.is_relative() {
+                v.path = root.join(&v.path);
+            }
+        }
         match &mut self.encoder {
             EncoderInit::Minilm { dir: Some(d), .. } => join(d),
             EncoderInit::Random { vocab, .. } => join(vocab),
@@ -230,6 +320,21 @@ impl TrainConfig {
         ensure!(!self.data.corpora.is_empty(), "data.corpora is empty");
         for c in &self.data.corpora {
             ensure!(!c.paths.is_empty(), "corpus {:?} lists no paths", c.name);
+            ensure!(
+                c.dense_weight.is_finite() && c.dense_weight >= 0.0,
+                "corpus {:?}: dense_weight must be finite and >= 0",
+                c.name
+            );
+        }
+        ensure!(
+            self.data.validation.is_none() || self.data.validation_sampled.is_none(),
+            "data.validation and data.validation_sampled exclude each other"
+        );
+        if let Some(v) = &self.data.validation_sampled {
+            ensure!(
+                v.n_way > 0 && v.k_shot > 0 && v.episodes > 0,
+                "data.validation_sampled: n_way, k_shot and episodes must be positive"
+            );
         }
         ensure!(
             self.data.max_pieces >= 1,
@@ -249,6 +354,38 @@ impl TrainConfig {
                 .chain(&e.query_k)
                 .all(|&x| x > 0),
             "episode sizes must be positive"
+        );
+        let dn = &self.dense;
+        if dn.sequences_per_step > 0 {
+            ensure!(
+                dn.window >= self.data.max_pieces,
+                "dense.window ({}) must be at least data.max_pieces ({})",
+                dn.window,
+                self.data.max_pieces
+            );
+            ensure!(
+                dn.weight.is_finite() && dn.weight >= 0.0,
+                "dense.weight must be finite and >= 0"
+            );
+        }
+        for (name, p) in [
+            ("dense.subset", dn.subset),
+            ("dense.single", dn.single),
+            ("data.lowercase", self.data.lowercase),
+        ] {
+            ensure!((0.0..=1.0).contains(&p), "{name} must be in [0, 1]");
+        }
+        ensure!(
+            dn.subset == 0.0 || self.other_type,
+            "dense.subset needs other_type = true (otherwise left-out entities would be taught as O)"
+        );
+        ensure!(
+            !(self.other_type && self.episodes.exclude_other_types),
+            "other_type and episodes.exclude_other_types exclude each other"
+        );
+        ensure!(
+            self.data.validation_supervised.is_none() || dn.sequences_per_step > 0,
+            "data.validation_supervised needs dense supervision (dense.sequences_per_step > 0)"
         );
         let o = &self.optim;
         ensure!(
@@ -276,6 +413,20 @@ impl TrainConfig {
             shape.validate()?;
         }
         Ok(())
+    }
+
+    /// Whether dense supervision is on.
+    pub fn dense_on(&self) -> bool {
+        self.dense.sequences_per_step > 0
+    }
+
+    /// Longest input the run trains on (pieces, without `[CLS]`/`[SEP]`).
+    pub fn trained_window(&self) -> usize {
+        if self.dense_on() {
+            self.dense.window.max(self.data.max_pieces)
+        } else {
+            self.data.max_pieces
+        }
     }
 
     /// Warm-up length in steps.

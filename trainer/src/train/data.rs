@@ -88,14 +88,17 @@ fn hex(bytes: &[u8]) -> String {
 pub struct EncodedSentence {
     /// `[CLS] pieces [SEP]`.
     pub ids: Vec<u32>,
+    /// Word-shape id of each entry of `ids` (0 for `[CLS]` and `[SEP]`).
+    pub shapes: Vec<u8>,
     /// Index into `ids` of the first piece of each word (so never 0, the `[CLS]`).
     pub first_piece: Vec<usize>,
     /// Label of each word in the layout of `ner_edge::decode::labels` for the episode's types.
     pub labels: Vec<usize>,
 }
 
-/// An episode ready for the model: its types (label `1 + 2k` is `B-types[k]`), the corpus it
-/// came from, and encoded support and query sentences.
+/// An episode ready for the model: its types (label `1 + 2k` is `B-types[k]`; entities tagged
+/// with [`crate::episodes::OTHER_TAG`] get type `types.len()`), the corpus it came from, and
+/// encoded support and query sentences.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncodedEpisode {
     pub source: String,
@@ -105,14 +108,17 @@ pub struct EncodedEpisode {
 }
 
 /// Encodes an episode. Fails when a tag is not `O`, `B-T` or `I-T` for a type `T` of the
-/// episode, naming the sentence and word.
+/// episode or the reserved [`crate::episodes::OTHER_TAG`], naming the sentence and word.
 pub fn encode_episode(ep: &Episode, tokenizer: &Tokenizer) -> Result<EncodedEpisode> {
-    let index: BTreeMap<&str, usize> = ep
+    let mut index: BTreeMap<&str, usize> = ep
         .types
         .iter()
         .enumerate()
         .map(|(k, t)| (t.as_str(), k))
         .collect();
+    index
+        .entry(crate::episodes::OTHER_TAG)
+        .or_insert(ep.types.len());
     let encode_set = |set: &[Sentence], what: &str| -> Result<Vec<EncodedSentence>> {
         set.iter()
             .enumerate()
@@ -130,7 +136,9 @@ pub fn encode_episode(ep: &Episode, tokenizer: &Tokenizer) -> Result<EncodedEpis
     })
 }
 
-fn encode_sentence(
+/// Encodes one sentence with the label of each tag from `index` (type name → type index;
+/// `O` is label 0); a tag naming a type outside `index` is an error.
+pub(crate) fn encode_sentence(
     s: &Sentence,
     tokenizer: &Tokenizer,
     index: &BTreeMap<&str, usize>,
@@ -141,6 +149,10 @@ fn encode_sentence(
     ids.push(tokenizer.cls_id());
     ids.extend_from_slice(&enc.ids);
     ids.push(tokenizer.sep_id());
+    let mut shapes = Vec::with_capacity(ids.len());
+    shapes.push(0);
+    shapes.extend_from_slice(&enc.shapes);
+    shapes.push(0);
     let first_piece = enc
         .word_first_piece
         .iter()
@@ -154,6 +166,7 @@ fn encode_sentence(
         .collect::<Result<Vec<usize>>>()?;
     Ok(EncodedSentence {
         ids,
+        shapes,
         first_piece,
         labels,
     })

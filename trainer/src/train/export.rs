@@ -1,6 +1,8 @@
 //! Turning a trained state into a runtime bundle: a prototype bank with one prototype per entity
-//! type name of the training corpora, the label memory, the CDT numbers, the prior MLP and the
-//! provenance (training-data hash included).
+//! type name of the training corpora (the learned class vector when the run had dense
+//! supervision, else the mean type vector over sample sentences), the label memory, the CDT
+//! numbers, the prior MLP, the "other" vectors, the trained window and the provenance
+//! (training-data hash included).
 
 use std::collections::BTreeMap;
 
@@ -86,7 +88,11 @@ pub fn prototype_bank(
                 ids.push(tokenizer.cls_id());
                 ids.extend_from_slice(&enc.ids);
                 ids.push(tokenizer.sep_id());
-                batch.push(&w.config, &ids)?;
+                let shapes: Vec<u8> = std::iter::once(0)
+                    .chain(enc.shapes.iter().copied())
+                    .chain([0])
+                    .collect();
+                batch.push_shaped(&w.config, &ids, Some(&shapes))?;
                 firsts.push(enc.word_first_piece);
             }
             forward(w, &batch, &mut tape);
@@ -121,6 +127,31 @@ pub fn prototype_bank(
     Ok(bank)
 }
 
+/// The bank of a run with dense supervision: every type name of `data` with its learned class
+/// vector, sorted by name.
+pub fn class_bank(state: &TrainState, data: &TrainingData) -> Result<Vec<BankEntry>> {
+    let classes = &state.classes;
+    let mut corpora: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for c in &data.corpora {
+        for t in &c.types {
+            corpora.entry(t.as_str()).or_default().push(c.name.clone());
+        }
+    }
+    corpora
+        .into_iter()
+        .map(|(name, corpora)| {
+            let row = classes
+                .index(name)
+                .with_context(|| format!("type {name:?} has no class vector"))?;
+            Ok(BankEntry {
+                name: name.to_string(),
+                corpora,
+                prototype: classes.class(row).to_vec(),
+            })
+        })
+        .collect()
+}
+
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -137,14 +168,18 @@ pub fn export_trained(
 ) -> Result<Vec<u8>> {
     let dt = state.weights.config.type_dim;
     let capacity = config.export.memory_capacity;
-    let bank = prototype_bank(
-        state,
-        data,
-        tokenizer,
-        config.export.prototype_sentences,
-        config.seed,
-    )
-    .context("building the prototype bank")?;
+    let bank = if state.classes.names.is_empty() {
+        prototype_bank(
+            state,
+            data,
+            tokenizer,
+            config.export.prototype_sentences,
+            config.seed,
+        )
+        .context("building the prototype bank")?
+    } else {
+        class_bank(state, data)?
+    };
     let mut memory_by_name: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
     for (_, type_name, _, rows) in state.memory.slots() {
         memory_by_name
@@ -202,8 +237,19 @@ pub fn export_trained(
             training_corpora: data.corpora.iter().map(|c| c.name.clone()).collect(),
             created_by: format!("ner-train {}", env!("CARGO_PKG_VERSION")),
             notes: format!(
-                "meta-trained {} steps x {} episodes, seed {}",
-                state.step, config.episodes_per_step, config.seed
+                "meta-trained {} steps x {} episodes{}, seed {}; weights of step {}",
+                config.steps,
+                config.episodes_per_step,
+                if config.dense_on() {
+                    format!(
+                        " + {} dense sequences (window {})",
+                        config.dense.sequences_per_step, config.dense.window
+                    )
+                } else {
+                    String::new()
+                },
+                config.seed,
+                state.step
             ),
         },
         prior: Some(PriorWeights {
@@ -212,6 +258,11 @@ pub fn export_trained(
             fc2_weight: p.fc2_weight.clone(),
             fc2_bias: p.fc2_bias.clone(),
         }),
+        trained_window: Some(config.trained_window()),
+        other_prototypes: state
+            .classes
+            .has_other()
+            .then(|| state.classes.other.clone()),
     };
     let dtype = WeightDtype::parse(&config.export.dtype)
         .with_context(|| format!("export.dtype {:?}", config.export.dtype))?;

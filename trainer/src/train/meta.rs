@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
 use super::config::{EncoderInit, TrainConfig};
-use super::data::{self, EncodedEpisode, TrainingData};
+use super::data::{self, EncodedEpisode, EncodedSentence, TrainingData};
+use super::dense::{uniform, DenseSampler, DenseSeq};
 use super::optimizer::{clip_factor, global_norm, schedule, AdamW, ParamUpdate};
 use super::step::{EpisodeTerms, MemoryPushes, StepWorker};
 use crate::cuda::Backend;
 use crate::episodes::{EpisodeSampler, OtherTypes, SourceWeighting};
-use crate::loss::{HeadParams, LabelMemory};
+use crate::loss::{ClassParams, HeadParams, LabelMemory, LossTerms};
 use crate::model::rng::SplitMix64;
 use crate::model::weights::is_no_decay;
 use crate::model::{random_init, ModelWeights};
@@ -39,6 +40,8 @@ pub struct RunOptions {
 pub struct TrainState {
     pub weights: ModelWeights,
     pub heads: HeadParams,
+    /// Class vectors of the dense loss and the "other" vectors (empty when neither is on).
+    pub classes: ClassParams,
     pub memory: LabelMemory,
     pub opt: AdamW,
     /// Completed optimiser steps.
@@ -52,6 +55,12 @@ struct CheckpointState {
     adam_t: u64,
     config: TrainConfig,
     memory: LabelMemory,
+    /// Names of the class vectors' rows.
+    #[serde(default)]
+    class_names: Vec<String>,
+    /// Best validation score so far and the step it was reached at.
+    #[serde(default)]
+    best: Option<(f64, u64)>,
 }
 
 /// Provenance of the initial encoder.
@@ -75,17 +84,31 @@ pub struct StepLog {
     pub lr_encoder: f32,
     pub episodes_per_s: f64,
     pub tokens: usize,
+    /// Mean dense-sequence loss terms (absent without dense supervision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense: Option<LossTerms>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_f1: Option<f64>,
+    /// Supervised micro F1 on `data.validation_supervised`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_supervised_f1: Option<f64>,
 }
 
 /// File name of the checkpoint inside a run's output directory.
 pub const CHECKPOINT: &str = "checkpoint.ckpt";
 
+/// File name of the best-validated weights inside a run's output directory (no optimiser
+/// moments); the run exports these when validation is configured.
+pub const BEST_CHECKPOINT: &str = "best.ckpt";
+
 /// Initial weights, vocabulary and their origin for `config`.
 pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOrigin)> {
     match &config.encoder {
-        EncoderInit::Minilm { dir, type_dim } => {
+        EncoderInit::Minilm {
+            dir,
+            type_dim,
+            casing,
+        } => {
             let dir = match dir {
                 Some(d) => d.clone(),
                 None => crate::default_minilm_dir()
@@ -97,7 +120,10 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
                     dir.display()
                 );
             }
-            let weights = crate::import_minilm(&dir, *type_dim, config.seed)?;
+            let mut weights = crate::import_minilm(&dir, *type_dim, config.seed)?;
+            if *casing {
+                weights = weights.with_shape_classes(ner_edge::tokenizer::SHAPE_CLASSES);
+            }
             let vocab_path = dir.join("vocab.txt");
             let vocab_text = std::fs::read_to_string(&vocab_path)
                 .with_context(|| format!("cannot read {}", vocab_path.display()))?;
@@ -142,13 +168,26 @@ fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// A fresh training state: initial weights, heads, empty memory, zero optimiser moments.
-pub fn fresh_state(config: &TrainConfig, weights: ModelWeights) -> Result<TrainState> {
-    let heads = HeadParams::init(weights.config.type_dim, config.seed ^ 0x4845_4144);
-    let memory = LabelMemory::new(config.export.memory_capacity, weights.config.type_dim)?;
+/// A fresh training state: initial weights, heads, class vectors for `class_names` (used only
+/// with dense supervision; see [`class_names`]), empty memory, zero optimiser moments.
+pub fn fresh_state(
+    config: &TrainConfig,
+    weights: ModelWeights,
+    class_names: Vec<String>,
+) -> Result<TrainState> {
+    let dt = weights.config.type_dim;
+    let heads = HeadParams::init(dt, config.seed ^ 0x4845_4144);
+    let classes = ClassParams::init(
+        dt,
+        class_names,
+        config.other_type,
+        config.seed ^ 0x434c_4153,
+    );
+    let memory = LabelMemory::new(config.export.memory_capacity, dt)?;
     let mut state = TrainState {
         weights,
         heads,
+        classes,
         memory,
         opt: AdamW::new(config.optim.adamw.clone(), &[]),
         step: 0,
@@ -166,7 +205,71 @@ fn param_sizes(state: &mut TrainState) -> Vec<usize> {
         .map(|(_, v)| v.len())
         .collect();
     sizes.extend(state.heads.tensors().iter().map(|(_, v)| v.len()));
+    sizes.extend(state.classes.tensors().iter().map(|(_, v)| v.len()));
     sizes
+}
+
+/// The class vectors a run of `config` on `data` learns: every entity-type name of the
+/// corpora with dense supervision, none without.
+pub fn class_names(config: &TrainConfig, data: &TrainingData) -> Vec<String> {
+    if !config.dense_on() {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = data
+        .corpora
+        .iter()
+        .flat_map(|c| c.types.iter().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The dense-sampling weight of each configured corpus, in config order.
+pub fn dense_weights(config: &TrainConfig) -> Vec<f32> {
+    config.data.corpora.iter().map(|c| c.dense_weight).collect()
+}
+
+/// The dense sequences of optimiser step `step`; like the episodes they depend only on the
+/// data, the config and `step`.
+pub fn step_dense(
+    config: &TrainConfig,
+    sampler: &DenseSampler<'_>,
+    tokenizer: &Tokenizer,
+    step: u64,
+) -> Result<Vec<DenseSeq>> {
+    let mut rng =
+        SplitMix64::new(config.seed ^ 0x4445_4e53 ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    sampler
+        .sample(
+            &config.dense,
+            config.other_type,
+            config.dense.sequences_per_step,
+            &mut rng,
+            tokenizer,
+        )
+        .with_context(|| format!("step {step}"))
+}
+
+/// Shows each of `sentences` with the word shapes of its lower-cased text with probability
+/// `p`, drawing from `rng`.
+pub fn lowercase_some<'s>(
+    sentences: impl IntoIterator<Item = &'s mut EncodedSentence>,
+    p: f32,
+    rng: &mut SplitMix64,
+) {
+    if p <= 0.0 {
+        return;
+    }
+    for s in sentences {
+        if uniform(rng) < f64::from(p) {
+            for shape in &mut s.shapes {
+                if let Some(sh) = ner_edge::tokenizer::Shape::from_id(*shape) {
+                    *shape = sh.lowercased() as u8;
+                }
+            }
+        }
+    }
 }
 
 /// Samples the episodes of optimiser step `step`; they depend only on the data, the config and
@@ -177,6 +280,8 @@ pub fn step_episodes(config: &TrainConfig, data: &TrainingData, step: u64) -> Re
         EpisodeSampler::from_corpora(&data.corpora, SourceWeighting::Uniform, seeder.next_u64())?
             .with_other_types(if config.episodes.exclude_other_types {
                 OtherTypes::Exclude
+            } else if config.other_type {
+                OtherTypes::Mark
             } else {
                 OtherTypes::Relabel
             });
@@ -210,12 +315,25 @@ impl Engine {
                 let threads = config.threads.min(config.episodes_per_step).max(1);
                 Ok(Engine::Cpu(
                     (0..threads)
-                        .map(|_| StepWorker::new(&state.weights.config, config.episodes_per_step))
+                        .map(|_| {
+                            StepWorker::new(
+                                &state.weights.config,
+                                &state.classes,
+                                config.episodes_per_step,
+                                config.dense.sequences_per_step,
+                                config.dense.weight,
+                            )
+                        })
                         .collect(),
                 ))
             }
             #[cfg(feature = "cuda")]
             Backend::Cuda => {
+                ensure!(
+                    !config.dense_on() && !config.other_type,
+                    "the CUDA backend does not run dense supervision or the other type yet; \
+                     train this config with --backend cpu"
+                );
                 let t = crate::cuda::train::CudaTrainer::open(state, config)?;
                 eprintln!(
                     "ner-train: training on CUDA device {} ({}, {}); episode losses on {} CPU threads",
@@ -231,24 +349,28 @@ impl Engine {
         }
     }
 
-    /// One optimiser step: loss terms, label-memory rows and the gradient norm.
+    /// One optimiser step: episode loss terms, summed dense loss terms, label-memory rows and
+    /// the gradient norm.
     fn step(
         &mut self,
         state: &mut TrainState,
         encoded: &[EncodedEpisode],
+        dense: &[DenseSeq],
         config: &TrainConfig,
         factor: f32,
-    ) -> Result<(Vec<EpisodeTerms>, MemoryPushes, f64)> {
+    ) -> Result<(Vec<EpisodeTerms>, LossTerms, MemoryPushes, f64)> {
         match self {
             Engine::Cpu(workers) => {
-                let (terms, pushes) = compute_gradients(state, encoded, workers, config)?;
+                let (terms, dense_terms, pushes) =
+                    compute_gradients(state, encoded, dense, workers, config)?;
                 let grad_norm = apply_update(state, workers, config, factor)?;
-                Ok((terms, pushes, grad_norm))
+                Ok((terms, dense_terms, pushes, grad_norm))
             }
             #[cfg(feature = "cuda")]
             Engine::Cuda(t) => {
+                let _ = dense;
                 let out = t.step(state, encoded, config, factor)?;
-                Ok((out.terms, out.pushes, out.grad_norm))
+                Ok((out.terms, LossTerms::default(), out.pushes, out.grad_norm))
             }
         }
     }
@@ -291,17 +413,37 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
             }
         );
     }
-    let mut state = fresh_state(config, weights)?;
+    let mut state = fresh_state(config, weights, class_names(config, &data))?;
+    let dense_sampler = if config.dense_on() {
+        Some(DenseSampler::new(
+            &data,
+            &state.classes,
+            &tokenizer,
+            &dense_weights(config),
+        )?)
+    } else {
+        None
+    };
     let ckpt_path = opts.out.join(CHECKPOINT);
+    let best_path = opts.out.join(BEST_CHECKPOINT);
+    let mut best: Option<(f64, u64)> = None;
     if opts.resume {
-        load_checkpoint(&ckpt_path, config, &mut state)?;
+        best = load_checkpoint(&ckpt_path, config, &mut state)?;
         eprintln!("ner-train: resumed at step {}", state.step);
     } else {
+        let _ = std::fs::remove_file(&best_path);
         std::fs::write(opts.out.join("config.toml"), toml::to_string(config)?)
             .context("writing config.toml")?;
         let _ = std::fs::remove_file(opts.out.join("log.jsonl"));
     }
     let validation = load_validation(config, &tokenizer)?;
+    let validation_supervised = match &config.data.validation_supervised {
+        Some(path) => Some(
+            ner_edge::corpus::read_corpus(path)
+                .with_context(|| format!("validation corpus {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -316,12 +458,28 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
     while state.step < end {
         let t0 = Instant::now();
         let episodes = step_episodes(config, &data, state.step)?;
-        let encoded: Vec<EncodedEpisode> = episodes
+        let mut encoded: Vec<EncodedEpisode> = episodes
             .iter()
             .map(|e| data::encode_episode(e, &tokenizer))
             .collect::<Result<_>>()?;
+        let mut dense = match &dense_sampler {
+            Some(sampler) => step_dense(config, sampler, &tokenizer, state.step)?,
+            None => Vec::new(),
+        };
+        let mut lower_rng = SplitMix64::new(
+            config.seed ^ 0x4c4f_5745 ^ state.step.wrapping_mul(0xA24B_AED4_963E_E407),
+        );
+        lowercase_some(
+            encoded
+                .iter_mut()
+                .flat_map(|e| e.support.iter_mut().chain(e.query.iter_mut()))
+                .chain(dense.iter_mut().map(|d| &mut d.sentence)),
+            config.data.lowercase,
+            &mut lower_rng,
+        );
         let factor = schedule(state.step, config.steps, warmup);
-        let (terms, pushes, grad_norm) = engine.step(&mut state, &encoded, config, factor)?;
+        let (terms, dense_terms, pushes, grad_norm) =
+            engine.step(&mut state, &encoded, &dense, config, factor)?;
         for (key, vectors) in pushes {
             state.memory.push(&key.0, &key.1, &vectors)?;
         }
@@ -341,14 +499,44 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
             tokens: encoded
                 .iter()
                 .flat_map(|e| e.support.iter().chain(&e.query))
+                .chain(dense.iter().map(|d| &d.sentence))
                 .map(|s| s.ids.len())
                 .sum(),
+            dense: (!dense.is_empty()).then(|| {
+                let k = dense.len() as f64;
+                LossTerms {
+                    crf: dense_terms.crf / k,
+                    span: dense_terms.span / k,
+                    type_ce: dense_terms.type_ce / k,
+                    kl: 0.0,
+                    total: dense_terms.total / k,
+                }
+            }),
             validation_f1: None,
+            validation_supervised_f1: None,
         };
-        if let Some(v) = &validation {
-            if config.data.validate_every > 0 && state.step % config.data.validate_every == 0 {
-                engine.sync(&mut state)?;
+        let validate_now = config.data.validate_every > 0
+            && (state.step % config.data.validate_every == 0 || state.step == config.steps)
+            && (validation.is_some() || validation_supervised.is_some());
+        if validate_now {
+            engine.sync(&mut state)?;
+            if let Some(v) = &validation {
                 entry.validation_f1 = Some(super::validate::micro_f1(&state, v)?);
+            }
+            if let Some(v) = &validation_supervised {
+                entry.validation_supervised_f1 =
+                    Some(super::validate::supervised_f1(&state, v, &tokenizer)?);
+            }
+            let scores: Vec<f64> = entry
+                .validation_f1
+                .iter()
+                .chain(&entry.validation_supervised_f1)
+                .copied()
+                .collect();
+            let score = scores.iter().sum::<f64>() / scores.len() as f64;
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, state.step));
+                save_checkpoint(&best_path, config, &state, best, false)?;
             }
         }
         writeln!(log, "{}", serde_json::to_string(&entry)?).context("writing log.jsonl")?;
@@ -357,7 +545,7 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
             let rate = done as f64 / started.elapsed().as_secs_f64();
             let eta = (end - state.step) as f64 / rate.max(1e-9);
             let line = format!(
-                "step {}/{} loss {:.4} (crf {:.4} span {:.4} type {:.4} kl {:.4}) |g| {:.3} {:.2} episodes/s eta {:.0}s{}",
+                "step {}/{} loss {:.4} (crf {:.4} span {:.4} type {:.4} kl {:.4}){} |g| {:.3} {:.2} episodes/s eta {:.0}s{}{}",
                 state.step,
                 config.steps,
                 entry.loss,
@@ -365,12 +553,23 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
                 entry.span,
                 entry.type_ce,
                 entry.kl,
+                entry
+                    .dense
+                    .map(|d| format!(
+                        " dense {:.4} (crf {:.4} span {:.4} type {:.4})",
+                        d.total, d.crf, d.span, d.type_ce
+                    ))
+                    .unwrap_or_default(),
                 grad_norm,
                 entry.episodes_per_s,
                 eta,
                 entry
                     .validation_f1
                     .map(|f| format!(" val-F1 {f:.4}"))
+                    .unwrap_or_default(),
+                entry
+                    .validation_supervised_f1
+                    .map(|f| format!(" val-sup-F1 {f:.4}"))
                     .unwrap_or_default()
             );
             if show_progress {
@@ -385,7 +584,7 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
         let periodic = config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
         if periodic || state.step == end {
             engine.sync(&mut state)?;
-            save_checkpoint(&ckpt_path, config, &state)?;
+            save_checkpoint(&ckpt_path, config, &state, best, true)?;
         }
     }
     if state.step < config.steps {
@@ -396,14 +595,24 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
         return Ok(());
     }
     engine.sync(&mut state)?;
+    if let Some((score, step)) = best {
+        if step != state.step {
+            load_checkpoint(&best_path, config, &mut state)
+                .with_context(|| format!("reading the best checkpoint {}", best_path.display()))?;
+        }
+        eprintln!(
+            "ner-train: exporting the weights of step {step} (best validation score {score:.4})"
+        );
+    }
     let bundle = super::export::export_trained(config, &state, &data, &tokenizer, &origin)?;
     let path = opts.out.join("model.nerb");
     std::fs::write(&path, &bundle).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!(
-        "ner-train: wrote {} ({} bytes) after {} steps",
+        "ner-train: wrote {} ({} bytes): weights of step {} of {}",
         path.display(),
         bundle.len(),
-        state.step
+        state.step,
+        config.steps
     );
     Ok(())
 }
@@ -414,40 +623,49 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
 pub fn compute_gradients(
     state: &TrainState,
     episodes: &[EncodedEpisode],
+    dense: &[DenseSeq],
     workers: &mut [StepWorker],
     config: &TrainConfig,
-) -> Result<(Vec<EpisodeTerms>, MemoryPushes)> {
+) -> Result<(Vec<EpisodeTerms>, LossTerms, MemoryPushes)> {
     let n_workers = workers.len();
-    let results: Vec<Result<Vec<(usize, EpisodeTerms, MemoryPushes)>>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = workers
-                .iter_mut()
-                .enumerate()
-                .map(|(w, worker)| {
-                    scope.spawn(move || {
-                        worker.zero_grads();
-                        let mut out = Vec::new();
-                        for (i, ep) in episodes.iter().enumerate().skip(w).step_by(n_workers) {
-                            let (terms, pushes) = worker
-                                .episode(state, ep, &config.loss)
-                                .with_context(|| format!("episode {} of the step", i + 1))?;
-                            out.push((i, terms, pushes));
-                        }
-                        Ok(out)
-                    })
+    type WorkerOut = (Vec<(usize, EpisodeTerms, MemoryPushes)>, LossTerms);
+    let results: Vec<Result<WorkerOut>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .enumerate()
+            .map(|(w, worker)| {
+                scope.spawn(move || {
+                    worker.zero_grads();
+                    let mut out = Vec::new();
+                    for (i, ep) in episodes.iter().enumerate().skip(w).step_by(n_workers) {
+                        let (terms, pushes) = worker
+                            .episode(state, ep, &config.loss)
+                            .with_context(|| format!("episode {} of the step", i + 1))?;
+                        out.push((i, terms, pushes));
+                    }
+                    let share = dense.len() * w / n_workers..dense.len() * (w + 1) / n_workers;
+                    let dense_terms = worker.dense(state, &dense[share], &config.loss)?;
+                    Ok((out, dense_terms))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked")))
-                })
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked")))
+            })
+            .collect()
+    });
     let mut all = Vec::with_capacity(episodes.len());
+    let mut dense_sum = LossTerms::default();
     for r in results {
-        all.extend(r?);
+        let (episode_terms, d) = r?;
+        all.extend(episode_terms);
+        dense_sum.crf += d.crf;
+        dense_sum.span += d.span;
+        dense_sum.type_ce += d.type_ce;
+        dense_sum.total += d.total;
     }
     all.sort_by_key(|(i, _, _)| *i);
     let mut terms = Vec::with_capacity(all.len());
@@ -456,7 +674,7 @@ pub fn compute_gradients(
         terms.push(t);
         pushes.extend(p);
     }
-    Ok((terms, pushes))
+    Ok((terms, dense_sum, pushes))
 }
 
 /// Sums the workers' gradients into worker 0, clips and applies AdamW with the learning rates
@@ -487,6 +705,7 @@ pub fn apply_update(
     let lr_heads = config.optim.lr_heads * factor;
     let mut params: Vec<(String, &mut [f32])> = state.weights.tensors_mut();
     params.extend(state.heads.tensors_mut());
+    params.extend(state.classes.tensors_mut());
     ensure!(
         params.len() == scaled.len(),
         "internal: {} parameter tensors but {} gradients",
@@ -511,28 +730,47 @@ pub fn apply_update(
     Ok(norm)
 }
 
-/// Whether `name` is a head tensor (learning rate `lr_heads`): token heads, CDT, prior MLP.
+/// Whether `name` is a head tensor (learning rate `lr_heads`): token heads, CDT, prior MLP,
+/// class and "other" vectors, and the word-shape table (a new input, trained from zero).
 pub(crate) fn is_head_tensor(name: &str) -> bool {
     name.starts_with("boundary.")
         || name.starts_with("types.")
         || name.starts_with("cdt")
         || name.starts_with("prior.")
+        || name.starts_with("classes.")
+        || name.starts_with("other.")
+        || name == "shape_embeddings"
 }
 
-/// Whether AdamW's weight decay applies to tensor `name`.
+/// Whether AdamW's weight decay applies to tensor `name` (not to biases, layer norms, the CDT
+/// numbers, or the class and "other" vectors, which live in the prototype space).
 pub(crate) fn decays(name: &str) -> bool {
-    !is_no_decay(name) && !name.starts_with("cdt")
+    !is_no_decay(name)
+        && !name.starts_with("cdt")
+        && !name.starts_with("classes.")
+        && !name.starts_with("other.")
 }
 
-fn save_checkpoint(path: &Path, config: &TrainConfig, state: &TrainState) -> Result<()> {
+/// Writes `state` to `path`; with `moments`, the optimiser moments too (needed to resume, not
+/// to export).
+fn save_checkpoint(
+    path: &Path,
+    config: &TrainConfig,
+    state: &TrainState,
+    best: Option<(f64, u64)>,
+    moments: bool,
+) -> Result<()> {
     let mut tensors: Vec<(String, &[f32])> = state.weights.tensors();
     tensors.extend(state.heads.tensors());
+    tensors.extend(state.classes.tensors());
     let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
-    for (name, m) in names.iter().zip(&state.opt.m) {
-        tensors.push((format!("adam.m.{name}"), m));
-    }
-    for (name, v) in names.iter().zip(&state.opt.v) {
-        tensors.push((format!("adam.v.{name}"), v));
+    if moments {
+        for (name, m) in names.iter().zip(&state.opt.m) {
+            tensors.push((format!("adam.m.{name}"), m));
+        }
+        for (name, v) in names.iter().zip(&state.opt.v) {
+            tensors.push((format!("adam.v.{name}"), v));
+        }
     }
     checkpoint::write(
         path,
@@ -541,24 +779,44 @@ fn save_checkpoint(path: &Path, config: &TrainConfig, state: &TrainState) -> Res
             adam_t: state.opt.t,
             config: config.clone(),
             memory: state.memory.clone(),
+            class_names: state.classes.names.clone(),
+            best,
         },
         &tensors,
     )
 }
 
 /// The state saved in checkpoint `path` by a run of `config`: initial weights of the config
-/// overwritten by the checkpoint's tensors, optimiser moments, memory and step count.
+/// overwritten by the checkpoint's tensors, optimiser moments (when saved), memory and step
+/// count.
 pub fn load_state(config: &TrainConfig, path: &Path) -> Result<TrainState> {
     let (weights, _) = initial_weights(config)?;
-    let mut state = fresh_state(config, weights)?;
+    let ckpt = checkpoint::read(path)?;
+    let saved: CheckpointState = serde_json::from_value(ckpt.state)
+        .with_context(|| format!("checkpoint {}: state", path.display()))?;
+    let mut state = fresh_state(config, weights, saved.class_names)?;
     load_checkpoint(path, config, &mut state)?;
     Ok(state)
 }
 
-fn load_checkpoint(path: &Path, config: &TrainConfig, state: &mut TrainState) -> Result<()> {
+/// Restores `state` from checkpoint `path` (optimiser moments only when the file has them);
+/// returns the best validation score recorded in it.
+fn load_checkpoint(
+    path: &Path,
+    config: &TrainConfig,
+    state: &mut TrainState,
+) -> Result<Option<(f64, u64)>> {
     let mut ckpt = checkpoint::read(path)?;
     let saved: CheckpointState = serde_json::from_value(ckpt.state.clone())
         .with_context(|| format!("checkpoint {}: state", path.display()))?;
+    ensure!(
+        saved.class_names == state.classes.names,
+        "checkpoint {} has class vectors for {} type names, this run {}; resuming needs the \
+         same training data",
+        path.display(),
+        saved.class_names.len(),
+        state.classes.names.len()
+    );
     let comparable = |c: &TrainConfig| {
         let mut c = c.clone();
         c.log_every = 1;
@@ -575,6 +833,7 @@ fn load_checkpoint(path: &Path, config: &TrainConfig, state: &mut TrainState) ->
          memory_capacity may change)",
         path.display()
     );
+    let has_moments = ckpt.tensors.iter().any(|(n, _)| n.starts_with("adam."));
     let mut restore = |name: String, dst: &mut [f32]| -> Result<()> {
         let v = ckpt.take(&name, dst.len())?;
         dst.copy_from_slice(&v);
@@ -589,20 +848,42 @@ fn load_checkpoint(path: &Path, config: &TrainConfig, state: &mut TrainState) ->
         names.push(name.clone());
         restore(name, dst)?;
     }
-    for (i, name) in names.iter().enumerate() {
-        restore(format!("adam.m.{name}"), &mut state.opt.m[i])?;
-        restore(format!("adam.v.{name}"), &mut state.opt.v[i])?;
+    for (name, dst) in state.classes.tensors_mut() {
+        names.push(name.clone());
+        restore(name, dst)?;
     }
-    state.opt.t = saved.adam_t;
+    if has_moments {
+        for (i, name) in names.iter().enumerate() {
+            restore(format!("adam.m.{name}"), &mut state.opt.m[i])?;
+            restore(format!("adam.v.{name}"), &mut state.opt.v[i])?;
+        }
+        state.opt.t = saved.adam_t;
+    }
     state.step = saved.step;
     state.memory = saved.memory;
-    Ok(())
+    Ok(saved.best)
 }
 
 fn load_validation(
     config: &TrainConfig,
     tokenizer: &Tokenizer,
 ) -> Result<Option<Vec<EncodedEpisode>>> {
+    if let Some(v) = &config.data.validation_sampled {
+        let corpus = ner_edge::corpus::read_corpus(&v.path)
+            .with_context(|| format!("validation corpus {}", v.path.display()))?;
+        let mut sampler =
+            EpisodeSampler::new(&corpus.sentences, v.seed).with_other_types(OtherTypes::Exclude);
+        let encoded = (0..v.episodes)
+            .map(|i| {
+                let e = sampler
+                    .sample(v.n_way, v.k_shot, 1)
+                    .with_context(|| format!("sampling validation episode {}", i + 1))?;
+                data::encode_episode(&e, tokenizer)
+            })
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("validation episodes from {}", v.path.display()))?;
+        return Ok(Some(encoded));
+    }
     let Some(path) = &config.data.validation else {
         return Ok(None);
     };

@@ -4,11 +4,14 @@
 //! `episodes_per_step` N-way K-shot episodes (seeded by the config seed and the step number, so a
 //! resumed run sees the same episodes), runs the encoder forward and backward on each episode's
 //! support and query sentences, sums the gradients of the episode losses, clips them and applies
-//! AdamW. The label memory takes the episode's entity vectors after each step.
+//! AdamW. The label memory takes the episode's entity vectors after each step. With dense
+//! supervision ([`config::DenseConfig`]) each step also trains on packed, fully annotated
+//! sequences ([`dense`]) scored against learned class vectors.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dense;
 pub mod export;
 pub mod meta;
 pub mod optimizer;

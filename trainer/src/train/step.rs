@@ -1,13 +1,15 @@
-//! One worker's share of an optimiser step: encoder forward, episode loss, encoder backward,
-//! gradients accumulated in the worker's own buffers.
+//! One worker's share of an optimiser step: encoder forward, episode or dense loss, encoder
+//! backward, gradients accumulated in the worker's own buffers.
 
 use anyhow::{ensure, Context, Result};
 
 use super::data::{EncodedEpisode, EncodedSentence};
+use super::dense::DenseSeq;
 use super::meta::TrainState;
 use crate::backprop::{backward, forward, BackwardScratch, PieceBatch, Tape};
 use crate::loss::{
-    entity_vectors, episode_loss, EpisodeLoss, HeadParams, LossTerms, LossWeights, SentenceRef,
+    dense_loss, entity_vectors, episode_loss, ClassParams, EpisodeLoss, HeadParams, LossTerms,
+    LossWeights, SentenceGrad, SentenceRef, OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT,
 };
 use crate::model::{EncoderConfig, ModelWeights};
 
@@ -24,10 +26,13 @@ pub struct StepWorker {
     scratch: BackwardScratch,
     grads: ModelWeights,
     head_grads: HeadParams,
+    class_grads: ClassParams,
     d_boundary: Vec<f32>,
     d_types: Vec<f32>,
     /// Gradient scale of one episode: `1 / episodes_per_step`.
     scale: f32,
+    /// Gradient scale of one dense sequence: `dense.weight / dense.sequences_per_step`.
+    dense_scale: f32,
 }
 
 /// Word-level head outputs of one sentence, gathered from its first pieces.
@@ -102,18 +107,27 @@ pub fn sentence_refs<'a>(
 }
 
 impl StepWorker {
-    /// Buffers for a model of `config`; each episode's gradient is scaled by
-    /// `1 / episodes_per_step`, so a step's gradient is the mean over its episodes.
-    pub fn new(config: &EncoderConfig, episodes_per_step: usize) -> StepWorker {
+    /// Buffers for a model of `config` with class vectors shaped like `classes`; each
+    /// episode's gradient is scaled by `1 / episodes_per_step`, so a step's gradient is the mean
+    /// over its episodes, and each dense sequence's by `dense_weight / dense_per_step`.
+    pub fn new(
+        config: &EncoderConfig,
+        classes: &ClassParams,
+        episodes_per_step: usize,
+        dense_per_step: usize,
+        dense_weight: f32,
+    ) -> StepWorker {
         StepWorker {
             batch: PieceBatch::default(),
             tape: Tape::new(),
             scratch: BackwardScratch::new(),
             grads: ModelWeights::zeros(config),
             head_grads: HeadParams::zeros(config.type_dim),
+            class_grads: classes.zeros_like(),
             d_boundary: Vec::new(),
             d_types: Vec::new(),
             scale: 1.0 / episodes_per_step.max(1) as f32,
+            dense_scale: dense_weight / dense_per_step.max(1) as f32,
         }
     }
 
@@ -123,6 +137,9 @@ impl StepWorker {
             g.fill(0.0);
         }
         for (_, g) in self.head_grads.tensors_mut() {
+            g.fill(0.0);
+        }
+        for (_, g) in self.class_grads.tensors_mut() {
             g.fill(0.0);
         }
     }
@@ -145,13 +162,15 @@ impl StepWorker {
         {
             dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
         }
+        self.class_grads.add(&other.class_grads);
     }
 
-    /// The accumulated gradients, encoder tensors then head tensors, in the order of
-    /// `ModelWeights::tensors` followed by `HeadParams::tensors`.
+    /// The accumulated gradients, encoder tensors, head tensors, then class tensors, in the
+    /// order of `ModelWeights::tensors`, `HeadParams::tensors` and `ClassParams::tensors`.
     pub fn grads_flat(&self) -> Vec<(String, &[f32])> {
         let mut all = self.grads.tensors();
         all.extend(self.head_grads.tensors());
+        all.extend(self.class_grads.tensors());
         all
     }
 
@@ -169,7 +188,7 @@ impl StepWorker {
         ensure!(!ep.support.is_empty(), "episode has no support sentences");
         self.batch.clear();
         for s in ep.support.iter().chain(&ep.query) {
-            self.batch.push(c, &s.ids)?;
+            self.batch.push_shaped(c, &s.ids, Some(&s.shapes))?;
         }
         forward(w, &self.batch, &mut self.tape);
         let support_out = gather_words(&self.tape, &self.batch, &ep.support, 0, dt);
@@ -202,7 +221,95 @@ impl StepWorker {
         );
         self.head_grads.add_cdt_grad(&loss.cdt, self.scale);
         self.head_grads.prior.add_scaled(&loss.prior, self.scale);
+        self.class_grads
+            .add_to_other(OTHER_BESIDE_SUPPORT, &loss.other, self.scale);
         Ok((loss.terms, pushes))
+    }
+
+    /// Forward, dense loss and backward of `seqs` as one batch, adding their scaled gradients
+    /// to this worker's buffers (encoder, CDT numbers, class and "other" vectors). Returns the
+    /// summed loss terms.
+    pub fn dense(
+        &mut self,
+        state: &TrainState,
+        seqs: &[DenseSeq],
+        weights: &LossWeights,
+    ) -> Result<LossTerms> {
+        let mut sum = LossTerms::default();
+        if seqs.is_empty() {
+            return Ok(sum);
+        }
+        let w = &state.weights;
+        let c = &w.config;
+        let dt = c.type_dim;
+        self.batch.clear();
+        for s in seqs {
+            self.batch
+                .push_shaped(c, &s.sentence.ids, Some(&s.sentence.shapes))?;
+        }
+        forward(w, &self.batch, &mut self.tape);
+        let sentences: Vec<EncodedSentence> = seqs.iter().map(|s| s.sentence.clone()).collect();
+        let outputs = gather_words(&self.tape, &self.batch, &sentences, 0, dt);
+        let tokens = self.batch.tokens();
+        self.d_boundary.clear();
+        self.d_boundary.resize(tokens * 3, 0.0);
+        self.d_types.clear();
+        self.d_types.resize(tokens * dt, 0.0);
+        let classes = &state.classes;
+        let other = classes.other_row(OTHER_BESIDE_CLASSES);
+        for (i, (seq, out)) in seqs.iter().zip(&outputs).enumerate() {
+            let mut protos: Vec<f32> = Vec::with_capacity((seq.classes.len() + 1) * dt);
+            for &row in &seq.classes {
+                protos.extend_from_slice(classes.class(row));
+            }
+            if let Some(o) = other {
+                protos.extend_from_slice(o);
+            }
+            let sentence = SentenceRef {
+                boundary: &out.boundary,
+                types: &out.types,
+                labels: &seq.sentence.labels,
+            };
+            let loss = dense_loss(&sentence, &protos, dt, &state.heads.cdt, weights)
+                .with_context(|| format!("dense sequence from corpus {}", seq.corpus))?;
+            let scale = self.dense_scale;
+            scatter_sentence_grad(
+                &loss.grad,
+                &seq.sentence,
+                self.batch.offsets()[i],
+                scale,
+                dt,
+                &mut self.d_boundary,
+                &mut self.d_types,
+            );
+            for (k, &row) in seq.classes.iter().enumerate() {
+                self.class_grads
+                    .add_to_class(row, &loss.d_prototypes[k * dt..(k + 1) * dt], scale);
+            }
+            if other.is_some() {
+                let k = seq.classes.len();
+                self.class_grads.add_to_other(
+                    OTHER_BESIDE_CLASSES,
+                    &loss.d_prototypes[k * dt..(k + 1) * dt],
+                    scale,
+                );
+            }
+            self.head_grads.add_cdt_grad(&loss.cdt, scale);
+            sum.crf += loss.terms.crf;
+            sum.span += loss.terms.span;
+            sum.type_ce += loss.terms.type_ce;
+            sum.total += loss.terms.total;
+        }
+        backward(
+            w,
+            &self.batch,
+            &self.tape,
+            &self.d_boundary,
+            &self.d_types,
+            &mut self.grads,
+            &mut self.scratch,
+        );
+        Ok(sum)
     }
 }
 
@@ -218,9 +325,11 @@ pub fn episode_head_loss(
 ) -> Result<(EpisodeLoss, MemoryPushes)> {
     let dt = state.weights.config.type_dim;
     let n = ep.types.len();
+    let other = state.classes.other_row(OTHER_BESIDE_SUPPORT);
+    let labelled = n + usize::from(other.is_some());
     let support = sentence_refs(support_out, &ep.support);
     let query = sentence_refs(query_out, &ep.query);
-    let support_vectors = entity_vectors(&support, dt, n)?;
+    let support_vectors = entity_vectors(&support, dt, labelled)?;
     let mapped_means: Vec<Option<Vec<f32>>> = ep
         .types
         .iter()
@@ -238,6 +347,7 @@ pub fn episode_head_loss(
             support: &support,
             query: &query,
             mapped_means: &mapped_means,
+            other,
         },
         &state.heads.prior,
         &state.heads.cdt,
@@ -246,7 +356,7 @@ pub fn episode_head_loss(
     .with_context(|| format!("episode from {} with types {:?}", ep.source, ep.types))?;
     let mut all: Vec<SentenceRef<'_>> = support.clone();
     all.extend(query.iter().copied());
-    let pushes = entity_vectors(&all, dt, n)?
+    let pushes = entity_vectors(&all, dt, labelled)?
         .into_iter()
         .zip(&ep.types)
         .filter(|(v, _)| !v.is_empty())
@@ -270,18 +380,41 @@ pub fn scatter_word_grads(
     d_boundary: &mut [f32],
     d_types: &mut [f32],
 ) {
-    let dt = type_dim;
     let grads = loss.support.iter().chain(&loss.query);
     let sentences = ep.support.iter().chain(&ep.query);
     for (i, (g, s)) in grads.zip(sentences).enumerate() {
-        for (word, &p) in s.first_piece.iter().enumerate() {
-            let row = offsets[first + i] + p;
-            for k in 0..3 {
-                d_boundary[row * 3 + k] += scale * g.boundary[word * 3 + k];
-            }
-            for k in 0..dt {
-                d_types[row * dt + k] += scale * g.types[word * dt + k];
-            }
+        scatter_sentence_grad(
+            g,
+            s,
+            offsets[first + i],
+            scale,
+            type_dim,
+            d_boundary,
+            d_types,
+        );
+    }
+}
+
+/// Adds `scale ·` the word gradients `g` of sentence `s`, whose pieces start at row `base` of
+/// the batch, into the first-piece rows of `d_boundary` `[N, 3]` and `d_types`
+/// `[N, type_dim]`.
+pub fn scatter_sentence_grad(
+    g: &SentenceGrad,
+    s: &EncodedSentence,
+    base: usize,
+    scale: f32,
+    type_dim: usize,
+    d_boundary: &mut [f32],
+    d_types: &mut [f32],
+) {
+    let dt = type_dim;
+    for (word, &p) in s.first_piece.iter().enumerate() {
+        let row = base + p;
+        for k in 0..3 {
+            d_boundary[row * 3 + k] += scale * g.boundary[word * 3 + k];
+        }
+        for k in 0..dt {
+            d_types[row * dt + k] += scale * g.types[word * dt + k];
         }
     }
 }
