@@ -8,7 +8,7 @@ mod synthetic_text;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ner_edge::bundle::{tensor_names, Bundle};
 use ner_edge::corpus::{self, Corpus, TagScheme};
@@ -47,6 +47,15 @@ enum Command {
     ExtractOnnx { bundle: PathBuf, out: PathBuf },
     /// Copy a bundle's WordPiece vocabulary out as a vocab.txt file.
     ExtractVocab { bundle: PathBuf, out: PathBuf },
+    /// Copy a bundle without one of its optional tensors (e.g. `labels.other`, to measure the
+    /// model without its "other" prototypes); metadata and every other tensor are unchanged.
+    DropTensor {
+        bundle: PathBuf,
+        /// Name of the tensor to leave out; required tensors are refused.
+        tensor: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write deterministic news-like sentences, one per line (for speed benchmarks).
     GenText {
         #[arg(long, default_value_t = 2000)]
@@ -235,6 +244,10 @@ enum EvalProtocol {
         /// Evaluate only the first N sentences.
         #[arg(long)]
         limit: Option<usize>,
+        /// Lower-case every test token first (e.g. to measure what casing contributes, or how
+        /// the model does on all-lower-case text such as social media).
+        #[arg(long)]
+        lowercase: bool,
         #[command(flatten)]
         common: CommonEval,
         #[command(flatten)]
@@ -365,6 +378,30 @@ fn run(cli: Cli) -> Result<()> {
             let b = Bundle::open(&bundle)?;
             std::fs::write(&out, b.bytes(tensor_names::VOCAB)?)
                 .with_context(|| format!("writing {}", out.display()))?;
+        }
+        Command::DropTensor {
+            bundle,
+            tensor,
+            out,
+        } => {
+            let b = Bundle::open(&bundle)?;
+            let required = [
+                tensor_names::ENCODER_ONNX,
+                tensor_names::VOCAB,
+                tensor_names::PROTOTYPES,
+                tensor_names::LABEL_MEMORY,
+            ];
+            if required.contains(&tensor.as_str()) {
+                bail!("{tensor:?} is a required tensor of every bundle");
+            }
+            b.tensor_info(&tensor)?;
+            let mut writer = ner_edge::bundle::BundleWriter::new(b.metadata().clone());
+            for t in b.tensors().iter().filter(|t| t.name != tensor) {
+                writer.add_raw(&t.name, t.dtype, &t.shape, b.bytes(&t.name)?.to_vec())?;
+            }
+            std::fs::write(&out, writer.to_bytes()?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            Bundle::open(&out).with_context(|| format!("re-reading {}", out.display()))?;
         }
         Command::GenText {
             sentences,
@@ -546,6 +583,7 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             types,
             scheme,
             limit,
+            lowercase,
             common,
             report,
         } => {
@@ -554,6 +592,13 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             let mut corpus = read_corpus(&test, format)?;
             if let Some(n) = limit {
                 corpus.sentences.truncate(n);
+            }
+            if lowercase {
+                for s in &mut corpus.sentences {
+                    for t in &mut s.tokens {
+                        *t = t.to_lowercase();
+                    }
+                }
             }
             let source = test.display().to_string();
             let overlap = check_overlap(&b, corpus.sentences.iter(), &source, common.max_overlap)?;
@@ -569,6 +614,10 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             };
             let mut r = eval::eval_supervised(&tagger, &corpus.sentences, &source, &map, opts)?;
             r.notes.push(overlap.describe());
+            if lowercase {
+                r.notes
+                    .push("every test token was lower-cased before tagging (--lowercase)".into());
+            }
             r.name = report.name.clone().unwrap_or_else(|| stem(&test));
             (bundle.bundle, report, r, b)
         }
