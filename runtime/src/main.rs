@@ -105,6 +105,11 @@ struct PredictArgs {
     /// Documents are separated by blank lines instead of one per line.
     #[arg(long)]
     paragraphs: bool,
+    /// Do not decode the bundle's "other" prototypes: every entity the model finds gets the
+    /// most likely active type, even an entity of a kind that is not active (more recall, less
+    /// precision).
+    #[arg(long)]
+    no_other: bool,
     /// Replace invalid UTF-8 with U+FFFD instead of stopping with an error.
     #[arg(long)]
     lossy: bool,
@@ -281,6 +286,9 @@ fn predict(args: PredictArgs) -> Result<()> {
         Tagger::with_packs(&bundle, &packs, args.types.as_deref(), args.allow_override)?;
     if let Some(w) = args.window {
         tagger.encoder_mut().set_max_pieces(w);
+    }
+    if args.no_other {
+        tagger.disable_other();
     }
     let (reader, source, total): (Box<dyn BufRead>, String, Option<u64>) =
         if args.input.as_os_str() == "-" {

@@ -55,6 +55,8 @@ struct LabelGroup {
     decoded: usize,
     /// Unfolded for `decoded` types.
     transitions: Transitions,
+    /// The CDT numbers `transitions` was unfolded from.
+    cdt: CdtParams,
     /// The group's own heads (a pack with tuned heads); `None`: the bundle's.
     heads: Option<Heads>,
 }
@@ -80,7 +82,17 @@ impl LabelGroup {
             prototypes,
             decoded,
             transitions: decode::unfold(cdt, decoded),
+            cdt: cdt.clone(),
             heads,
+        }
+    }
+
+    /// The same group decoded without its "other" prototype.
+    fn without_other(&mut self, d: usize) {
+        if self.decoded > self.n_types {
+            self.prototypes.truncate(self.n_types * d);
+            self.decoded = self.n_types;
+            self.transitions = decode::unfold(&self.cdt, self.n_types);
         }
     }
 }
@@ -338,6 +350,22 @@ impl Tagger {
             groups,
             other,
         })
+    }
+
+    /// Stops decoding the bundle's "other" prototypes (`labels.other`): every entity the
+    /// boundary head finds then gets the most likely active type, as with a bundle without
+    /// them. Applies to the current groups and to later [`Tagger::set_types`] calls.
+    pub fn disable_other(&mut self) {
+        let d = self.encoder.type_dim();
+        self.other = None;
+        for g in &mut self.groups {
+            g.without_other(d);
+        }
+    }
+
+    /// Whether the "other" prototypes are decoded (the bundle has them and they are enabled).
+    pub fn decodes_other(&self) -> bool {
+        self.other.is_some()
     }
 
     /// Reloads the encoder with its hidden state exposed ([`Encoder::load_exposing_hidden`]),

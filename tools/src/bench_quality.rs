@@ -87,6 +87,7 @@ pub fn run(bundle: &Bundle, opts: &BenchOptions) -> Result<String> {
     let eval_opts = |scheme| EvalOptions {
         scheme,
         threads: opts.threads,
+        other: true,
     };
     let mut outcomes = Vec::new();
 

@@ -161,6 +161,10 @@ struct CommonEval {
     /// tokens) are in the bundle's training data.
     #[arg(long, default_value_t = eval::overlap::DEFAULT_MAX_OVERLAP)]
     max_overlap: f64,
+    /// Do not decode the bundle's "other" prototypes (`labels.other`): every entity found gets
+    /// the most likely active type.
+    #[arg(long)]
+    no_other: bool,
 }
 
 #[derive(clap::Args)]
@@ -266,6 +270,18 @@ enum EpisodeFormat {
 enum UseDescriptionsArg {
     Combine,
     Only,
+}
+
+/// Says whether the run decoded the bundle's "other" prototypes.
+fn other_note(bundle: &Bundle, enabled: bool) -> String {
+    let has = bundle.tensor_info(tensor_names::OTHER_PROTOTYPES).is_ok();
+    match (has, enabled) {
+        (false, _) => "the bundle has no \"other\" prototypes (labels.other)".into(),
+        (true, true) => "the bundle's \"other\" prototypes were decoded beside the active \
+                         types (their spans dropped)"
+            .into(),
+        (true, false) => "the bundle's \"other\" prototypes were not decoded (--no-other)".into(),
+    }
 }
 
 /// Reads `NAME=DESCRIPTION` lines; blank lines and lines starting with `#` are skipped.
@@ -558,6 +574,7 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             let opts = eval::EvalOptions {
                 scheme: scheme.scheme(),
                 threads: common.threads,
+                other: !common.no_other,
             };
             let descriptions = match descriptions {
                 None => eval::Descriptions::default(),
@@ -572,6 +589,7 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             };
             let mut r = eval::eval_episodes(&b, &list, &source, mode, &descriptions, shots, opts)?;
             r.notes.push(overlap.describe());
+            r.notes.push(other_note(&b, opts.other));
             r.name = report.name.clone().unwrap_or_else(|| stem(&episodes));
             (bundle.bundle, report, r, b)
         }
@@ -607,13 +625,18 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
                 None if !map.is_empty() => Some(map.iter().map(|(a, _)| a.clone()).collect()),
                 None => None,
             };
-            let tagger = Tagger::new(&b, types.as_deref())?;
+            let mut tagger = Tagger::new(&b, types.as_deref())?;
+            if common.no_other {
+                tagger.disable_other();
+            }
             let opts = eval::EvalOptions {
                 scheme: scheme.scheme(),
                 threads: common.threads,
+                other: !common.no_other,
             };
             let mut r = eval::eval_supervised(&tagger, &corpus.sentences, &source, &map, opts)?;
             r.notes.push(overlap.describe());
+            r.notes.push(other_note(&b, opts.other));
             if lowercase {
                 r.notes
                     .push("every test token was lower-cased before tagging (--lowercase)".into());

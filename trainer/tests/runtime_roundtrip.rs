@@ -312,6 +312,19 @@ fn runtime_decodes_the_other_type_and_drops_its_spans() {
         other_words > 0,
         "the other type should win some words in this test"
     );
+
+    let mut plain = Tagger::new(&bundle, None).unwrap();
+    assert!(plain.decodes_other());
+    plain.disable_other();
+    assert!(!plain.decodes_other());
+    c.other_prototypes = None;
+    let without =
+        Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F32).unwrap(), "no.nerb").unwrap();
+    let want = Tagger::new(&without, None).unwrap().tag(TEXTS, 1).unwrap();
+    let got = plain.tag(TEXTS, 1).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.labels, w.labels);
+    }
 }
 
 #[test]

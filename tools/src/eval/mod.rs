@@ -137,6 +137,9 @@ pub struct EvalOptions {
     pub scheme: Scheme,
     /// Threads for tagging.
     pub threads: usize,
+    /// Decode the bundle's "other" prototypes when it has them (`Tagger::disable_other`
+    /// otherwise).
+    pub other: bool,
 }
 
 /// Converts BIO tags to the tags scored under `scheme` (`Io`: the bare type, else unchanged).
@@ -232,6 +235,9 @@ pub fn eval_episodes(
     let start = Instant::now();
     let transitions = &bundle.metadata().transitions;
     let mut tagger = Tagger::new(bundle, Some(&[]))?;
+    if !opts.other {
+        tagger.disable_other();
+    }
     let tune = match mode {
         AdaptMode::GradientFree => None,
         AdaptMode::HeadTune(t) => {

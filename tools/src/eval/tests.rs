@@ -26,7 +26,11 @@ fn sentence(tokens: &str, t: &str) -> Sentence {
 }
 
 fn opts(scheme: Scheme) -> EvalOptions {
-    EvalOptions { scheme, threads: 1 }
+    EvalOptions {
+        scheme,
+        threads: 1,
+        other: true,
+    }
 }
 
 #[test]
