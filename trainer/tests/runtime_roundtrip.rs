@@ -327,6 +327,88 @@ fn runtime_decodes_the_other_type_and_drops_its_spans() {
     }
 }
 
+/// `bundle` re-written with its encoder metadata changed by `edit`.
+fn with_encoder_meta(
+    bundle: &Bundle,
+    edit: impl FnOnce(&mut ner_edge::bundle::EncoderMeta),
+) -> Bundle {
+    let mut meta = bundle.metadata().clone();
+    edit(&mut meta.encoder);
+    let mut writer = ner_edge::bundle::BundleWriter::new(meta);
+    for t in bundle.tensors() {
+        writer
+            .add_raw(
+                &t.name,
+                t.dtype,
+                &t.shape,
+                bundle.bytes(&t.name).unwrap().to_vec(),
+            )
+            .unwrap();
+    }
+    Bundle::from_vec(writer.to_bytes().unwrap(), "edited.nerb").unwrap()
+}
+
+/// A shape scheme this runtime does not know, or metadata that disagrees with the graph's
+/// inputs, is refused with a message naming the problem; a trained window caps the windows.
+#[test]
+fn shape_scheme_and_trained_window_are_checked() {
+    let shaped = model(17, true);
+    let c = contents(shaped.config.type_dim, 9);
+    let bundle = Bundle::from_vec(
+        export_bundle(&shaped, &c, WeightDtype::F32).unwrap(),
+        "s.nerb",
+    )
+    .unwrap();
+    assert_eq!(
+        bundle.metadata().encoder.shape_scheme.as_deref(),
+        Some("case6-v1")
+    );
+    let unknown = with_encoder_meta(&bundle, |e| e.shape_scheme = Some("case9-v2".into()));
+    let err = Tagger::new(&unknown, None)
+        .err()
+        .expect("unknown scheme")
+        .to_string();
+    assert!(
+        err.contains("case9-v2") && err.contains("case6-v1"),
+        "{err}"
+    );
+    let missing = with_encoder_meta(&bundle, |e| e.shape_scheme = None);
+    let err = Tagger::new(&missing, None)
+        .err()
+        .expect("graph has shape_ids")
+        .to_string();
+    assert!(err.contains("shape_ids"), "{err}");
+
+    let plain = model(17, false);
+    let bundle = Bundle::from_vec(
+        export_bundle(&plain, &c, WeightDtype::F32).unwrap(),
+        "p.nerb",
+    )
+    .unwrap();
+    let claimed = with_encoder_meta(&bundle, |e| e.shape_scheme = Some("case6-v1".into()));
+    let err = Tagger::new(&claimed, None)
+        .err()
+        .expect("graph lacks shape_ids")
+        .to_string();
+    assert!(err.contains("shape_ids"), "{err}");
+
+    assert_eq!(
+        Tagger::new(&bundle, None).unwrap().encoder().max_pieces(),
+        94
+    );
+    let windowed = with_encoder_meta(&bundle, |e| e.trained_window = Some(16));
+    let tagger = Tagger::new(&windowed, None).unwrap();
+    assert_eq!(tagger.encoder().max_pieces(), 16);
+    let long = TEXTS.join(" ");
+    let tagged = tagger.tag(&[long.as_str()], 1).unwrap();
+    assert!(
+        tagged[0].windows > 1,
+        "a text longer than the trained window is windowed"
+    );
+    let zero = with_encoder_meta(&bundle, |e| e.trained_window = Some(0));
+    assert!(Tagger::new(&zero, None).is_err());
+}
+
 #[test]
 fn non_finite_prototypes_do_not_panic() {
     let w = model(14, false);
