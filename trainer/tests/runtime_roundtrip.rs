@@ -146,6 +146,39 @@ fn reference_pieces(
     (boundary, types)
 }
 
+/// Viterbi paths of `encodings` from the reference forward of `w`: first-piece outputs, the
+/// runtime's emissions against `protos` (`n` types) and `cdt` unfolded for them.
+fn reference_paths(
+    w: &ModelWeights,
+    tok: &Tokenizer,
+    encodings: &[Encoding],
+    protos: &[f32],
+    n: usize,
+    cdt: &CdtParams,
+) -> Vec<Vec<usize>> {
+    let (rb, rt) = reference_pieces(w, tok, encodings);
+    let d = w.config.type_dim;
+    let trans = unfold(cdt, n);
+    encodings
+        .iter()
+        .enumerate()
+        .map(|(i, enc)| {
+            let mut b = Vec::new();
+            let mut t = Vec::new();
+            for &p in &enc.word_first_piece {
+                let p = p as usize;
+                b.extend_from_slice(&rb[i][3 * p..3 * p + 3]);
+                t.extend_from_slice(&rt[i][d * p..d * (p + 1)]);
+            }
+            let mut em = Vec::new();
+            emissions(&b, &t, d, protos, n, &mut em);
+            let mut path = Vec::new();
+            viterbi(&em, label_count(n), &trans, &mut path);
+            path
+        })
+        .collect()
+}
+
 fn check_encoder(dtype: WeightDtype, against: &ModelWeights, exported: &ModelWeights, tol: f32) {
     let bytes = export_bundle(exported, &contents(exported.config.type_dim, 3), dtype).unwrap();
     let bundle = Bundle::from_vec(bytes, "roundtrip.nerb").unwrap();
@@ -235,23 +268,10 @@ fn runtime_predictions_equal_decoding_of_trainer_forward() {
     let tagged = tagger.tag(TEXTS, 1).unwrap();
     let tok = tagger.tokenizer();
     let encodings: Vec<_> = TEXTS.iter().map(|t| tok.encode(t)).collect();
-    let (rb, rt) = reference_pieces(&w, tok, &encodings);
-    let d = w.config.type_dim;
     let protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
-    let trans = unfold(&c.transitions, c.types.len());
+    let paths = reference_paths(&w, tok, &encodings, &protos, c.types.len(), &c.transitions);
     let mut entity_count = 0;
-    for (i, enc) in encodings.iter().enumerate() {
-        let mut b = Vec::new();
-        let mut t = Vec::new();
-        for &p in &enc.word_first_piece {
-            let p = p as usize;
-            b.extend_from_slice(&rb[i][3 * p..3 * p + 3]);
-            t.extend_from_slice(&rt[i][d * p..d * (p + 1)]);
-        }
-        let mut em = Vec::new();
-        emissions(&b, &t, d, &protos, c.types.len(), &mut em);
-        let mut path = Vec::new();
-        viterbi(&em, label_count(c.types.len()), &trans, &mut path);
+    for (i, (enc, path)) in encodings.iter().zip(paths).enumerate() {
         assert_eq!(tagged[i].labels, path, "text {i}");
         assert_eq!(tagged[i].words, enc.words);
         entity_count += tagged[i].entities.len();
@@ -278,24 +298,12 @@ fn runtime_decodes_the_other_type_and_drops_its_spans() {
     let tagged = tagger.tag(TEXTS, 1).unwrap();
     let tok = tagger.tokenizer();
     let encodings: Vec<_> = TEXTS.iter().map(|t| tok.encode(t)).collect();
-    let (rb, rt) = reference_pieces(&w, tok, &encodings);
     let mut protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
     protos.extend_from_slice(&other[..d]);
     let n = c.types.len() + 1;
-    let trans = unfold(&c.transitions, n);
+    let paths = reference_paths(&w, tok, &encodings, &protos, n, &c.transitions);
     let mut other_words = 0;
-    for (i, enc) in encodings.iter().enumerate() {
-        let mut b = Vec::new();
-        let mut t = Vec::new();
-        for &p in &enc.word_first_piece {
-            let p = p as usize;
-            b.extend_from_slice(&rb[i][3 * p..3 * p + 3]);
-            t.extend_from_slice(&rt[i][d * p..d * (p + 1)]);
-        }
-        let mut em = Vec::new();
-        emissions(&b, &t, d, &protos, n, &mut em);
-        let mut path = Vec::new();
-        viterbi(&em, label_count(n), &trans, &mut path);
+    for (i, mut path) in paths.into_iter().enumerate() {
         for l in &mut path {
             if *l >= label_count(n - 1) {
                 other_words += 1;

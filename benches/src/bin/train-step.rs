@@ -25,10 +25,9 @@ use ner_edge_trainer::train::config::TrainConfig;
 use ner_edge_trainer::train::data::{self, EncodedEpisode};
 use ner_edge_trainer::train::dense::DenseSampler;
 use ner_edge_trainer::train::meta::{
-    apply_update, class_names, compute_gradients, dense_weights, fresh_state, initial_weights,
-    step_dense, step_episodes,
+    apply_update, class_names, compute_gradients, cpu_workers, dense_weights, fresh_state,
+    initial_weights, step_dense, step_episodes,
 };
-use ner_edge_trainer::train::step::StepWorker;
 
 fn main() {
     if let Err(e) = run() {
@@ -73,18 +72,7 @@ fn run() -> Result<()> {
     } else {
         None
     };
-    let threads = config.threads.min(config.episodes_per_step).max(1);
-    let mut workers: Vec<StepWorker> = (0..threads)
-        .map(|_| {
-            StepWorker::new(
-                &state.weights.config,
-                &state.classes,
-                config.episodes_per_step,
-                config.dense.sequences_per_step,
-                config.dense.weight,
-            )
-        })
-        .collect();
+    let mut workers = cpu_workers(&config, &state);
 
     let mut first: Vec<EncodedEpisode> = Vec::new();
     let mut times = Vec::new();
@@ -132,10 +120,12 @@ fn run() -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "median step over {} steps: {:.0} ms on {threads} threads, {} episodes per step",
+        "median step over {} steps: {:.0} ms on {} threads, {} episodes and {} dense sequences per step",
         times.len(),
         times[times.len() / 2],
-        config.episodes_per_step
+        workers.len(),
+        config.episodes_per_step,
+        config.dense.sequences_per_step
     );
     split_by_layer(&state.weights.config, &first)
 }

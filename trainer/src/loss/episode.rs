@@ -713,30 +713,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_term_matches_finite_differences() {
-        let mut fx = fixture(1);
+    /// [`check_fd`] of each of the four terms alone.
+    fn check_each_term(fx: &mut Fixture, tag: &str) {
         for (w, what) in [
             (only(1.0, 0.0, 0.0, 0.0), "crf"),
             (only(0.0, 1.0, 0.0, 0.0), "span"),
             (only(0.0, 0.0, 1.0, 0.0), "type"),
             (only(0.0, 0.0, 0.0, 1.0), "kl"),
         ] {
-            check_fd(&mut fx, &w, what);
+            check_fd(fx, &w, &format!("{what}{tag}"));
         }
+    }
+
+    #[test]
+    fn every_term_matches_finite_differences() {
+        check_each_term(&mut fixture(1), "");
     }
 
     #[test]
     fn every_term_matches_finite_differences_with_an_other_type() {
         let mut fx = fixture_with_other(7);
-        for (w, what) in [
-            (only(1.0, 0.0, 0.0, 0.0), "crf with other"),
-            (only(0.0, 1.0, 0.0, 0.0), "span with other"),
-            (only(0.0, 0.0, 1.0, 0.0), "type with other"),
-            (only(0.0, 0.0, 0.0, 1.0), "kl with other"),
-        ] {
-            check_fd(&mut fx, &w, what);
-        }
+        check_each_term(&mut fx, " with other");
         let out = fx.eval(&LossWeights::default()).unwrap();
         assert_eq!(out.prototypes.len(), fx.n * fx.d);
         assert!(out.other.iter().any(|&g| g != 0.0));

@@ -301,6 +301,22 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
     run_meta_on(config, opts, Backend::Cpu)
 }
 
+/// One [`StepWorker`] per training thread of `config` (at most one per episode).
+pub fn cpu_workers(config: &TrainConfig, state: &TrainState) -> Vec<StepWorker> {
+    let threads = config.threads.min(config.episodes_per_step).max(1);
+    (0..threads)
+        .map(|_| {
+            StepWorker::new(
+                &state.weights.config,
+                &state.classes,
+                config.episodes_per_step,
+                config.dense.sequences_per_step,
+                config.dense.weight,
+            )
+        })
+        .collect()
+}
+
 /// Where the forward and backward passes of a run execute.
 enum Engine {
     Cpu(Vec<StepWorker>),
@@ -311,22 +327,7 @@ enum Engine {
 impl Engine {
     fn new(backend: Backend, state: &TrainState, config: &TrainConfig) -> Result<Engine> {
         match backend {
-            Backend::Cpu => {
-                let threads = config.threads.min(config.episodes_per_step).max(1);
-                Ok(Engine::Cpu(
-                    (0..threads)
-                        .map(|_| {
-                            StepWorker::new(
-                                &state.weights.config,
-                                &state.classes,
-                                config.episodes_per_step,
-                                config.dense.sequences_per_step,
-                                config.dense.weight,
-                            )
-                        })
-                        .collect(),
-                ))
-            }
+            Backend::Cpu => Ok(Engine::Cpu(cpu_workers(config, state))),
             #[cfg(feature = "cuda")]
             Backend::Cuda => {
                 ensure!(

@@ -174,6 +174,20 @@ impl StepWorker {
         all
     }
 
+    /// Backward of the batch last run forward, from the piece-level gradients in `d_boundary`
+    /// and `d_types`, into this worker's encoder gradients.
+    fn backward(&mut self, w: &ModelWeights) {
+        backward(
+            w,
+            &self.batch,
+            &self.tape,
+            &self.d_boundary,
+            &self.d_types,
+            &mut self.grads,
+            &mut self.scratch,
+        );
+    }
+
     /// Forward, loss and backward of one episode, adding its scaled gradients to this worker's
     /// buffers. Returns the loss terms and the entity vectors to push into the label memory.
     pub fn episode(
@@ -210,15 +224,7 @@ impl StepWorker {
             &mut self.d_boundary,
             &mut self.d_types,
         );
-        backward(
-            w,
-            &self.batch,
-            &self.tape,
-            &self.d_boundary,
-            &self.d_types,
-            &mut self.grads,
-            &mut self.scratch,
-        );
+        self.backward(w);
         self.head_grads.add_cdt_grad(&loss.cdt, self.scale);
         self.head_grads.prior.add_scaled(&loss.prior, self.scale);
         self.class_grads
@@ -300,15 +306,7 @@ impl StepWorker {
             sum.type_ce += loss.terms.type_ce;
             sum.total += loss.terms.total;
         }
-        backward(
-            w,
-            &self.batch,
-            &self.tape,
-            &self.d_boundary,
-            &self.d_types,
-            &mut self.grads,
-            &mut self.scratch,
-        );
+        self.backward(w);
         Ok(sum)
     }
 }
