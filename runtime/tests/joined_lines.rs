@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ner_edge::bundle::Bundle;
-use ner_edge::metrics::{spans, Scheme};
+use ner_edge::metrics::{spans, Prf, Scheme};
 use ner_edge::pipeline::Tagger;
 
 fn root() -> &'static Path {
@@ -91,10 +91,12 @@ fn recall_f1(
     gold: &HashSet<(usize, Range<usize>, String)>,
     predicted: &HashSet<(usize, Range<usize>, String)>,
 ) -> (f64, f64) {
-    let correct = gold.intersection(predicted).count() as f64;
-    let recall = 100.0 * correct / gold.len().max(1) as f64;
-    let f1 = 200.0 * correct / (gold.len() + predicted.len()).max(1) as f64;
-    (recall, f1)
+    let prf = Prf::from_counts(
+        gold.intersection(predicted).count(),
+        predicted.len(),
+        gold.len(),
+    );
+    (100.0 * prf.recall, 100.0 * prf.f1)
 }
 
 #[test]
