@@ -48,6 +48,8 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Largest tolerated fraction of test sentences found in the training data.
     pub max_overlap: f64,
+    /// Decode the bundle's "other" prototypes when it has them (`--no-other` clears it).
+    pub other: bool,
     /// Bundle type → CoNLL type pairs tried for CoNLL-2003 test (pairs whose bundle type the
     /// bundle lacks are dropped).
     pub conll_map: Vec<(String, String)>,
@@ -87,7 +89,7 @@ pub fn run(bundle: &Bundle, opts: &BenchOptions) -> Result<String> {
     let eval_opts = |scheme| EvalOptions {
         scheme,
         threads: opts.threads,
-        other: true,
+        other: opts.other,
     };
     let mut outcomes = Vec::new();
 
@@ -318,7 +320,10 @@ fn supervised_outcome(
     } else {
         map.iter().map(|(from, _)| from.clone()).collect()
     };
-    let tagger = Tagger::new(bundle, Some(&types))?;
+    let mut tagger = Tagger::new(bundle, Some(&types))?;
+    if !opts.other {
+        tagger.disable_other();
+    }
     eprintln!("{name}: {} sentences …", test.len());
     let mut r = eval::eval_supervised(&tagger, test, source, map, opts)?;
     r.name = name.to_string();
@@ -498,6 +503,7 @@ mod tests {
             limit: None,
             threads: 1,
             max_overlap: overlap::DEFAULT_MAX_OVERLAP,
+            other: true,
             conll_map: DEFAULT_CONLL_MAP
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -272,18 +272,6 @@ enum UseDescriptionsArg {
     Only,
 }
 
-/// Says whether the run decoded the bundle's "other" prototypes.
-fn other_note(bundle: &Bundle, enabled: bool) -> String {
-    let has = bundle.tensor_info(tensor_names::OTHER_PROTOTYPES).is_ok();
-    match (has, enabled) {
-        (false, _) => "the bundle has no \"other\" prototypes (labels.other)".into(),
-        (true, true) => "the bundle's \"other\" prototypes were decoded beside the active \
-                         types (their spans dropped)"
-            .into(),
-        (true, false) => "the bundle's \"other\" prototypes were not decoded (--no-other)".into(),
-    }
-}
-
 /// Reads `NAME=DESCRIPTION` lines; blank lines and lines starting with `#` are skipped.
 fn read_descriptions(path: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
@@ -515,6 +503,7 @@ fn run(cli: Cli) -> Result<()> {
                 limit,
                 threads: common.threads,
                 max_overlap: common.max_overlap,
+                other: !common.no_other,
                 conll_map,
                 command: std::iter::once("ner-tools".to_string())
                     .chain(std::env::args().skip(1))
@@ -589,7 +578,6 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             };
             let mut r = eval::eval_episodes(&b, &list, &source, mode, &descriptions, shots, opts)?;
             r.notes.push(overlap.describe());
-            r.notes.push(other_note(&b, opts.other));
             r.name = report.name.clone().unwrap_or_else(|| stem(&episodes));
             (bundle.bundle, report, r, b)
         }
@@ -636,7 +624,6 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             };
             let mut r = eval::eval_supervised(&tagger, &corpus.sentences, &source, &map, opts)?;
             r.notes.push(overlap.describe());
-            r.notes.push(other_note(&b, opts.other));
             if lowercase {
                 r.notes
                     .push("every test token was lower-cased before tagging (--lowercase)".into());

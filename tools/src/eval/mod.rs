@@ -137,8 +137,9 @@ pub struct EvalOptions {
     pub scheme: Scheme,
     /// Threads for tagging.
     pub threads: usize,
-    /// Decode the bundle's "other" prototypes when it has them (`Tagger::disable_other`
-    /// otherwise).
+    /// [`eval_episodes`]: decode the bundle's "other" prototypes when it has them
+    /// (`Tagger::disable_other` otherwise). [`eval_supervised`] scores the tagger it is given,
+    /// so its caller decides there.
     pub other: bool,
 }
 
@@ -318,7 +319,7 @@ pub fn eval_episodes(
         sentences,
         words,
         seconds: start.elapsed().as_secs_f64(),
-        notes: Vec::new(),
+        notes: vec![other_note(&tagger)],
     })
 }
 
@@ -377,8 +378,19 @@ pub fn eval_supervised(
         sentences: test.len(),
         words: test.iter().map(|s| s.tokens.len()).sum(),
         seconds: start.elapsed().as_secs_f64(),
-        notes: Vec::new(),
+        notes: vec![other_note(tagger)],
     })
+}
+
+/// The report note saying whether `tagger` decoded "other" prototypes.
+fn other_note(tagger: &Tagger) -> String {
+    if tagger.decodes_other() {
+        "the bundle's \"other\" prototypes were decoded beside the active types (their spans \
+         dropped)"
+            .into()
+    } else {
+        "no \"other\" prototypes were decoded (the bundle has none, or --no-other)".into()
+    }
 }
 
 /// `B-x`/`I-x` with `x` replaced through `map`; `O` and unmapped types unchanged.

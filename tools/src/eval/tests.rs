@@ -201,6 +201,13 @@ fn supervised_scores_use_the_map_and_the_gold_words() {
     }
     assert!(r.protocol.contains("type mapping"));
     assert!(r.episodes.is_none());
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("no \"other\" prototypes were decoded")),
+        "{:?}",
+        r.notes
+    );
 }
 
 #[test]
