@@ -339,6 +339,9 @@ fn round_trip_through_from_vec_from_static_and_open() {
 fn from_vec_accepts_any_alignment_and_from_static_requires_64() {
     let bytes = sample();
     let mut seen_misaligned = false;
+    // Every bundle stays alive, so no vector can reuse the block of an earlier (aligned) one
+    // and the allocator has to hand out fresh addresses.
+    let mut kept = Vec::new();
     for extra in 1..64 {
         let mut v = Vec::with_capacity(bytes.len() + extra);
         v.extend_from_slice(&bytes);
@@ -346,6 +349,7 @@ fn from_vec_accepts_any_alignment_and_from_static_requires_64() {
         let b = Bundle::from_vec(v, "v").unwrap();
         assert_eq!(b.as_bytes().as_ptr() as usize % 64, 0);
         check_invariants(&b);
+        kept.push(b);
     }
     assert!(
         seen_misaligned,
