@@ -469,22 +469,29 @@ impl Tagger {
     /// score (ties: earlier group, i.e. the bundle first; then earlier start), skipping any that
     /// overlaps one already taken. Entities of a group that nothing overlaps are therefore
     /// exactly those (and with exactly the scores) the group would give alone.
+    ///
+    /// The result does not depend on `threads`: the encoder batches are formed from all of
+    /// `texts` ([`Encoder::encode_on`]), and tokenizing and decoding are per text.
     pub fn tag(&self, texts: &[&str], threads: usize) -> Result<Vec<TaggedText>> {
-        on_threads(texts, threads, |part| self.tag_chunk(part))
+        let encodings = on_threads(texts, threads, |part| {
+            Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
+        })?;
+        self.decode_all(encodings, threads)
     }
 
     /// Tags already-split sentences (e.g. CoNLL tokens), each given word being exactly one
     /// word of the result ([`Tokenizer::encode_words`]): `labels[i]` is the label of
     /// `sentences[s][i]`, and word and entity byte ranges refer to the words joined with
-    /// single spaces. Work is split over up to `threads` threads; results keep input order.
+    /// single spaces. Work is split over up to `threads` threads; results keep input order and
+    /// do not depend on `threads` (as for [`Tagger::tag`]).
     pub fn tag_words(&self, sentences: &[Vec<&str>], threads: usize) -> Result<Vec<TaggedText>> {
-        on_threads(sentences, threads, |part| {
-            let encodings: Vec<Encoding> = part
+        let encodings = on_threads(sentences, threads, |part| {
+            Ok(part
                 .iter()
                 .map(|w| self.tokenizer.encode_words(w))
-                .collect();
-            self.decode_all(encodings)
-        })
+                .collect())
+        })?;
+        self.decode_all(encodings, threads)
     }
 
     /// The BIO tag strings (`O`, `B-NAME`, `I-NAME`) of a result's [`TaggedText::labels`].
@@ -504,26 +511,29 @@ impl Tagger {
         self.type_names.get(k).map_or("?", String::as_str)
     }
 
-    fn tag_chunk(&self, texts: &[&str]) -> Result<Vec<TaggedText>> {
-        let encodings: Vec<Encoding> = texts.iter().map(|t| self.tokenizer.encode(t)).collect();
-        self.decode_all(encodings)
-    }
-
-    fn decode_all(&self, encodings: Vec<Encoding>) -> Result<Vec<TaggedText>> {
+    /// Encodes all of `encodings` in one set of batches, then decodes each text; both on up to
+    /// `threads` threads.
+    fn decode_all(&self, encodings: Vec<Encoding>, threads: usize) -> Result<Vec<TaggedText>> {
         let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
-        let (scores, windows) = self.encoder.encode(&ids)?;
-        let mut scratch = Scratch::default();
-        Ok(encodings
+        let (scores, windows) = self.encoder.encode_on(&ids, threads)?;
+        let items: Vec<(Encoding, PieceScores, usize)> = encodings
             .into_iter()
             .zip(scores)
             .zip(windows)
-            .map(|((enc, sc), w)| self.decode_text(enc, &sc, w, &mut scratch))
-            .collect())
+            .map(|((enc, sc), w)| (enc, sc, w))
+            .collect();
+        on_threads(&items, threads, |part| {
+            let mut scratch = Scratch::default();
+            Ok(part
+                .iter()
+                .map(|(enc, sc, w)| self.decode_text(enc, sc, *w, &mut scratch))
+                .collect())
+        })
     }
 
     fn decode_text(
         &self,
-        enc: Encoding,
+        enc: &Encoding,
         sc: &PieceScores,
         windows: usize,
         s: &mut Scratch,
@@ -616,7 +626,7 @@ impl Tagger {
             })
             .collect();
         TaggedText {
-            words: enc.words,
+            words: enc.words.clone(),
             labels,
             entities,
             windows,
@@ -687,12 +697,13 @@ fn check_group_size(decoded: usize) -> Result<()> {
 }
 
 /// Runs `work` on up to `threads` contiguous chunks of `items` in scoped threads and
-/// concatenates the results in input order; one thread runs on the caller's.
-fn on_threads<T: Sync>(
+/// concatenates the results in input order; one thread runs on the caller's. `work` must give
+/// each item a result that does not depend on the other items of its chunk.
+fn on_threads<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
-    work: impl Fn(&[T]) -> Result<Vec<TaggedText>> + Sync,
-) -> Result<Vec<TaggedText>> {
+    work: impl Fn(&[T]) -> Result<Vec<R>> + Sync,
+) -> Result<Vec<R>> {
     let threads = threads.clamp(1, items.len().max(1));
     if threads == 1 {
         return work(items);

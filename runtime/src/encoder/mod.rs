@@ -397,8 +397,20 @@ impl Encoder {
 
     /// Scores every piece of every sequence, whatever its length: long sequences go through
     /// overlapping windows, windows are grouped by length into batches. Also returns the
-    /// number of windows used per sequence.
+    /// number of windows used per sequence. Same as [`Encoder::encode_on`] with one thread.
     pub fn encode(&self, seqs: &[PieceSeq<'_>]) -> Result<(Vec<PieceScores>, Vec<usize>)> {
+        self.encode_on(seqs, 1)
+    }
+
+    /// [`Encoder::encode`] with the batches run on up to `threads` threads. The batches are
+    /// formed from all of `seqs` before any thread starts and each thread runs whole batches,
+    /// so the scores are bit-identical whatever `threads` is. On errors, the error of the
+    /// first failing batch (in batch order) is returned.
+    pub fn encode_on(
+        &self,
+        seqs: &[PieceSeq<'_>],
+        threads: usize,
+    ) -> Result<(Vec<PieceScores>, Vec<usize>)> {
         struct Job {
             seq: usize,
             window: Window,
@@ -411,6 +423,23 @@ impl Encoder {
             jobs.extend(ws.into_iter().map(|window| Job { seq: i, window }));
         }
         jobs.sort_by_key(|j| std::cmp::Reverse(j.window.end - j.window.start));
+        let mut batches: Vec<&[Job]> = Vec::new();
+        let mut at = 0;
+        while at < jobs.len() {
+            let width = jobs[at].window.end - jobs[at].window.start + 2;
+            let per_batch = (self.batch_tokens / width).max(1);
+            let end = (at + per_batch).min(jobs.len());
+            batches.push(&jobs[at..end]);
+            at = end;
+        }
+        let run = |batch: &&[Job]| {
+            let inputs: Vec<PieceSeq<'_>> = batch
+                .iter()
+                .map(|j| seqs[j.seq].slice(j.window.start, j.window.end))
+                .collect();
+            self.run_batch(&inputs)
+        };
+        let results = run_batches(&batches, threads, run)?;
         let mut out: Vec<PieceScores> = seqs
             .iter()
             .map(|s| PieceScores {
@@ -421,16 +450,7 @@ impl Encoder {
             .collect();
         let d = self.type_dim;
         let h = self.hidden_dim();
-        let mut at = 0;
-        while at < jobs.len() {
-            let width = jobs[at].window.end - jobs[at].window.start + 2;
-            let per_batch = (self.batch_tokens / width).max(1);
-            let batch = &jobs[at..(at + per_batch).min(jobs.len())];
-            let inputs: Vec<PieceSeq<'_>> = batch
-                .iter()
-                .map(|j| seqs[j.seq].slice(j.window.start, j.window.end))
-                .collect();
-            let scores = self.run_batch(&inputs)?;
+        for (batch, scores) in batches.iter().zip(results) {
             for (job, sc) in batch.iter().zip(scores) {
                 let w = job.window;
                 let from = w.keep_start - w.start;
@@ -443,8 +463,48 @@ impl Encoder {
                 dst.hidden[w.keep_start * h..w.keep_end * h]
                     .copy_from_slice(&sc.hidden[from * h..(from + n) * h]);
             }
-            at += batch.len();
         }
         Ok((out, window_counts))
     }
+}
+
+/// Runs `run` on every batch, on up to `threads` scoped threads that each take the next batch
+/// not yet taken; returns the results in batch order, or the error of the first failing batch.
+fn run_batches<B: Sync, R: Send>(
+    batches: &[B],
+    threads: usize,
+    run: impl Fn(&B) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let threads = threads.clamp(1, batches.len().max(1));
+    if threads == 1 {
+        return batches.iter().map(run).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (next, run) = (&next, &run);
+    let mut done: Vec<(usize, Result<R>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(batch) = batches.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, run(batch)));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(batches.len());
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| Error::Encoder("an encoder thread panicked".into()))?,
+            );
+        }
+        Ok::<_, Error>(all)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
