@@ -24,8 +24,11 @@ fn texts() -> Vec<String> {
     out
 }
 
+/// Entity spans, word labels and entity scores (as bits) of one tagged text.
+type Exact = (Vec<std::ops::Range<usize>>, Vec<usize>, Vec<u32>);
+
 /// Every score of `t` as bits, so that comparisons are exact.
-fn bits(t: &[TaggedText]) -> Vec<(Vec<std::ops::Range<usize>>, Vec<usize>, Vec<u32>)> {
+fn bits(t: &[TaggedText]) -> Vec<Exact> {
     t.iter()
         .map(|x| {
             (
