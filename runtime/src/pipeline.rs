@@ -476,7 +476,7 @@ impl Tagger {
         let encodings = on_threads(texts, threads, |part| {
             Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
         })?;
-        self.decode_all(encodings, threads)
+        self.decode_all(texts, encodings, threads)
     }
 
     /// Tags already-split sentences (e.g. CoNLL tokens), each given word being exactly one
@@ -491,7 +491,9 @@ impl Tagger {
                 .map(|w| self.tokenizer.encode_words(w))
                 .collect())
         })?;
-        self.decode_all(encodings, threads)
+        let joined: Vec<String> = sentences.iter().map(|w| w.join(" ")).collect();
+        let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
+        self.decode_all(&texts, encodings, threads)
     }
 
     /// The BIO tag strings (`O`, `B-NAME`, `I-NAME`) of a result's [`TaggedText::labels`].
@@ -511,28 +513,35 @@ impl Tagger {
         self.type_names.get(k).map_or("?", String::as_str)
     }
 
-    /// Encodes all of `encodings` in one set of batches, then decodes each text; both on up to
-    /// `threads` threads.
-    fn decode_all(&self, encodings: Vec<Encoding>, threads: usize) -> Result<Vec<TaggedText>> {
+    /// Encodes all of `encodings` (of `texts`) in one set of batches, then decodes each text;
+    /// both on up to `threads` threads.
+    fn decode_all(
+        &self,
+        texts: &[&str],
+        encodings: Vec<Encoding>,
+        threads: usize,
+    ) -> Result<Vec<TaggedText>> {
         let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
         let (scores, windows) = self.encoder.encode_on(&ids, threads)?;
-        let items: Vec<(Encoding, PieceScores, usize)> = encodings
-            .into_iter()
+        let items: Vec<(&str, Encoding, PieceScores, usize)> = texts
+            .iter()
+            .zip(encodings)
             .zip(scores)
             .zip(windows)
-            .map(|((enc, sc), w)| (enc, sc, w))
+            .map(|(((text, enc), sc), w)| (*text, enc, sc, w))
             .collect();
         on_threads(&items, threads, |part| {
             let mut scratch = Scratch::default();
             Ok(part
                 .iter()
-                .map(|(enc, sc, w)| self.decode_text(enc, sc, *w, &mut scratch))
+                .map(|(text, enc, sc, w)| self.decode_text(text, enc, sc, *w, &mut scratch))
                 .collect())
         })
     }
 
     fn decode_text(
         &self,
+        text: &str,
         enc: &Encoding,
         sc: &PieceScores,
         windows: usize,
@@ -620,7 +629,9 @@ impl Tagger {
         let entities = found
             .into_iter()
             .map(|(_, e)| TaggedEntity {
-                span: enc.words[e.start_word].start..enc.words[e.end_word - 1].end,
+                span: enc
+                    .entity_span(text, e.start_word..e.end_word)
+                    .unwrap_or(enc.words[e.start_word].start..enc.words[e.end_word - 1].end),
                 type_index: e.type_index,
                 score: e.score,
             })

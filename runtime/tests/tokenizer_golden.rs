@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use ner_edge::tokenizer::{bert_uncased_meta, Encoding, Tokenizer};
+use ner_edge::tokenizer::{bert_uncased_meta, is_combining_mark, Encoding, Tokenizer};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -227,11 +227,78 @@ fn text() -> impl Strategy<Value = String> {
     proptest::collection::vec(fragment(), 0..30).prop_map(|v| v.concat())
 }
 
+/// A char an entity may start or end on: one the tokenizer keeps, i.e. not whitespace and not
+/// deleted when it stands alone (control, format, zero-width, a lone mark).
+fn own_char(tok: &Tokenizer, c: char) -> bool {
+    !c.is_whitespace() && !dropped_alone(tok, c)
+}
+
+/// The entity span of every run of words `a..b` of `enc` starts on a kept char, ends on a kept
+/// char followed only by combining marks, stays inside the words, and does not split a char
+/// from the marks after it.
+fn check_entity_spans(tok: &Tokenizer, text: &str, enc: &Encoding) -> Result<(), String> {
+    for a in 0..enc.words.len() {
+        for b in a + 1..=enc.words.len() {
+            let span = enc
+                .entity_span(text, a..b)
+                .ok_or_else(|| format!("words {a}..{b}: no span"))?;
+            let outer = enc.words[a].start..enc.words[b - 1].end;
+            if span.start < outer.start || span.end > outer.end || span.is_empty() {
+                return Err(format!("words {a}..{b}: span {span:?} outside {outer:?}"));
+            }
+            let inside = text
+                .get(span.clone())
+                .ok_or_else(|| format!("words {a}..{b}: span {span:?} off char boundaries"))?;
+            let first = inside.chars().next().unwrap_or(' ');
+            if !own_char(tok, first) {
+                return Err(format!("words {a}..{b}: {inside:?} starts on {first:?}"));
+            }
+            let core = inside.trim_end_matches(is_combining_mark);
+            match core.chars().next_back() {
+                Some(last) if own_char(tok, last) => {}
+                other => return Err(format!("words {a}..{b}: {inside:?} ends on {other:?}")),
+            }
+            if text[span.end..outer.end].starts_with(is_combining_mark) {
+                return Err(format!(
+                    "words {a}..{b}: {inside:?} leaves a mark of its last char out"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn entity_spans_hold_only_the_entity() {
+    let tok = minilm_cached();
+    let text = "Angela\0Merkel visited \x07Berlin\x1b today, \u{200b}Jose\u{301}\u{200b} too.";
+    let enc = tok.encode(text);
+    let words: Vec<&str> = enc.words.iter().map(|w| &text[w.clone()]).collect();
+    let at = |w: &str| words.iter().position(|x| *x == w).unwrap();
+    let berlin = at("\x07Berlin\x1b");
+    let span = enc.entity_span(text, berlin..berlin + 1).unwrap();
+    assert_eq!(&text[span], "Berlin");
+    let span = enc.entity_span(text, 0..1).unwrap();
+    assert_eq!(&text[span], "Angela\0Merkel");
+    let jose = words.iter().position(|x| x.contains("Jose")).unwrap();
+    let span = enc.entity_span(text, jose..jose + 1).unwrap();
+    assert_eq!(&text[span], "Jose\u{301}");
+    check_entity_spans(tok, text, &enc).unwrap();
+}
+
 proptest! {
     #[test]
     fn encode_invariants(text in text()) {
         let enc = minilm_cached().encode(&text);
         prop_assert!(check_invariants(&text, &enc).is_ok(), "{:?}", check_invariants(&text, &enc));
+    }
+
+    #[test]
+    fn entity_spans_start_and_end_on_the_entity(text in text()) {
+        let tok = minilm_cached();
+        let enc = tok.encode(&text);
+        let checked = check_entity_spans(tok, &text, &enc);
+        prop_assert!(checked.is_ok(), "{:?}: {:?}", text, checked);
     }
 
     #[test]

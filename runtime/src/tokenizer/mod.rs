@@ -34,6 +34,13 @@ use normalize::{ASCII_CLASS, A_PUNCT, A_REMOVED, A_SPACE};
 pub use shape::{Shape, SHAPE_CLASSES, SHAPE_SCHEME};
 use vocab::Vocab;
 
+/// A char that belongs to the character before it: a nonspacing mark (general category Mn,
+/// e.g. U+0301 or the variation selector U+FE0F) or a char with a nonzero canonical combining
+/// class. Such chars at the end of a word stay with it in [`Encoding::entity_span`].
+pub fn is_combining_mark(c: char) -> bool {
+    normalize::is_nonspacing_mark(c) || normalize::combining_class(c) != 0
+}
+
 /// BERT's mask token; matched in text like the special tokens of [`TokenizerMeta`] when the
 /// vocabulary has it (it is an added token of the reference tokenizer).
 pub const MASK_TOKEN: &str = "[MASK]";
@@ -102,6 +109,33 @@ impl Encoding {
             Some(&next) => next as usize,
             None => self.ids.len(),
         };
+        Some(start..end)
+    }
+
+    /// Byte range in `text` (the text this encoding was made from) of the entity that covers
+    /// words `words`: from the first character of their pieces to the last, then over the
+    /// combining marks ([`is_combining_mark`]) that directly follow inside the last word, so a
+    /// character is never split from its accents. The range never starts or ends on whitespace
+    /// or on a character the tokenizer drops (control, format or zero-width characters, and
+    /// marks before the first kept character); such characters are kept only inside it.
+    /// `None` for an empty or out-of-range `words`.
+    pub fn entity_span(&self, text: &str, words: Range<usize>) -> Option<Range<usize>> {
+        if words.is_empty() {
+            return None;
+        }
+        let first = self.word_pieces(words.start)?.start;
+        let last_word = words.end - 1;
+        let last = self.word_pieces(last_word)?.end;
+        let spans = self.piece_spans.get(first..last)?;
+        let start = spans.iter().map(|s| s.start).min()?;
+        let mut end = spans.iter().map(|s| s.end).max()?;
+        let limit = self.words.get(last_word)?.end;
+        while let Some(c) = text.get(end..limit).and_then(|rest| rest.chars().next()) {
+            if !is_combining_mark(c) {
+                break;
+            }
+            end += c.len_utf8();
+        }
         Some(start..end)
     }
 
