@@ -11,14 +11,11 @@ use ner_edge::corpus::{
 };
 use ner_edge::Error;
 
+mod common;
+
 fn shared_data() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: ../shared/data not found");
-        None
-    }
+    common::present(&dir).then_some(dir)
 }
 
 #[derive(Clone, Copy)]

@@ -18,6 +18,8 @@ use ner_edge::bundle::Bundle;
 use ner_edge::metrics::{spans, Prf, Scheme};
 use ner_edge::pipeline::Tagger;
 
+mod common;
+
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
@@ -102,8 +104,7 @@ fn recall_f1(
 #[test]
 fn joined_conll_test_sentences_keep_their_entities() {
     let path = root().join("../shared/data/conll2003/test.txt");
-    if !path.is_file() {
-        println!("skipped: {} not found", path.display());
+    if !common::present(&path) {
         return;
     }
     let corpus = ner_edge::corpus::read_conll2003(&path).unwrap();
