@@ -191,6 +191,9 @@ fn i32_of(v: usize, what: &str) -> Result<i32> {
 /// Launches `$name` on `$gpu`'s stream with `$cfg` and the listed arguments (each a local
 /// value whose type matches the kernel's parameter: `u64` for pointers, `i32` for `int`, `i64`
 /// for `long long`, `f32` for `float`).
+///
+/// The expansion performs an unsafe launch: invoke it inside an `unsafe` block whose `SAFETY`
+/// note covers the argument list and the sizes of the buffers the kernel touches.
 macro_rules! launch {
     ($gpu:expr, $name:literal, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let f = $gpu.kernels.function($name)?;
@@ -228,7 +231,9 @@ impl Gpu {
         if len == 0 {
             return Ok(());
         }
-        dr::memcpy_dtod_async(dst.0, src.0, len * 4, self.stream.cu_stream())
+        // SAFETY: the caller guarantees (`# Safety`) `len` live, non-overlapping `f32` values at
+        // `src` and `dst`; the copy is ordered on this stream after the work that wrote `src`.
+        unsafe { dr::memcpy_dtod_async(dst.0, src.0, len * 4, self.stream.cu_stream()) }
             .context("GPU copy")?;
         Ok(())
     }
@@ -256,21 +261,26 @@ impl Gpu {
     ) -> Result<()> {
         let (n32, d32) = (i32_of(n, "n")?, i32_of(d, "d")?);
         let (v32, p32) = (i32_of(vocab, "vocab")?, i32_of(max_pos, "max_pos")?);
-        launch!(
-            self,
-            "embedding_forward",
-            grid_for(n * d),
-            &word.0,
-            &position.0,
-            &token_type.0,
-            &ids.0,
-            &pos.0,
-            &n32,
-            &d32,
-            &v32,
-            &p32,
-            &out.0
-        );
+        // SAFETY: the arguments follow `embedding_forward` in `encoder.cu` (`u64` pointers, `i32`
+        // ints); the caller guarantees (`# Safety`) live buffers of the stated shapes, and the
+        // kernel skips ids and positions outside `vocab`, `max_pos`.
+        unsafe {
+            launch!(
+                self,
+                "embedding_forward",
+                grid_for(n * d),
+                &word.0,
+                &position.0,
+                &token_type.0,
+                &ids.0,
+                &pos.0,
+                &n32,
+                &d32,
+                &v32,
+                &p32,
+                &out.0
+            );
+        }
         Ok(())
     }
 
@@ -295,20 +305,25 @@ impl Gpu {
     ) -> Result<()> {
         let (n32, d32) = (i32_of(n, "n")?, i32_of(d, "d")?);
         let (v32, p32) = (i32_of(vocab, "vocab")?, i32_of(max_pos, "max_pos")?);
-        launch!(
-            self,
-            "embedding_backward",
-            grid_for(n * d),
-            &ids.0,
-            &pos.0,
-            &d_out.0,
-            &n32,
-            &d32,
-            &v32,
-            &p32,
-            &d_word.0,
-            &d_position.0
-        );
+        // SAFETY: the arguments follow `embedding_backward` in `encoder.cu`; the caller guarantees
+        // (`# Safety`) live buffers of the stated shapes, and the kernel skips ids and positions
+        // outside `vocab`, `max_pos`.
+        unsafe {
+            launch!(
+                self,
+                "embedding_backward",
+                grid_for(n * d),
+                &ids.0,
+                &pos.0,
+                &d_out.0,
+                &n32,
+                &d32,
+                &v32,
+                &p32,
+                &d_word.0,
+                &d_position.0
+            );
+        }
         Ok(())
     }
 
@@ -339,20 +354,25 @@ impl Gpu {
             block_dim: (row_threads(d), 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(
-            self,
-            "layernorm_forward",
-            cfg,
-            &x.0,
-            &gamma.0,
-            &beta.0,
-            &eps,
-            &n32,
-            &d32,
-            &y.0,
-            &mean.0,
-            &rstd.0
-        );
+        // SAFETY: the arguments follow `layernorm_forward` in `encoder.cu`; the caller guarantees
+        // (`# Safety`) live buffers of the stated shapes; one block per row of at most 256 threads
+        // (the kernel's shared buffer holds 1024).
+        unsafe {
+            launch!(
+                self,
+                "layernorm_forward",
+                cfg,
+                &x.0,
+                &gamma.0,
+                &beta.0,
+                &eps,
+                &n32,
+                &d32,
+                &y.0,
+                &mean.0,
+                &rstd.0
+            );
+        }
         Ok(())
     }
 
@@ -385,37 +405,42 @@ impl Gpu {
             block_dim: (row_threads(d), 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(
-            self,
-            "layernorm_backward",
-            cfg,
-            &x.0,
-            &mean.0,
-            &rstd.0,
-            &gamma.0,
-            &dy.0,
-            &n32,
-            &d32,
-            &dx.0
-        );
-        let cols = LaunchConfig {
-            grid_dim: (d.div_ceil(32) as u32, 1, 1),
-            block_dim: (32, 32, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            "layernorm_param_backward",
-            cols,
-            &x.0,
-            &mean.0,
-            &rstd.0,
-            &dy.0,
-            &n32,
-            &d32,
-            &dgamma.0,
-            &dbeta.0
-        );
+        // SAFETY: the arguments follow `layernorm_backward` and `layernorm_param_backward` in
+        // `encoder.cu`; the caller guarantees (`# Safety`) live buffers of the stated shapes and
+        // that `dx` aliases neither input (the kernels take `__restrict__` pointers).
+        unsafe {
+            launch!(
+                self,
+                "layernorm_backward",
+                cfg,
+                &x.0,
+                &mean.0,
+                &rstd.0,
+                &gamma.0,
+                &dy.0,
+                &n32,
+                &d32,
+                &dx.0
+            );
+            let cols = LaunchConfig {
+                grid_dim: (d.div_ceil(32) as u32, 1, 1),
+                block_dim: (32, 32, 1),
+                shared_mem_bytes: 0,
+            };
+            launch!(
+                self,
+                "layernorm_param_backward",
+                cols,
+                &x.0,
+                &mean.0,
+                &rstd.0,
+                &dy.0,
+                &n32,
+                &d32,
+                &dgamma.0,
+                &dbeta.0
+            );
+        }
         Ok(())
     }
 
@@ -426,7 +451,12 @@ impl Gpu {
     /// `x`, `y`, `cdf` hold `len` live values.
     pub unsafe fn gelu_forward(&self, x: DevPtr, len: usize, y: DevPtr, cdf: DevPtr) -> Result<()> {
         let l = len as i64;
-        launch!(self, "gelu_forward", grid_for(len), &x.0, &l, &y.0, &cdf.0);
+        // SAFETY: the arguments follow `gelu_forward` in `encoder.cu`; the grid-stride loop stays
+        // below `len`, and the caller guarantees (`# Safety`) `len` live values behind each
+        // pointer.
+        unsafe {
+            launch!(self, "gelu_forward", grid_for(len), &x.0, &l, &y.0, &cdf.0);
+        }
         Ok(())
     }
 
@@ -443,15 +473,20 @@ impl Gpu {
         y: DevPtr,
     ) -> Result<()> {
         let l = len as i64;
-        launch!(
-            self,
-            "gelu_recompute",
-            grid_for(len),
-            &x.0,
-            &cdf.0,
-            &l,
-            &y.0
-        );
+        // SAFETY: the arguments follow `gelu_recompute` in `encoder.cu`; the grid-stride loop
+        // stays below `len`, and the caller guarantees (`# Safety`) `len` live values behind each
+        // pointer.
+        unsafe {
+            launch!(
+                self,
+                "gelu_recompute",
+                grid_for(len),
+                &x.0,
+                &cdf.0,
+                &l,
+                &y.0
+            );
+        }
         Ok(())
     }
 
@@ -468,7 +503,12 @@ impl Gpu {
         d: DevPtr,
     ) -> Result<()> {
         let l = len as i64;
-        launch!(self, "gelu_backward", grid_for(len), &x.0, &cdf.0, &l, &d.0);
+        // SAFETY: the arguments follow `gelu_backward` in `encoder.cu`; the grid-stride loop stays
+        // below `len`, and the caller guarantees (`# Safety`) `len` live values behind each
+        // pointer.
+        unsafe {
+            launch!(self, "gelu_backward", grid_for(len), &x.0, &cdf.0, &l, &d.0);
+        }
         Ok(())
     }
 
@@ -489,16 +529,21 @@ impl Gpu {
             return Ok(());
         }
         let (n32, d32) = (i32_of(n, "n")?, i32_of(d, "d")?);
-        launch!(
-            self,
-            "bias_residual_forward",
-            grid_for(n * d),
-            &out.0,
-            &bias.0,
-            &skip.0,
-            &n32,
-            &d32
-        );
+        // SAFETY: the arguments follow `bias_residual_forward` in `encoder.cu`, which reads `skip`
+        // only when it is non-null; the caller guarantees (`# Safety`) live buffers of the stated
+        // shapes.
+        unsafe {
+            launch!(
+                self,
+                "bias_residual_forward",
+                grid_for(n * d),
+                &out.0,
+                &bias.0,
+                &skip.0,
+                &n32,
+                &d32
+            );
+        }
         Ok(())
     }
 
@@ -509,7 +554,11 @@ impl Gpu {
     /// `x` holds `len` live values.
     pub unsafe fn scale(&self, x: DevPtr, len: usize, s: f32) -> Result<()> {
         let l = len as i64;
-        launch!(self, "scale_inplace", grid_for(len), &x.0, &l, &s);
+        // SAFETY: the arguments follow `scale_inplace` in `encoder.cu`; the grid-stride loop stays
+        // below `len`, and the caller guarantees (`# Safety`) `len` live values.
+        unsafe {
+            launch!(self, "scale_inplace", grid_for(len), &x.0, &l, &s);
+        }
         Ok(())
     }
 
@@ -536,16 +585,21 @@ impl Gpu {
             block_dim: (row_threads(tmax), 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(
-            self,
-            "attention_softmax_forward_padded",
-            cfg,
-            &probs.0,
-            &lens.0,
-            &s32,
-            &h32,
-            &t32
-        );
+        // SAFETY: the arguments follow `attention_softmax_forward_padded` in `encoder.cu`; one
+        // block per score row of at most 256 threads, and the caller guarantees (`# Safety`) the
+        // `probs` and `lens` sizes the grid covers.
+        unsafe {
+            launch!(
+                self,
+                "attention_softmax_forward_padded",
+                cfg,
+                &probs.0,
+                &lens.0,
+                &s32,
+                &h32,
+                &t32
+            );
+        }
         Ok(())
     }
 
@@ -573,17 +627,22 @@ impl Gpu {
             block_dim: (row_threads(tmax), 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(
-            self,
-            "attention_softmax_backward_padded",
-            cfg,
-            &probs.0,
-            &dprobs.0,
-            &lens.0,
-            &s32,
-            &h32,
-            &t32
-        );
+        // SAFETY: the arguments follow `attention_softmax_backward_padded` in `encoder.cu`; one
+        // block per score row of at most 256 threads, and the caller guarantees (`# Safety`) the
+        // `probs`, `dprobs` and `lens` sizes the grid covers.
+        unsafe {
+            launch!(
+                self,
+                "attention_softmax_backward_padded",
+                cfg,
+                &probs.0,
+                &dprobs.0,
+                &lens.0,
+                &s32,
+                &h32,
+                &t32
+            );
+        }
         Ok(())
     }
 
@@ -610,18 +669,22 @@ impl Gpu {
             i32_of(tmax, "tmax")?,
             i32_of(dh, "dh")?,
         );
-        launch!(
-            self,
-            "pack_to_padded",
-            grid_for(n_sent * heads * tmax * dh),
-            &packed.0,
-            &offsets.0,
-            &s32,
-            &h32,
-            &t32,
-            &d32,
-            &padded.0
-        );
+        // SAFETY: the arguments follow `pack_to_padded` in `encoder.cu`; the caller guarantees (`#
+        // Safety`) the offsets and both layouts, which bound every row the kernel reads or writes.
+        unsafe {
+            launch!(
+                self,
+                "pack_to_padded",
+                grid_for(n_sent * heads * tmax * dh),
+                &packed.0,
+                &offsets.0,
+                &s32,
+                &h32,
+                &t32,
+                &d32,
+                &padded.0
+            );
+        }
         Ok(())
     }
 
@@ -648,18 +711,22 @@ impl Gpu {
             i32_of(tmax, "tmax")?,
             i32_of(dh, "dh")?,
         );
-        launch!(
-            self,
-            "padded_to_pack",
-            grid_for(n * heads * dh),
-            &padded.0,
-            &offsets.0,
-            &s32,
-            &h32,
-            &t32,
-            &d32,
-            &packed.0
-        );
+        // SAFETY: the arguments follow `padded_to_pack` in `encoder.cu`, which takes its row count
+        // from `offsets[n_sent]`; the caller guarantees (`# Safety`) the offsets and both layouts.
+        unsafe {
+            launch!(
+                self,
+                "padded_to_pack",
+                grid_for(n * heads * dh),
+                &padded.0,
+                &offsets.0,
+                &s32,
+                &h32,
+                &t32,
+                &d32,
+                &packed.0
+            );
+        }
         Ok(())
     }
 
@@ -687,22 +754,27 @@ impl Gpu {
             return Ok(());
         }
         let l = len as i64;
-        launch!(
-            self,
-            "adamw_update",
-            grid_for(len),
-            &w.0,
-            &g.0,
-            &m.0,
-            &v.0,
-            &l,
-            &step,
-            &inv_bc2,
-            &b1,
-            &b2,
-            &eps,
-            &decay
-        );
+        // SAFETY: the arguments follow `adamw_update` in `optimiser.cu`; the grid-stride loop
+        // stays below `len`, and the caller guarantees (`# Safety`) `len` live values behind each
+        // pointer.
+        unsafe {
+            launch!(
+                self,
+                "adamw_update",
+                grid_for(len),
+                &w.0,
+                &g.0,
+                &m.0,
+                &v.0,
+                &l,
+                &step,
+                &inv_bc2,
+                &b1,
+                &b2,
+                &eps,
+                &decay
+            );
+        }
         Ok(())
     }
 
@@ -729,21 +801,26 @@ impl Gpu {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(self, "sum_squares_partial", cfg, &x.0, &l, &partial.0);
-        let count = blocks as i32;
-        let one = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            "sum_partials_accumulate",
-            one,
-            &partial.0,
-            &count,
-            &total.0
-        );
+        // SAFETY: the arguments follow `sum_squares_partial` and `sum_partials_accumulate` in
+        // `optimiser.cu`; at most `SUMSQ_BLOCKS` blocks write one partial each, and the caller
+        // guarantees (`# Safety`) the sizes of `x`, `partial` and `total`.
+        unsafe {
+            launch!(self, "sum_squares_partial", cfg, &x.0, &l, &partial.0);
+            let count = blocks as i32;
+            let one = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch!(
+                self,
+                "sum_partials_accumulate",
+                one,
+                &partial.0,
+                &count,
+                &total.0
+            );
+        }
         Ok(())
     }
 }

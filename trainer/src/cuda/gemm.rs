@@ -214,22 +214,27 @@ impl Blas {
             int(cm.ldb, "ldb")?,
             int(cm.ldc, "ldc")?,
         );
-        cb::sgemm(
-            *self.handle.handle(),
-            op(cm.transa),
-            op(cm.transb),
-            m,
-            n,
-            k,
-            &g.alpha,
-            b.0 as *const f32,
-            lda,
-            a.0 as *const f32,
-            ldb,
-            &g.beta,
-            c.0 as *mut f32,
-            ldc,
-        )
+        // SAFETY: the handle is live for `self`; the caller guarantees (`# Safety`) live f32
+        // matrices at `a`, `b`, `c` with the shapes and row strides of `g`, which are exactly
+        // the column-major sizes and leading dimensions passed here (operands swapped).
+        unsafe {
+            cb::sgemm(
+                *self.handle.handle(),
+                op(cm.transa),
+                op(cm.transb),
+                m,
+                n,
+                k,
+                &g.alpha,
+                b.0 as *const f32,
+                lda,
+                a.0 as *const f32,
+                ldb,
+                &g.beta,
+                c.0 as *mut f32,
+                ldc,
+            )
+        }
         .context("cublasSgemm")
     }
 
@@ -261,26 +266,32 @@ impl Blas {
             int(cm.ldb, "ldb")?,
             int(cm.ldc, "ldc")?,
         );
-        cb::sgemm_strided_batched(
-            *self.handle.handle(),
-            op(cm.transa),
-            op(cm.transb),
-            m,
-            n,
-            k,
-            &g.alpha,
-            b.0 as *const f32,
-            lda,
-            stride_b as i64,
-            a.0 as *const f32,
-            ldb,
-            stride_a as i64,
-            &g.beta,
-            c.0 as *mut f32,
-            ldc,
-            stride_c as i64,
-            int(batch, "batch")?,
-        )
+        let batch = int(batch, "batch")?;
+        // SAFETY: the handle is live for `self`; the caller guarantees (`# Safety`) that every
+        // matrix `a + i·stride_a`, `b + i·stride_b`, `c + i·stride_c` for `i < batch` lies in
+        // live f32 memory with the shapes and row strides of `g`.
+        unsafe {
+            cb::sgemm_strided_batched(
+                *self.handle.handle(),
+                op(cm.transa),
+                op(cm.transb),
+                m,
+                n,
+                k,
+                &g.alpha,
+                b.0 as *const f32,
+                lda,
+                stride_b as i64,
+                a.0 as *const f32,
+                ldb,
+                stride_a as i64,
+                &g.beta,
+                c.0 as *mut f32,
+                ldc,
+                stride_c as i64,
+                batch,
+            )
+        }
         .context("cublasSgemmStridedBatched")
     }
 
@@ -299,7 +310,9 @@ impl Blas {
         d_out: usize,
         y: DevPtr,
     ) -> Result<()> {
-        self.gemm(Gemm::linear_forward(n, d_in, d_out), x, w, y)
+        // SAFETY: `Gemm::linear_forward` describes exactly the `[n, d_in]`, `[d_in, d_out]` and
+        // `[n, d_out]` matrices the caller guarantees (`# Safety`).
+        unsafe { self.gemm(Gemm::linear_forward(n, d_in, d_out), x, w, y) }
     }
 
     /// Backward of a linear layer as [`crate::backprop::linear::linear_backward`]:
@@ -332,9 +345,14 @@ impl Blas {
             GradMode::Assign => 0.0,
             GradMode::Accumulate => 1.0,
         };
-        self.gemm(Gemm::linear_dx(n, d_in, d_out, beta), dy, w, dx)?;
-        self.gemm(Gemm::linear_dw(n, d_in, d_out), x, dy, dw)?;
-        self.column_sum_accumulate(dy, n, d_out, db, ones)
+        // SAFETY: each product's `Gemm` describes the shapes the caller guarantees (`# Safety`):
+        // `dy` `[n, d_out]` · `w`ᵀ into `dx` `[n, d_in]`, `x`ᵀ · `dy` into `dw` `[d_in, d_out]`,
+        // and `dy`'s column sums into `db` `[d_out]` through `ones` `[n]`.
+        unsafe {
+            self.gemm(Gemm::linear_dx(n, d_in, d_out, beta), dy, w, dx)?;
+            self.gemm(Gemm::linear_dw(n, d_in, d_out), x, dy, dw)?;
+            self.column_sum_accumulate(dy, n, d_out, db, ones)
+        }
     }
 
     /// `out[k] += Σ_i x[i, k]` over `x` `[n, d]`, as `1ᵀ · x`.
@@ -350,7 +368,9 @@ impl Blas {
         out: DevPtr,
         ones: DevPtr,
     ) -> Result<()> {
-        self.gemm(Gemm::column_sum(n, d), ones, x, out)
+        // SAFETY: `Gemm::column_sum` reads `ones` as `[1, n]` and `x` as `[n, d]` and updates
+        // `out` `[1, d]`, the buffers the caller guarantees (`# Safety`).
+        unsafe { self.gemm(Gemm::column_sum(n, d), ones, x, out) }
     }
 
     /// Attention scores `S[b] = scale · Q[b] · K[b]ᵀ` for `b < batch` (`batch = n_sent · heads`),
@@ -370,16 +390,20 @@ impl Blas {
         scale: f32,
         scores: DevPtr,
     ) -> Result<()> {
-        self.gemm_batched(
-            Gemm::scores(t, dh, scale),
-            q,
-            t * dh,
-            k,
-            t * dh,
-            scores,
-            t * t,
-            batch,
-        )
+        // SAFETY: `batch` blocks of `[t, dh]` (`q`, `k`, stride `t·dh`) and `[t, t]` (`scores`,
+        // stride `t²`): the padded tensors the caller guarantees (`# Safety`).
+        unsafe {
+            self.gemm_batched(
+                Gemm::scores(t, dh, scale),
+                q,
+                t * dh,
+                k,
+                t * dh,
+                scores,
+                t * t,
+                batch,
+            )
+        }
     }
 
     /// `C[b] = alpha · op(P[b]) · X[b]` with `P` `[batch, t, t]` (transposed when `tp`) and `X`,
@@ -401,16 +425,20 @@ impl Blas {
         alpha: f32,
         c: DevPtr,
     ) -> Result<()> {
-        self.gemm_batched(
-            Gemm::apply(tp, t, dh, alpha),
-            p,
-            t * t,
-            x,
-            t * dh,
-            c,
-            t * dh,
-            batch,
-        )
+        // SAFETY: `batch` blocks of `[t, t]` (`p`, stride `t²`) and `[t, dh]` (`x`, `c`, stride
+        // `t·dh`): the padded tensors the caller guarantees (`# Safety`).
+        unsafe {
+            self.gemm_batched(
+                Gemm::apply(tp, t, dh, alpha),
+                p,
+                t * t,
+                x,
+                t * dh,
+                c,
+                t * dh,
+                batch,
+            )
+        }
     }
 
     /// `dP[b] = dC[b] · V[b]ᵀ` (`dC`, `V` `[batch, t, dh]`, `dP` `[batch, t, t]`).
@@ -427,7 +455,9 @@ impl Blas {
         dh: usize,
         d_probs: DevPtr,
     ) -> Result<()> {
-        self.attention_scores(d_ctx, v, batch, t, dh, 1.0, d_probs)
+        // SAFETY: the same layouts as `attention_scores` (`d_ctx`, `v` as `Q`, `K`; `d_probs` as
+        // the scores), which the caller guarantees (`# Safety`).
+        unsafe { self.attention_scores(d_ctx, v, batch, t, dh, 1.0, d_probs) }
     }
 }
 

@@ -388,6 +388,12 @@ impl CudaModel {
         Ok(())
     }
 
+    /// The device work of [`CudaModel::forward_uploaded`] for a batch of shape `sh`.
+    ///
+    /// # Safety
+    ///
+    /// `sh` must be the shape the buffers were last sized for by [`CudaModel::fit`] (the
+    /// batch of the last [`CudaModel::upload_batch`]).
     unsafe fn forward_device(&self, sh: Shape) -> Result<()> {
         let c = &self.config;
         let g = &self.gpu;
@@ -400,114 +406,121 @@ impl CudaModel {
         let batch = n_sent * heads;
         let scale = 1.0f32 / (dh as f32).sqrt();
         let eps = c.layer_norm_eps;
-        g.embedding_forward(
-            p.word,
-            p.position,
-            p.token_type,
-            b.ids.ptr(),
-            b.pos.ptr(),
-            n,
-            d,
-            c.vocab_size,
-            c.max_positions,
-            b.emb_sum.ptr(),
-        )?;
-        g.layernorm_forward(
-            b.emb_sum.ptr(),
-            p.embeddings_ln.gamma,
-            p.embeddings_ln.beta,
-            eps,
-            n,
-            d,
-            b.resid.ptr(),
-            b.emb_mean.ptr(),
-            b.emb_rstd.ptr(),
-        )?;
-        let offs = b.offsets.ptr();
-        for (l, (lp, t)) in p.layers.iter().zip(&b.layers).enumerate() {
-            let x = b.resid.ptr().f32_at(l * nd);
-            let out = b.resid.ptr().f32_at((l + 1) * nd);
-            for (lin, dst) in [(&lp.query, &t.q), (&lp.key, &t.k), (&lp.value, &t.v)] {
-                g.blas.linear_forward(x, lin.w, n, d, d, b.packed.ptr())?;
-                g.bias_residual(b.packed.ptr(), lin.b, DevPtr::NULL, n, d)?;
-                g.pack_to_padded(
-                    b.packed.ptr(),
-                    offs,
-                    n_sent,
-                    heads,
+        // SAFETY: by this fn's contract every tape and work buffer was sized by `fit` for `sh`,
+        // so each pointer below addresses a live buffer of the shape its call states (`[n, d]`,
+        // `[n, inter]`, padded `[n_sent, heads, tmax, dh]` and `[n_sent, heads, tmax, tmax]`);
+        // parameter pointers come from `table` over the weight allocation; each GEMM output is
+        // a buffer apart from its inputs.
+        unsafe {
+            g.embedding_forward(
+                p.word,
+                p.position,
+                p.token_type,
+                b.ids.ptr(),
+                b.pos.ptr(),
+                n,
+                d,
+                c.vocab_size,
+                c.max_positions,
+                b.emb_sum.ptr(),
+            )?;
+            g.layernorm_forward(
+                b.emb_sum.ptr(),
+                p.embeddings_ln.gamma,
+                p.embeddings_ln.beta,
+                eps,
+                n,
+                d,
+                b.resid.ptr(),
+                b.emb_mean.ptr(),
+                b.emb_rstd.ptr(),
+            )?;
+            let offs = b.offsets.ptr();
+            for (l, (lp, t)) in p.layers.iter().zip(&b.layers).enumerate() {
+                let x = b.resid.ptr().f32_at(l * nd);
+                let out = b.resid.ptr().f32_at((l + 1) * nd);
+                for (lin, dst) in [(&lp.query, &t.q), (&lp.key, &t.k), (&lp.value, &t.v)] {
+                    g.blas.linear_forward(x, lin.w, n, d, d, b.packed.ptr())?;
+                    g.bias_residual(b.packed.ptr(), lin.b, DevPtr::NULL, n, d)?;
+                    g.pack_to_padded(
+                        b.packed.ptr(),
+                        offs,
+                        n_sent,
+                        heads,
+                        tmax,
+                        dh,
+                        layer_buf(dst),
+                    )?;
+                }
+                let probs = layer_buf(&t.probs);
+                g.blas.attention_scores(
+                    layer_buf(&t.q),
+                    layer_buf(&t.k),
+                    batch,
                     tmax,
                     dh,
-                    layer_buf(dst),
+                    scale,
+                    probs,
+                )?;
+                g.softmax_forward_padded(probs, b.lens.ptr(), n_sent, heads, tmax)?;
+                g.blas.attention_apply(
+                    probs,
+                    false,
+                    layer_buf(&t.v),
+                    batch,
+                    tmax,
+                    dh,
+                    1.0,
+                    b.ctx_pad.ptr(),
+                )?;
+                let ctx = layer_buf(&t.ctx);
+                g.padded_to_pack(b.ctx_pad.ptr(), offs, n, n_sent, heads, tmax, dh, ctx)?;
+                let h1_pre = layer_buf(&t.h1_pre);
+                g.blas
+                    .linear_forward(ctx, lp.attn_output.w, n, d, d, h1_pre)?;
+                g.bias_residual(h1_pre, lp.attn_output.b, x, n, d)?;
+                let h1 = layer_buf(&t.h1);
+                g.layernorm_forward(
+                    h1_pre,
+                    lp.attn_ln.gamma,
+                    lp.attn_ln.beta,
+                    eps,
+                    n,
+                    d,
+                    h1,
+                    layer_buf(&t.ln1_mean),
+                    layer_buf(&t.ln1_rstd),
+                )?;
+                let ffn_pre = layer_buf(&t.ffn_pre);
+                g.blas
+                    .linear_forward(h1, lp.ffn_in.w, n, d, inter, ffn_pre)?;
+                g.bias_residual(ffn_pre, lp.ffn_in.b, DevPtr::NULL, n, inter)?;
+                g.gelu_forward(ffn_pre, n * inter, b.ffn_act.ptr(), layer_buf(&t.ffn_cdf))?;
+                let h2_pre = layer_buf(&t.h2_pre);
+                g.blas
+                    .linear_forward(b.ffn_act.ptr(), lp.ffn_out.w, n, inter, d, h2_pre)?;
+                g.bias_residual(h2_pre, lp.ffn_out.b, h1, n, d)?;
+                g.layernorm_forward(
+                    h2_pre,
+                    lp.ffn_ln.gamma,
+                    lp.ffn_ln.beta,
+                    eps,
+                    n,
+                    d,
+                    out,
+                    layer_buf(&t.ln2_mean),
+                    layer_buf(&t.ln2_rstd),
                 )?;
             }
-            let probs = layer_buf(&t.probs);
-            g.blas.attention_scores(
-                layer_buf(&t.q),
-                layer_buf(&t.k),
-                batch,
-                tmax,
-                dh,
-                scale,
-                probs,
-            )?;
-            g.softmax_forward_padded(probs, b.lens.ptr(), n_sent, heads, tmax)?;
-            g.blas.attention_apply(
-                probs,
-                false,
-                layer_buf(&t.v),
-                batch,
-                tmax,
-                dh,
-                1.0,
-                b.ctx_pad.ptr(),
-            )?;
-            let ctx = layer_buf(&t.ctx);
-            g.padded_to_pack(b.ctx_pad.ptr(), offs, n, n_sent, heads, tmax, dh, ctx)?;
-            let h1_pre = layer_buf(&t.h1_pre);
+            let hidden = b.resid.ptr().f32_at(c.layers * nd);
+            let nb = BOUNDARY_LABELS;
             g.blas
-                .linear_forward(ctx, lp.attn_output.w, n, d, d, h1_pre)?;
-            g.bias_residual(h1_pre, lp.attn_output.b, x, n, d)?;
-            let h1 = layer_buf(&t.h1);
-            g.layernorm_forward(
-                h1_pre,
-                lp.attn_ln.gamma,
-                lp.attn_ln.beta,
-                eps,
-                n,
-                d,
-                h1,
-                layer_buf(&t.ln1_mean),
-                layer_buf(&t.ln1_rstd),
-            )?;
-            let ffn_pre = layer_buf(&t.ffn_pre);
+                .linear_forward(hidden, p.boundary.w, n, d, nb, b.boundary.ptr())?;
+            g.bias_residual(b.boundary.ptr(), p.boundary.b, DevPtr::NULL, n, nb)?;
             g.blas
-                .linear_forward(h1, lp.ffn_in.w, n, d, inter, ffn_pre)?;
-            g.bias_residual(ffn_pre, lp.ffn_in.b, DevPtr::NULL, n, inter)?;
-            g.gelu_forward(ffn_pre, n * inter, b.ffn_act.ptr(), layer_buf(&t.ffn_cdf))?;
-            let h2_pre = layer_buf(&t.h2_pre);
-            g.blas
-                .linear_forward(b.ffn_act.ptr(), lp.ffn_out.w, n, inter, d, h2_pre)?;
-            g.bias_residual(h2_pre, lp.ffn_out.b, h1, n, d)?;
-            g.layernorm_forward(
-                h2_pre,
-                lp.ffn_ln.gamma,
-                lp.ffn_ln.beta,
-                eps,
-                n,
-                d,
-                out,
-                layer_buf(&t.ln2_mean),
-                layer_buf(&t.ln2_rstd),
-            )?;
+                .linear_forward(hidden, p.types.w, n, d, c.type_dim, b.types.ptr())?;
+            g.bias_residual(b.types.ptr(), p.types.b, DevPtr::NULL, n, c.type_dim)?;
         }
-        let hidden = b.resid.ptr().f32_at(c.layers * nd);
-        let nb = BOUNDARY_LABELS;
-        g.blas
-            .linear_forward(hidden, p.boundary.w, n, d, nb, b.boundary.ptr())?;
-        g.bias_residual(b.boundary.ptr(), p.boundary.b, DevPtr::NULL, n, nb)?;
-        g.blas
-            .linear_forward(hidden, p.types.w, n, d, c.type_dim, b.types.ptr())?;
-        g.bias_residual(b.types.ptr(), p.types.b, DevPtr::NULL, n, c.type_dim)?;
         Ok(())
     }
 
@@ -586,6 +599,12 @@ impl CudaModel {
         unsafe { self.backward_device(sh) }
     }
 
+    /// The device work of [`CudaModel::backward_uploaded`] for a batch of shape `sh`.
+    ///
+    /// # Safety
+    ///
+    /// `sh` must be the shape the buffers were last sized for by [`CudaModel::fit`] (that of
+    /// the forward pass on the tape), so that `ones` also holds at least `sh.n` ones.
     unsafe fn backward_device(&self, sh: Shape) -> Result<()> {
         let c = &self.config;
         let g = &self.gpu;
@@ -603,184 +622,199 @@ impl CudaModel {
         let lens = b.lens.ptr();
         let hidden = b.resid.ptr().f32_at(c.layers * nd);
         let (d_x, d_pre, d_h1) = (b.d_x.ptr(), b.d_pre.ptr(), b.d_h1.ptr());
-        g.blas.linear_backward(
-            hidden,
-            p.boundary.w,
-            b.d_boundary.ptr(),
-            n,
-            d,
-            BOUNDARY_LABELS,
-            d_x,
-            GradMode::Assign,
-            gr.boundary.w,
-            gr.boundary.b,
-            ones,
-        )?;
-        g.blas.linear_backward(
-            hidden,
-            p.types.w,
-            b.d_types.ptr(),
-            n,
-            d,
-            c.type_dim,
-            d_x,
-            GradMode::Accumulate,
-            gr.types.w,
-            gr.types.b,
-            ones,
-        )?;
-        for l in (0..c.layers).rev() {
-            let (lp, gl, t) = (&p.layers[l], &gr.layers[l], &b.layers[l]);
-            let x = b.resid.ptr().f32_at(l * nd);
-            let (ffn_pre, ffn_cdf) = (layer_buf(&t.ffn_pre), layer_buf(&t.ffn_cdf));
+        // SAFETY: by this fn's contract the tape and work buffers were sized by `fit` for `sh`, so
+        // each pointer below addresses a live buffer of the shape its call states; parameter and
+        // gradient pointers come from the same `table` over two allocations of equal length;
+        // `ones` holds `n` ones (`fit` keeps `ones_filled >= n`); the outputs that must not
+        // alias (GEMM outputs, `layernorm_backward`'s `dx`) are buffers apart from their inputs.
+        unsafe {
+            g.blas.linear_backward(
+                hidden,
+                p.boundary.w,
+                b.d_boundary.ptr(),
+                n,
+                d,
+                BOUNDARY_LABELS,
+                d_x,
+                GradMode::Assign,
+                gr.boundary.w,
+                gr.boundary.b,
+                ones,
+            )?;
+            g.blas.linear_backward(
+                hidden,
+                p.types.w,
+                b.d_types.ptr(),
+                n,
+                d,
+                c.type_dim,
+                d_x,
+                GradMode::Accumulate,
+                gr.types.w,
+                gr.types.b,
+                ones,
+            )?;
+            for l in (0..c.layers).rev() {
+                let (lp, gl, t) = (&p.layers[l], &gr.layers[l], &b.layers[l]);
+                let x = b.resid.ptr().f32_at(l * nd);
+                let (ffn_pre, ffn_cdf) = (layer_buf(&t.ffn_pre), layer_buf(&t.ffn_cdf));
+                g.layernorm_backward(
+                    layer_buf(&t.h2_pre),
+                    layer_buf(&t.ln2_mean),
+                    layer_buf(&t.ln2_rstd),
+                    lp.ffn_ln.gamma,
+                    d_x,
+                    n,
+                    d,
+                    d_pre,
+                    gl.ffn_ln.gamma,
+                    gl.ffn_ln.beta,
+                )?;
+                g.copy_f32(d_h1, d_pre, nd)?;
+                g.gelu_recompute(ffn_pre, ffn_cdf, n * inter, b.act.ptr())?;
+                g.blas.linear_backward(
+                    b.act.ptr(),
+                    lp.ffn_out.w,
+                    d_pre,
+                    n,
+                    inter,
+                    d,
+                    b.d_act.ptr(),
+                    GradMode::Assign,
+                    gl.ffn_out.w,
+                    gl.ffn_out.b,
+                    ones,
+                )?;
+                g.gelu_backward(ffn_pre, ffn_cdf, n * inter, b.d_act.ptr())?;
+                g.blas.linear_backward(
+                    layer_buf(&t.h1),
+                    lp.ffn_in.w,
+                    b.d_act.ptr(),
+                    n,
+                    d,
+                    inter,
+                    d_h1,
+                    GradMode::Accumulate,
+                    gl.ffn_in.w,
+                    gl.ffn_in.b,
+                    ones,
+                )?;
+                g.layernorm_backward(
+                    layer_buf(&t.h1_pre),
+                    layer_buf(&t.ln1_mean),
+                    layer_buf(&t.ln1_rstd),
+                    lp.attn_ln.gamma,
+                    d_h1,
+                    n,
+                    d,
+                    d_pre,
+                    gl.attn_ln.gamma,
+                    gl.attn_ln.beta,
+                )?;
+                g.copy_f32(d_x, d_pre, nd)?;
+                g.blas.linear_backward(
+                    layer_buf(&t.ctx),
+                    lp.attn_output.w,
+                    d_pre,
+                    n,
+                    d,
+                    d,
+                    b.d_ctx.ptr(),
+                    GradMode::Assign,
+                    gl.attn_output.w,
+                    gl.attn_output.b,
+                    ones,
+                )?;
+                let (q, k, v, probs) = (
+                    layer_buf(&t.q),
+                    layer_buf(&t.k),
+                    layer_buf(&t.v),
+                    layer_buf(&t.probs),
+                );
+                let dctx_pad = b.ctx_pad.ptr();
+                g.pack_to_padded(b.d_ctx.ptr(), offs, n_sent, heads, tmax, dh, dctx_pad)?;
+                g.blas
+                    .attention_dprobs(dctx_pad, v, batch, tmax, dh, b.d_probs.ptr())?;
+                g.blas.attention_apply(
+                    probs,
+                    true,
+                    dctx_pad,
+                    batch,
+                    tmax,
+                    dh,
+                    1.0,
+                    b.dv_pad.ptr(),
+                )?;
+                g.softmax_backward_padded(probs, b.d_probs.ptr(), lens, n_sent, heads, tmax)?;
+                g.blas.attention_apply(
+                    b.d_probs.ptr(),
+                    false,
+                    k,
+                    batch,
+                    tmax,
+                    dh,
+                    scale,
+                    b.dq_pad.ptr(),
+                )?;
+                g.blas.attention_apply(
+                    b.d_probs.ptr(),
+                    true,
+                    q,
+                    batch,
+                    tmax,
+                    dh,
+                    scale,
+                    b.dk_pad.ptr(),
+                )?;
+                for (src, dst) in [(&b.dq_pad, &b.dq), (&b.dk_pad, &b.dk), (&b.dv_pad, &b.dv)] {
+                    g.padded_to_pack(src.ptr(), offs, n, n_sent, heads, tmax, dh, dst.ptr())?;
+                }
+                for (lin, glin, dy) in [
+                    (&lp.query, &gl.query, &b.dq),
+                    (&lp.key, &gl.key, &b.dk),
+                    (&lp.value, &gl.value, &b.dv),
+                ] {
+                    g.blas.linear_backward(
+                        x,
+                        lin.w,
+                        dy.ptr(),
+                        n,
+                        d,
+                        d,
+                        d_x,
+                        GradMode::Accumulate,
+                        glin.w,
+                        glin.b,
+                        ones,
+                    )?;
+                }
+            }
             g.layernorm_backward(
-                layer_buf(&t.h2_pre),
-                layer_buf(&t.ln2_mean),
-                layer_buf(&t.ln2_rstd),
-                lp.ffn_ln.gamma,
+                b.emb_sum.ptr(),
+                b.emb_mean.ptr(),
+                b.emb_rstd.ptr(),
+                p.embeddings_ln.gamma,
                 d_x,
                 n,
                 d,
                 d_pre,
-                gl.ffn_ln.gamma,
-                gl.ffn_ln.beta,
+                gr.embeddings_ln.gamma,
+                gr.embeddings_ln.beta,
             )?;
-            g.copy_f32(d_h1, d_pre, nd)?;
-            g.gelu_recompute(ffn_pre, ffn_cdf, n * inter, b.act.ptr())?;
-            g.blas.linear_backward(
-                b.act.ptr(),
-                lp.ffn_out.w,
-                d_pre,
-                n,
-                inter,
-                d,
-                b.d_act.ptr(),
-                GradMode::Assign,
-                gl.ffn_out.w,
-                gl.ffn_out.b,
-                ones,
-            )?;
-            g.gelu_backward(ffn_pre, ffn_cdf, n * inter, b.d_act.ptr())?;
-            g.blas.linear_backward(
-                layer_buf(&t.h1),
-                lp.ffn_in.w,
-                b.d_act.ptr(),
-                n,
-                d,
-                inter,
-                d_h1,
-                GradMode::Accumulate,
-                gl.ffn_in.w,
-                gl.ffn_in.b,
-                ones,
-            )?;
-            g.layernorm_backward(
-                layer_buf(&t.h1_pre),
-                layer_buf(&t.ln1_mean),
-                layer_buf(&t.ln1_rstd),
-                lp.attn_ln.gamma,
-                d_h1,
-                n,
-                d,
-                d_pre,
-                gl.attn_ln.gamma,
-                gl.attn_ln.beta,
-            )?;
-            g.copy_f32(d_x, d_pre, nd)?;
-            g.blas.linear_backward(
-                layer_buf(&t.ctx),
-                lp.attn_output.w,
+            g.embedding_backward(
+                b.ids.ptr(),
+                b.pos.ptr(),
                 d_pre,
                 n,
                 d,
-                d,
-                b.d_ctx.ptr(),
-                GradMode::Assign,
-                gl.attn_output.w,
-                gl.attn_output.b,
-                ones,
+                c.vocab_size,
+                c.max_positions,
+                gr.word,
+                gr.position,
             )?;
-            let (q, k, v, probs) = (
-                layer_buf(&t.q),
-                layer_buf(&t.k),
-                layer_buf(&t.v),
-                layer_buf(&t.probs),
-            );
-            let dctx_pad = b.ctx_pad.ptr();
-            g.pack_to_padded(b.d_ctx.ptr(), offs, n_sent, heads, tmax, dh, dctx_pad)?;
             g.blas
-                .attention_dprobs(dctx_pad, v, batch, tmax, dh, b.d_probs.ptr())?;
-            g.blas
-                .attention_apply(probs, true, dctx_pad, batch, tmax, dh, 1.0, b.dv_pad.ptr())?;
-            g.softmax_backward_padded(probs, b.d_probs.ptr(), lens, n_sent, heads, tmax)?;
-            g.blas.attention_apply(
-                b.d_probs.ptr(),
-                false,
-                k,
-                batch,
-                tmax,
-                dh,
-                scale,
-                b.dq_pad.ptr(),
-            )?;
-            g.blas.attention_apply(
-                b.d_probs.ptr(),
-                true,
-                q,
-                batch,
-                tmax,
-                dh,
-                scale,
-                b.dk_pad.ptr(),
-            )?;
-            for (src, dst) in [(&b.dq_pad, &b.dq), (&b.dk_pad, &b.dk), (&b.dv_pad, &b.dv)] {
-                g.padded_to_pack(src.ptr(), offs, n, n_sent, heads, tmax, dh, dst.ptr())?;
-            }
-            for (lin, glin, dy) in [
-                (&lp.query, &gl.query, &b.dq),
-                (&lp.key, &gl.key, &b.dk),
-                (&lp.value, &gl.value, &b.dv),
-            ] {
-                g.blas.linear_backward(
-                    x,
-                    lin.w,
-                    dy.ptr(),
-                    n,
-                    d,
-                    d,
-                    d_x,
-                    GradMode::Accumulate,
-                    glin.w,
-                    glin.b,
-                    ones,
-                )?;
-            }
+                .column_sum_accumulate(d_pre, n, d, gr.token_type, ones)?;
         }
-        g.layernorm_backward(
-            b.emb_sum.ptr(),
-            b.emb_mean.ptr(),
-            b.emb_rstd.ptr(),
-            p.embeddings_ln.gamma,
-            d_x,
-            n,
-            d,
-            d_pre,
-            gr.embeddings_ln.gamma,
-            gr.embeddings_ln.beta,
-        )?;
-        g.embedding_backward(
-            b.ids.ptr(),
-            b.pos.ptr(),
-            d_pre,
-            n,
-            d,
-            c.vocab_size,
-            c.max_positions,
-            gr.word,
-            gr.position,
-        )?;
-        g.blas
-            .column_sum_accumulate(d_pre, n, d, gr.token_type, ones)?;
         Ok(())
     }
 }

@@ -213,14 +213,18 @@ pub fn compile_source(
 /// `prog` must be a live program compiled for a real architecture (`sm_XX`).
 unsafe fn get_cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>, String> {
     let mut size = 0usize;
-    sys::nvrtcGetCUBINSize(prog, &mut size)
+    // SAFETY: `prog` is a live, compiled program (caller's obligation, `# Safety`); `size` is a
+    // valid place for the result.
+    unsafe { sys::nvrtcGetCUBINSize(prog, &mut size) }
         .result()
         .map_err(|e| format!("nvrtcGetCUBINSize: {e}"))?;
     if size == 0 {
         return Err("NVRTC produced an empty cubin".into());
     }
     let mut buf = vec![0u8; size];
-    sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut c_char)
+    // SAFETY: `prog` is live and compiled (`# Safety`), and `buf` holds the `size` bytes NVRTC
+    // reported for its cubin.
+    unsafe { sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut c_char) }
         .result()
         .map_err(|e| format!("nvrtcGetCUBIN: {e}"))?;
     Ok(buf)

@@ -163,7 +163,9 @@ pub(crate) unsafe fn launch(
     args: &mut LaunchArgs<'_>,
     cfg: LaunchConfig,
 ) -> Result<()> {
-    args.launch(cfg)
+    // SAFETY: the caller guarantees (`# Safety`) that the pushed arguments match the kernel's
+    // parameters and that `cfg` and the sizes keep every access inside the buffers.
+    unsafe { args.launch(cfg) }
         .map(|_| ())
         .with_context(|| format!("launching {kernel}"))
 }
