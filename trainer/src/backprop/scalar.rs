@@ -23,7 +23,9 @@ pub trait Real:
     + Neg<Output = Self>
     + Sum
 {
+    /// Additive identity, `0`.
     const ZERO: Self;
+    /// Multiplicative identity, `1`.
     const ONE: Self;
     /// Nearest value of this type.
     fn from_f64(x: f64) -> Self;
@@ -31,7 +33,9 @@ pub trait Real:
     fn from_f32(x: f32) -> Self;
     /// Exact for `f32` and `f64`.
     fn to_f64(self) -> f64;
+    /// Square root, correctly rounded (NaN for negative input), as the std method.
     fn sqrt(self) -> Self;
+    /// `e^self`, as the std method.
     fn exp(self) -> Self;
     /// The larger of the two (either one if equal; `other` if `self` is NaN).
     fn max(self, other: Self) -> Self;

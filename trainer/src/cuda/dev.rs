@@ -160,8 +160,11 @@ impl<T: DeviceRepr + ValidAsZeroBits> DevBuf<T> {
 
 /// The CUDA side of the trainer: loaded kernels, the stream and a cuBLAS handle on it.
 pub struct Gpu {
+    /// Every kernel, compiled and loaded into the device's context.
     pub kernels: CudaKernels,
+    /// The context's default stream; every copy, launch and GEMM is queued on it.
     pub stream: Arc<CudaStream>,
+    /// cuBLAS handle bound to [`Gpu::stream`].
     pub blas: Blas,
 }
 

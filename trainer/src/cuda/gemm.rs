@@ -41,15 +41,25 @@ fn op(t: bool) -> sys::cublasOperation_t {
 /// (`A` is stored `[k, m]` when `ta`).
 #[derive(Clone, Copy, Debug)]
 pub struct Gemm {
+    /// `op(A) = Aᵀ` (`A` stored `[k, m]`) when set, else `A` (stored `[m, k]`).
     pub ta: bool,
+    /// `op(B) = Bᵀ` (`B` stored `[n, k]`) when set, else `B` (stored `[k, n]`).
     pub tb: bool,
+    /// Rows of `C` and of `op(A)`.
     pub m: usize,
+    /// Columns of `C` and of `op(B)`.
     pub n: usize,
+    /// The summed dimension: columns of `op(A)`, rows of `op(B)`.
     pub k: usize,
+    /// Scale of the product.
     pub alpha: f32,
+    /// Row stride of the stored `A`, in values (at least its row length).
     pub lda: usize,
+    /// Row stride of the stored `B`, in values.
     pub ldb: usize,
+    /// Scale of the previous `C`: 0 overwrites (`C` need not be initialised), 1 accumulates.
     pub beta: f32,
+    /// Row stride of `C`, in values.
     pub ldc: usize,
 }
 
@@ -58,13 +68,21 @@ pub struct Gemm {
 /// with its operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ColMajor {
+    /// cuBLAS `transa`: the row-major [`Gemm::tb`].
     pub transa: bool,
+    /// cuBLAS `transb`: the row-major [`Gemm::ta`].
     pub transb: bool,
+    /// Rows of the column-major `Cᵀ`: the row-major [`Gemm::n`].
     pub m: usize,
+    /// Columns of the column-major `Cᵀ`: the row-major [`Gemm::m`].
     pub n: usize,
+    /// The summed dimension, unchanged.
     pub k: usize,
+    /// Leading dimension of `A'`: the row-major [`Gemm::ldb`], at least 1.
     pub lda: usize,
+    /// Leading dimension of `B'`: the row-major [`Gemm::lda`], at least 1.
     pub ldb: usize,
+    /// Leading dimension of `Cᵀ`: the row-major [`Gemm::ldc`], at least 1.
     pub ldc: usize,
 }
 

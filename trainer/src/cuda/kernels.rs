@@ -16,7 +16,9 @@ use super::{nvrtc, KERNEL_SOURCES};
 /// The device a context was opened on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// CUDA device index, as given to [`CudaKernels::load`].
     pub ordinal: usize,
+    /// Device name as the driver reports it (`unknown device` when it cannot be read).
     pub name: String,
     /// NVRTC architecture, e.g. `sm_90`.
     pub arch: String,
@@ -67,7 +69,10 @@ fn open_device(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), String>
 
 /// Every kernel of [`KERNEL_SOURCES`], compiled for one device and loaded into its context.
 pub struct CudaKernels {
+    /// The context the modules are loaded into; streams launching these kernels must belong
+    /// to it.
     pub ctx: Arc<CudaContext>,
+    /// The device of [`CudaKernels::ctx`].
     pub device: DeviceInfo,
     functions: HashMap<&'static str, CudaFunction>,
     _modules: Vec<Arc<CudaModule>>,

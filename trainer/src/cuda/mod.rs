@@ -116,7 +116,10 @@ pub enum BackendRequest {
 /// The backend settled on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// The CPU reference backend ([`crate::backprop`]).
     Cpu,
+    /// Encoder forward and backward on CUDA device 0, episode losses on the CPU (needs the
+    /// `cuda` feature).
     Cuda,
 }
 

@@ -18,8 +18,11 @@ use crate::model::{EncoderConfig, ModelWeights, BOUNDARY_LABELS};
 /// One parameter tensor inside the device allocations: name, first value, length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSlot {
+    /// The tensor's name in [`ModelWeights::tensors`].
     pub name: String,
+    /// Index of its first value in the allocation (values, not bytes).
     pub offset: usize,
+    /// Number of values.
     pub len: usize,
 }
 

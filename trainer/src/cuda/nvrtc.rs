@@ -25,10 +25,13 @@ pub const INCLUDE_VAR: &str = "NER_EDGE_CUDA_INCLUDE";
 /// rewritten as `file:line: msg`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileError {
+    /// The kernel file as named to NVRTC (e.g. `trainer/kernels/crf.cu`).
     pub path: String,
+    /// Target architecture, e.g. `sm_90`.
     pub arch: String,
     /// NVRTC's error code, e.g. `NVRTC_ERROR_COMPILATION`.
     pub code: String,
+    /// The program log after [`map_log_lines`]; empty when compilation never started.
     pub log: String,
 }
 

@@ -13,8 +13,11 @@ use crate::model::ModelWeights;
 /// One entity type with its prototype and label-memory vectors (all `type_dim` wide).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TypeState {
+    /// Short tag used in output, e.g. `"PER"`; also names its label-memory slot.
     pub name: String,
+    /// Corpus the type comes from, e.g. `"conll2003"`; empty for user-added types.
     pub source: String,
+    /// Human description, e.g. `"person name"`.
     pub description: String,
     /// `[type_dim]`.
     pub prototype: Vec<f32>,
@@ -41,11 +44,18 @@ pub struct PriorWeights {
 pub struct BundleContents {
     /// Contents of a BERT `vocab.txt`.
     pub vocab_text: String,
+    /// Tokeniser settings, written as `tokenizer`.
     pub tokenizer: TokenizerMeta,
+    /// The prototype bank in row order: type `i` gets prototype row `i` and its memory rows
+    /// after those of types `0..i`.
     pub types: Vec<TypeState>,
+    /// Names of the types active when the user passes no `--types`.
     pub default_active: Vec<String>,
+    /// The learned CDT transition scores, written as `transitions`.
     pub transitions: CdtParams,
+    /// Rows per label-memory slot; no type may hold more.
     pub memory_capacity: usize,
+    /// Where the encoder weights came from, written as `provenance`.
     pub provenance: Provenance,
     /// The prior MLP; `None` writes no `prior.*` tensors (the runtime then uses
     /// `MLP([s; m]) = m`).

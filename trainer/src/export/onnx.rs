@@ -99,7 +99,10 @@ pub const IR_VERSION: i64 = 8;
 /// Storage type of the matrices in the exported graph (computation is always f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightDtype {
+    /// Every matrix (embedding tables, linear weights, heads) FLOAT16, cast to f32 in the
+    /// graph; biases and layer-norm parameters f32.
     F16,
+    /// Every initializer f32, the trained values unchanged.
     F32,
     /// Symmetric int8 for the linear weights (per output column) and the word embeddings (per
     /// row); position table and heads f16. See the [module docs](self).

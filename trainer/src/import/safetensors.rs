@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct TensorInfo {
     /// safetensors dtype string (`F32`, `F16`, `I64`, ...).
     pub dtype: String,
+    /// Dimensions, outermost first (row-major); empty for a scalar.
     pub shape: Vec<usize>,
     /// `[begin, end)` byte range relative to the start of the data section.
     pub data_offsets: [usize; 2],

@@ -19,6 +19,7 @@ pub const OTHER_BESIDE_SUPPORT: usize = 1;
 /// Class vectors and "other" vectors, each `type_dim` wide.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassParams {
+    /// Width of every vector (the model's `type_dim`).
     pub type_dim: usize,
     /// Sorted distinct type names; row `i` of `classes` belongs to `names[i]`.
     pub names: Vec<String>,

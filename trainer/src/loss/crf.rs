@@ -25,8 +25,11 @@ const COL_I_OTHER: usize = 4;
 /// receive exactly zero.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CdtGrad {
+    /// d/d`matrix[from][to]`, rows {O, B, I}, columns {O, B, I, B′, I′}.
     pub matrix: [[f64; 5]; 3],
+    /// d/d`start[tag]`, tags {O, B, I}.
     pub start: [f64; 3],
+    /// d/d`end[tag]`, tags {O, B, I}.
     pub end: [f64; 3],
 }
 

@@ -91,9 +91,14 @@ pub struct EpisodeInput<'a> {
 /// The separate loss terms (unweighted) and the weighted total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LossTerms {
+    /// CRF negative log-likelihood with prototype emissions (mean over non-empty query
+    /// sentences; the dense loss divides it by the sequence length instead).
     pub crf: f64,
+    /// Mean boundary (O/B/I) cross-entropy over the words scored.
     pub span: f64,
+    /// Mean type cross-entropy over the entity words scored.
     pub type_ce: f64,
+    /// Mean over types of `½‖post_k − μ_k‖²` (0 for the dense loss).
     pub kl: f64,
     /// `Σ weight · term`.
     pub total: f64,
@@ -111,6 +116,7 @@ pub struct SentenceGrad {
 /// Result of [`episode_loss`]: the loss terms and the gradient of `terms.total` wrt every input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpisodeLoss {
+    /// The loss terms; the gradients below are those of `terms.total`.
     pub terms: LossTerms,
     /// One per support sentence, same order.
     pub support: Vec<SentenceGrad>,

@@ -18,7 +18,10 @@ pub const CDT_END: &str = "cdt.end";
 /// CDT numbers and prior MLP.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeadParams {
+    /// The 21 CDT transition numbers of the CRF (tensors [`CDT_MATRIX`], [`CDT_START`],
+    /// [`CDT_END`]).
     pub cdt: CdtParams,
+    /// The prior MLP mapping `[s_k; m_k]` towards the prior prototype `μ_k`.
     pub prior: PriorParams,
 }
 

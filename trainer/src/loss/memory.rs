@@ -13,7 +13,9 @@ pub const DEFAULT_CAPACITY: usize = 15;
 /// Identity of a slot: the source corpus and the entity type name within it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SlotKey {
+    /// Corpus the type comes from, e.g. `"conll2003"`.
     pub source: String,
+    /// Entity type name within that corpus, e.g. `"PER"`.
     pub type_name: String,
 }
 

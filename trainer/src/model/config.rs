@@ -14,14 +14,23 @@ pub const BOUNDARY_LABELS: usize = 3;
 /// [`ner_edge::tokenizer::SHAPE_CLASSES`] for the casing feature).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
+    /// Rows of the word-piece embedding table (size of `vocab.txt`).
     pub vocab_size: usize,
+    /// Model width D.
     pub hidden: usize,
+    /// Number of encoder layers.
     pub layers: usize,
+    /// Attention heads per layer; must divide `hidden`.
     pub heads: usize,
+    /// FFN inner width.
     pub intermediate: usize,
+    /// Rows of the position-embedding table: the longest sequence, in pieces, the encoder takes.
     pub max_positions: usize,
+    /// Width of the type projection head (the prototype space).
     pub type_dim: usize,
+    /// ε added to the (biased) variance inside the square root of every layer norm.
     pub layer_norm_eps: f32,
+    /// Rows of the word-shape embedding table (0: no shape input; also when the key is absent).
     #[serde(default)]
     pub shape_classes: usize,
 }

@@ -15,9 +15,13 @@ pub const INIT_STD: f32 = 0.02;
 /// A dense layer `y = x W + b` with `weight` row-major `[d_in, d_out]` and `bias` `[d_out]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
+    /// Input width (rows of `weight`).
     pub d_in: usize,
+    /// Output width (columns of `weight`).
     pub d_out: usize,
+    /// `[d_in, d_out]` row-major.
     pub weight: Vec<f32>,
+    /// `[d_out]`.
     pub bias: Vec<f32>,
 }
 
@@ -57,7 +61,9 @@ impl Linear {
 /// Layer normalisation parameters: `gamma` (scale) and `beta` (shift), both `[D]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerNorm {
+    /// `[D]`, multiplies the normalised values.
     pub gamma: Vec<f32>,
+    /// `[D]`, added after the scale.
     pub beta: Vec<f32>,
 }
 
@@ -94,11 +100,13 @@ pub struct LayerWeights {
     pub value: Linear,
     /// `[D, D]`; input rows grouped by head, as the concatenated head outputs are.
     pub attn_output: Linear,
+    /// `LN_attn`, after the attention residual.
     pub attn_ln: LayerNorm,
     /// `[D, intermediate]`.
     pub ffn_in: Linear,
     /// `[intermediate, D]`.
     pub ffn_out: Linear,
+    /// `LN_ffn`, after the FFN residual; its output is the layer's.
     pub ffn_ln: LayerNorm,
 }
 
@@ -127,6 +135,7 @@ impl LayerWeights {
 /// `config.shape_classes > 0`), then `embeddings_ln`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelWeights {
+    /// The shape every tensor below follows ([`ModelWeights::check`]).
     pub config: EncoderConfig,
     /// `[vocab_size, D]`.
     pub word_embeddings: Vec<f32>,
@@ -134,6 +143,7 @@ pub struct ModelWeights {
     pub position_embeddings: Vec<f32>,
     /// `[D]`: row 0 of the token-type table, the only token type the model uses.
     pub token_type_embedding: Vec<f32>,
+    /// Layer norm of the summed embeddings, the first layer's input.
     pub embeddings_ln: LayerNorm,
     /// `config.layers` layers, input side first.
     pub layers: Vec<LayerWeights>,

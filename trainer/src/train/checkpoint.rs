@@ -31,7 +31,9 @@ struct TensorEntry {
 /// A checkpoint read back: the JSON state and the tensors in file order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
+    /// The header's `state`: whatever the writer serialised as [`write()`]'s `state`.
     pub state: serde_json::Value,
+    /// `(name, values)` of every tensor, in file order.
     pub tensors: Vec<(String, Vec<f32>)>,
 }
 

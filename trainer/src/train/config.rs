@@ -33,8 +33,11 @@ pub struct TrainConfig {
     /// A checkpoint every this many steps (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Initial encoder weights and vocabulary (`[encoder]`).
     pub encoder: EncoderInit,
+    /// Training corpora and validation sets (`[data]`).
     pub data: DataConfig,
+    /// Episode sizes (`[episodes]`; default 5-way 1-shot, `query_k` 1).
     #[serde(default)]
     pub episodes: EpisodeShape,
     /// Dense supervision beside the episodes (off unless `dense.sequences_per_step > 0`).
@@ -45,10 +48,13 @@ pub struct TrainConfig {
     /// `O`, and the exported bundle carries it (`labels.other`).
     #[serde(default)]
     pub other_type: bool,
+    /// Learning rates, schedule, clipping and AdamW settings (`[optim]`).
     #[serde(default)]
     pub optim: OptimConfig,
+    /// Weights of the episode (and dense) loss terms (`[loss]`).
     #[serde(default)]
     pub loss: LossWeights,
+    /// Bundle export settings (`[export]`).
     #[serde(default)]
     pub export: ExportConfig,
 }
@@ -70,8 +76,10 @@ pub enum EncoderInit {
     /// all-MiniLM-L6-v2 from `dir` (default: the `ner-tools fetch-encoder` cache), with a
     /// `type_dim`-wide type head initialised at random.
     Minilm {
+        /// Directory holding `model.safetensors` and `vocab.txt`.
         #[serde(default)]
         dir: Option<PathBuf>,
+        /// Width of the new type head (default 128).
         #[serde(default = "default_type_dim")]
         type_dim: usize,
         /// Add the word-shape (casing) input, a zero-initialised table of
@@ -82,7 +90,9 @@ pub enum EncoderInit {
     /// Random weights of the given shape, with the vocabulary file `vocab` (`vocab.txt`
     /// format; its line count must equal `shape.vocab_size`).
     Random {
+        /// The encoder's shape, checked with [`EncoderConfig::validate`].
         shape: EncoderConfig,
+        /// The vocabulary file.
         vocab: PathBuf,
     },
 }
@@ -100,11 +110,14 @@ pub struct DataConfig {
     /// Sentences with more word pieces than this are left out of training (counted and logged).
     #[serde(default = "default_max_pieces")]
     pub max_pieces: usize,
+    /// The corpora episodes (and dense sequences) are drawn from; at least one.
     pub corpora: Vec<CorpusEntry>,
     /// Optional JSONL episodes (`ner-tools sample-episodes` format) scored every
     /// `validate_every` steps with gradient-free adaptation.
     #[serde(default)]
     pub validation: Option<PathBuf>,
+    /// With a validation set, validate every this many steps and at the last step (0: never);
+    /// the best-scoring weights are kept as `best.ckpt`.
     #[serde(default)]
     pub validate_every: u64,
     /// How many validation episodes are scored each time (0: all).
@@ -135,10 +148,15 @@ fn default_max_pieces() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampledValidation {
+    /// Corpus file, relative to `data_root`.
     pub path: PathBuf,
+    /// Types per episode N (positive).
     pub n_way: usize,
+    /// Support entities per type K (positive); a type gets K~2K.
     pub k_shot: usize,
+    /// Number of episodes drawn (positive).
     pub episodes: usize,
+    /// Seed of the sampler, independent of the run's `seed`.
     pub seed: u64,
 }
 
@@ -148,7 +166,9 @@ pub struct SampledValidation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorpusEntry {
+    /// Corpus name: the domain of its episodes and the source of its label-memory slots.
     pub name: String,
+    /// Corpus files, relative to `data_root`; at least one.
     pub paths: Vec<PathBuf>,
     /// How often the dense sampler picks this corpus relative to its size: a corpus is drawn
     /// with probability proportional to `dense_weight × sentences` (default 1).
@@ -168,8 +188,11 @@ fn is_one(x: &f32) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EpisodeShape {
+    /// Types per episode N, one per setting.
     pub n_way: Vec<usize>,
+    /// Support entities per type K (K~2K drawn), one per setting.
     pub k_shot: Vec<usize>,
+    /// Query entities per type (`query_k`~`2·query_k` drawn), one per setting.
     pub query_k: Vec<usize>,
     /// Sentences that mention other types are dropped instead of relabelled `O`.
     pub exclude_other_types: bool,
@@ -221,12 +244,16 @@ impl Default for DenseConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
+    /// Peak learning rate of the encoder tensors (default 1e-4).
     pub lr_encoder: f32,
+    /// Peak learning rate of the head tensors: token heads, CDT, prior MLP, class and "other"
+    /// vectors, word-shape table (default 1e-3).
     pub lr_heads: f32,
     /// Fraction of `steps` spent in linear warm-up.
     pub warmup: f32,
     /// Global gradient-norm limit (0: off).
     pub clip_norm: f32,
+    /// Moment decays, ε and weight decay (`[optim.adamw]`).
     pub adamw: AdamWConfig,
 }
 

@@ -101,9 +101,13 @@ pub struct EncodedSentence {
 /// encoded support and query sentences.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncodedEpisode {
+    /// Name of the corpus it was drawn from (its label-memory slots' source).
     pub source: String,
+    /// The episode's N types; type `k` is labelled `1 + 2k` (B), `2 + 2k` (I).
     pub types: Vec<String>,
+    /// Support sentences.
     pub support: Vec<EncodedSentence>,
+    /// Query sentences.
     pub query: Vec<EncodedSentence>,
 }
 

@@ -30,6 +30,7 @@ pub struct DenseSeq {
     /// Row in the class vectors of each scored type: label `1 + 2k` is `B-` of
     /// `classes[k]`; type `classes.len()` is "other" when the run has one.
     pub classes: Vec<usize>,
+    /// The packed sentences as one encoded sequence, labels over `classes`.
     pub sentence: EncodedSentence,
     /// Index of its first sentence in the corpus.
     pub first: usize,

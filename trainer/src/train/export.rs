@@ -20,8 +20,11 @@ use crate::WeightDtype;
 
 /// One prototype-bank entry: type name, the corpora it occurs in, prototype `[type_dim]`.
 pub struct BankEntry {
+    /// Entity type name.
     pub name: String,
+    /// Names of the corpora it occurs in, in corpus order.
     pub corpora: Vec<String>,
+    /// `[type_dim]`.
     pub prototype: Vec<f32>,
 }
 

@@ -38,11 +38,15 @@ pub struct RunOptions {
 /// Everything that changes during training.
 #[derive(Clone, Debug)]
 pub struct TrainState {
+    /// Encoder and token-head weights.
     pub weights: ModelWeights,
+    /// CDT numbers and prior MLP.
     pub heads: HeadParams,
     /// Class vectors of the dense loss and the "other" vectors (empty when neither is on).
     pub classes: ClassParams,
+    /// Label-memory slots, filled with the episodes' detached type vectors.
     pub memory: LabelMemory,
+    /// Optimiser moments over `weights`, `heads` and `classes` tensors, in that order.
     pub opt: AdamW,
     /// Completed optimiser steps.
     pub step: u64,
@@ -66,27 +70,41 @@ struct CheckpointState {
 /// Provenance of the initial encoder.
 #[derive(Clone, Debug)]
 pub struct EncoderOrigin {
+    /// Contents of the encoder's `vocab.txt`.
     pub vocab_text: String,
+    /// The bundle's `provenance.encoder_source`, e.g. `"random-init seed=7"`.
     pub source: String,
+    /// sha256 (hex) of the source weights file, empty for random initialisation.
     pub sha256: String,
 }
 
 /// Loss terms and speed of one optimiser step, as logged.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepLog {
+    /// Completed steps, this one included (1-based).
     pub step: u64,
+    /// Mean weighted total episode loss.
     pub loss: f64,
+    /// Mean episode CRF term.
     pub crf: f64,
+    /// Mean episode span term.
     pub span: f64,
+    /// Mean episode type term.
     pub type_ce: f64,
+    /// Mean episode KL term.
     pub kl: f64,
+    /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Encoder learning rate of this step (schedule applied).
     pub lr_encoder: f32,
+    /// Episodes of the step per second of its wall time.
     pub episodes_per_s: f64,
+    /// Word pieces of the step's episode and dense sentences, `[CLS]`/`[SEP]` included.
     pub tokens: usize,
     /// Mean dense-sequence loss terms (absent without dense supervision).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dense: Option<LossTerms>,
+    /// Micro F1 on the validation episodes (only on steps that validate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_f1: Option<f64>,
     /// Supervised micro F1 on `data.validation_supervised`.

@@ -9,9 +9,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdamWConfig {
+    /// Decay of the first moment `m` (default 0.9).
     pub beta1: f32,
+    /// Decay of the second moment `v` (default 0.999).
     pub beta2: f32,
+    /// Added to `sqrt(v̂)` in the denominator (default 1e-8).
     pub eps: f32,
+    /// Decoupled weight decay: decayed tensors are scaled by `1 - lr·weight_decay` each update
+    /// (default 0.01).
     pub weight_decay: f32,
 }
 
@@ -29,9 +34,13 @@ impl Default for AdamWConfig {
 /// One parameter tensor handed to [`AdamW::step`]: the values, their gradient, the learning
 /// rate for this step and whether weight decay applies (not for biases, layer norms, CDT).
 pub struct ParamUpdate<'a> {
+    /// The tensor, updated in place.
     pub value: &'a mut [f32],
+    /// Its gradient, same length as `value`.
     pub grad: &'a [f32],
+    /// Learning rate of this update (schedule applied).
     pub lr: f32,
+    /// Whether weight decay applies.
     pub decay: bool,
 }
 
@@ -41,10 +50,13 @@ pub struct ParamUpdate<'a> {
 /// as the `sizes` given to [`AdamW::new`] on every call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamW {
+    /// Hyper-parameters of every update.
     pub config: AdamWConfig,
     /// Updates done so far (the bias-correction exponent of the next update is `t + 1`).
     pub t: u64,
+    /// First moments, one vector per tensor, each of its tensor's length.
     pub m: Vec<Vec<f32>>,
+    /// Second moments, laid out as `m`.
     pub v: Vec<Vec<f32>>,
 }
 

@@ -37,7 +37,9 @@ pub struct StepWorker {
 
 /// Word-level head outputs of one sentence, gathered from its first pieces.
 pub struct WordOutputs {
+    /// `[words, 3]` boundary logits (O, B, I).
     pub boundary: Vec<f32>,
+    /// `[words, type_dim]` type vectors.
     pub types: Vec<f32>,
 }
 

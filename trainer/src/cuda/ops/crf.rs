@@ -143,8 +143,11 @@ impl CrfBatch {
 /// Dense transitions for the CRF kernels, `start`/`end` `[n_sets, ld]` and `trans`
 /// `[n_sets, ld, ld]` (`trans[from·ld + to]`), forbidden entries `-inf`.
 pub struct CrfTransitionSets<'a, T: DeviceRepr> {
+    /// Score of starting in each label, `[n_sets, ld]`.
     pub start: &'a CudaSlice<T>,
+    /// Score of ending in each label, `[n_sets, ld]`.
     pub end: &'a CudaSlice<T>,
+    /// Score of each transition, `[n_sets, ld, ld]`, row `from`, column `to`.
     pub trans: &'a CudaSlice<T>,
 }
 

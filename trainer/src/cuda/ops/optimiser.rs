@@ -26,8 +26,11 @@ pub struct AdamWScalars {
     pub step: f32,
     /// `1 / (1 - beta2^t)`.
     pub inv_bc2: f32,
+    /// Decay of the first moment, [`AdamWConfig::beta1`].
     pub beta1: f32,
+    /// Decay of the second moment, [`AdamWConfig::beta2`].
     pub beta2: f32,
+    /// Added to `sqrt(v̂)` in the denominator, [`AdamWConfig::eps`].
     pub eps: f32,
     /// `1 - lr·weight_decay` for decayed tensors, else 1.
     pub decay: f32,

@@ -34,10 +34,15 @@ pub const OT_BREAKDOWN: i32 = 2;
 /// `y_row..y_row+n` of `Y`, mapped onto rows `out_row..out_row+m` of the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OtProblem {
+    /// Rows of the plan (points taken from `X`).
     pub m: usize,
+    /// Columns of the plan (points taken from `Y`).
     pub n: usize,
+    /// First row of `X`.
     pub x_row: usize,
+    /// First row of `Y`.
     pub y_row: usize,
+    /// First output row.
     pub out_row: usize,
 }
 
@@ -132,6 +137,7 @@ impl OtBatch {
 pub struct OtResults {
     /// `⟨C, T⟩`, NaN unless solved.
     pub distance: CudaSlice<f64>,
+    /// Sinkhorn iterations run (each updates `u` then `v`); 0 for rejected input.
     pub iterations: CudaSlice<i32>,
     /// L1 marginal error of the plan, NaN unless solved.
     pub error: CudaSlice<f64>,
