@@ -2,10 +2,10 @@
 //! retrieval against a realistic memory (60 slots × 15 rows).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ner_edge::bundle::MemorySlot;
-use ner_edge::memory::{
+use ner_edge::adapt::memory::{
     squared_euclidean_cost, Plan, Retriever, SinkhornConfig, SinkhornWorkspace,
 };
+use ner_edge::bundle::MemorySlot;
 use ner_edge_benches::values;
 use std::hint::black_box;
 

@@ -16,13 +16,13 @@
 
 pub mod adapt;
 pub mod bundle;
+pub mod container;
 pub mod corpus;
 pub mod decode;
 pub mod emissions;
 pub mod encoder;
 pub mod error;
 pub mod input;
-pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod pack;

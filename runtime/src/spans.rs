@@ -60,7 +60,7 @@ pub fn extract_entities(path: &[usize], marginals: Option<&Marginals>) -> Vec<En
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::metadata::CdtParams;
+    use crate::decode::CdtParams;
     use crate::decode::{marginals, unfold};
 
     fn ent(start_word: usize, end_word: usize, type_index: usize) -> Entity {

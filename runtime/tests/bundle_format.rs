@@ -9,6 +9,7 @@ use ner_edge::bundle::{
     describe, reseal, sample_bundle_bytes, sample_metadata, sample_writer, tensor_names, Bundle,
     BundleWriter, DType, TensorInfo, ALIGNMENT, HEADER_LEN,
 };
+use ner_edge::error::{ChecksumSection, FormatProblem};
 use ner_edge::Error;
 use proptest::prelude::*;
 
@@ -106,9 +107,19 @@ fn entry_of(b: &[u8], name: &str) -> Entry {
 
 #[track_caller]
 fn expect_err(bytes: Vec<u8>, needles: &[&str]) -> String {
+    expect_problem(bytes, needles).1
+}
+
+/// The structured problem and the message of opening `bytes`, which must fail with a one-line
+/// [`Error::Format`] naming the file and containing every needle.
+#[track_caller]
+fn expect_problem(bytes: Vec<u8>, needles: &[&str]) -> (FormatProblem, String) {
     match Bundle::from_vec(bytes, "test.nerb") {
         Ok(_) => panic!("expected an error containing {needles:?}, bundle opened"),
-        Err(Error::Bundle(m)) => {
+        Err(Error::Format {
+            problem,
+            message: m,
+        }) => {
             for n in needles {
                 assert!(m.contains(n), "error {m:?} lacks {n:?}");
             }
@@ -117,9 +128,9 @@ fn expect_err(bytes: Vec<u8>, needles: &[&str]) -> String {
                 "error {m:?} does not name the file"
             );
             assert!(!m.contains('\n'), "error {m:?} is not one line");
-            m
+            (problem, m)
         }
-        Err(e) => panic!("expected Error::Bundle, got {e}"),
+        Err(e) => panic!("expected Error::Format, got {e}"),
     }
 }
 
@@ -481,11 +492,25 @@ fn header_corruptions_give_specific_errors() {
 
     let mut b = good.clone();
     b[..4].copy_from_slice(b"GGUF");
-    expect_err(b, &["bad magic", "at byte 0", "NERB"]);
+    let (problem, _) = expect_problem(b, &["bad magic", "at byte 0", "NERB"]);
+    assert_eq!(
+        problem,
+        FormatProblem::BadMagic {
+            found: *b"GGUF",
+            expected: *b"NERB"
+        }
+    );
 
     let mut b = good.clone();
     set_u32(&mut b, AT_VERSION, 2);
-    expect_err(b.clone(), &["unsupported structural version 2", "byte 4"]);
+    let (problem, _) = expect_problem(b.clone(), &["unsupported structural version 2", "byte 4"]);
+    assert_eq!(
+        problem,
+        FormatProblem::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        }
+    );
     expect_resealed_err(b, &["unsupported structural version 2"]);
 
     let mut b = good.clone();
@@ -610,7 +635,15 @@ fn checksum_mismatches_are_reported() {
     let good = sample();
     let mut b = good.clone();
     b[HEADER_LEN + 5] ^= 0x20;
-    expect_err(b, &["header checksum mismatch", "stored at byte 88"]);
+    let (problem, _) = expect_problem(b, &["header checksum mismatch", "stored at byte 88"]);
+    assert!(matches!(
+        problem,
+        FormatProblem::ChecksumMismatch {
+            section: ChecksumSection::Header,
+            stored,
+            computed,
+        } if stored != computed
+    ));
 
     let mut b = good.clone();
     let e = entry_of(&b, tensor_names::PROTOTYPES);
@@ -620,7 +653,14 @@ fn checksum_mismatches_are_reported() {
     let mut b = good.clone();
     let last = b.len() - 1;
     b[last] ^= 1;
-    expect_err(b, &["data checksum mismatch", "stored at byte 80"]);
+    let (problem, _) = expect_problem(b, &["data checksum mismatch", "stored at byte 80"]);
+    assert!(matches!(
+        problem,
+        FormatProblem::ChecksumMismatch {
+            section: ChecksumSection::Data,
+            ..
+        }
+    ));
 
     let mut b = good.clone();
     b[88] ^= 1;
@@ -684,7 +724,14 @@ fn table_corruptions_give_specific_errors() {
 
     let mut b = good.clone();
     b[onnx.rank_at + 1..onnx.rank_at + 9].copy_from_slice(&7u64.to_le_bytes());
-    expect_resealed_err(b, &["\"encoder.onnx\"", "does not match shape [7]"]);
+    reseal(&mut b);
+    let (problem, _) = expect_problem(b, &["\"encoder.onnx\"", "does not match shape [7]"]);
+    assert_eq!(
+        problem,
+        FormatProblem::TensorShape {
+            tensor: tensor_names::ENCODER_ONNX.into()
+        }
+    );
 
     let mut b = good.clone();
     b[onnx.name_len_at..onnx.name_len_at + 2].copy_from_slice(&0u16.to_le_bytes());
@@ -818,7 +865,13 @@ fn metadata_corruptions_give_specific_errors() {
             .unwrap();
         *w = w2;
     });
-    expect_err(b, &["\"labels.prototypes\" must be f16 or f32, found u8"]);
+    let (problem, _) = expect_problem(b, &["\"labels.prototypes\" must be f16 or f32, found u8"]);
+    assert_eq!(
+        problem,
+        FormatProblem::TensorShape {
+            tensor: tensor_names::PROTOTYPES.into()
+        }
+    );
 
     let b = with_meta(|w| w.metadata_mut().labels.types[1].prototype_row = 5);
     expect_err(
@@ -965,7 +1018,7 @@ fn open_no_panic(bytes: Vec<u8>) -> Result<(), String> {
             check_invariants(&b);
             Ok(())
         }
-        Err(Error::Bundle(m)) => {
+        Err(Error::Format { message: m, .. }) => {
             assert!(m.starts_with("fuzz: ") && !m.contains('\n'), "{m}");
             Err(m)
         }
@@ -990,6 +1043,11 @@ proptest! {
         let cut = cut % good.len();
         let m = open_no_panic(good[..cut].to_vec()).unwrap_err();
         prop_assert!(m.contains("truncated"), "{}", m);
+        let problem = match Bundle::from_vec(good[..cut].to_vec(), "fuzz") {
+            Err(Error::Format { problem, .. }) => problem,
+            other => panic!("{other:?}"),
+        };
+        prop_assert_eq!(problem, FormatProblem::Truncated);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! worst error seen after 1000 iterations is 2.7e-4. The slow instances are near-permutation
 //! plans, e.g. X = {0, −0.847}, Y = {−0.977, 0} in one dimension.
 
+use ner_edge::adapt::memory::{retrieve, sinkhorn, squared_euclidean_cost, Plan, SinkhornConfig};
 use ner_edge::bundle::MemorySlot;
-use ner_edge::memory::{retrieve, sinkhorn, squared_euclidean_cost, Plan, SinkhornConfig};
 use proptest::prelude::*;
 
 const EPSILON: f64 = 0.1;

@@ -1,5 +1,5 @@
 //! Every CUDA kernel against its CPU reference (`ner_edge_trainer::backprop`, `loss::crf`,
-//! `train::optimizer`, `ner_edge::memory`, `ner_edge::decode`), at several sizes including odd
+//! `train::optimizer`, `ner_edge::adapt::memory`, `ner_edge::decode`), at several sizes including odd
 //! ones. Overwritten outputs are poisoned with NaN (or -7 for integers) before each launch so
 //! unwritten elements fail the comparison; accumulated outputs start from random values.
 //!
@@ -15,8 +15,8 @@ use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use half::f16;
+use ner_edge::adapt::memory::{barycentric_map, sinkhorn, squared_euclidean_cost, SinkhornConfig};
 use ner_edge::decode::{repair_bio, unfold, viterbi};
-use ner_edge::memory::{barycentric_map, sinkhorn, squared_euclidean_cost, SinkhornConfig};
 use ner_edge_trainer::backprop::attention::{softmax_backward_in_place, softmax_in_place};
 use ner_edge_trainer::backprop::embeddings::{embeddings_backward, embeddings_forward};
 use ner_edge_trainer::backprop::gelu::{gelu_backward, gelu_forward, gelu_recompute};

@@ -23,12 +23,16 @@
 //! then tuned on the support set with the prototypes fixed ([`tune`]); the pack carries the
 //! tuned heads and `predict` scores its types with them.
 //!
+//! The label memory and its optimal-transport retrieval live in [`memory`], which nothing
+//! but adaptation uses (the trainer checks its Sinkhorn kernel against it).
+//!
 //! Which vectors make the support set ([`Method`]): a type's examples plus its description's
 //! vectors when it has both, the description alone when it has no example, the examples alone
 //! when it has no description or with `examples_only`. Combining scored higher than examples
 //! alone on all three Hou et al. episode sets (`benches/RESULTS.md`, "Head tuning ... and type
 //! descriptions").
 
+pub mod memory;
 pub mod support;
 pub mod tune;
 
@@ -38,7 +42,6 @@ use crate::bundle::{tensor_names, xxh64, Bundle};
 use crate::corpus::Sentence;
 use crate::decode::{self, Tag};
 use crate::encoder::{Encoder, Heads, PieceSeq};
-use crate::memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
 use crate::metrics::{self, Scheme};
 use crate::pack::{
     valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType, TunedHeads,
@@ -46,6 +49,7 @@ use crate::pack::{
 use crate::pipeline::load_model;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+use memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
 
 pub use tune::{TuneOptions, TuneReport};
 

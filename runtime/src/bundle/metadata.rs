@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::decode::CdtParams;
+
 /// Tensor names the runtime looks up in a bundle.
 pub mod tensor_names {
     /// The encoder graph: ONNX protobuf bytes (dtype `bytes`).
@@ -113,19 +115,6 @@ pub struct EntityType {
     /// Human description, e.g. `"person name"`.
     #[serde(default)]
     pub description: String,
-}
-
-/// The 21 learned collapsed-dependency-transfer numbers (DESIGN §3).
-///
-/// `matrix[from][to]`: rows are abstract previous tags {O, B, I}; columns are abstract next tags
-/// {O, B, I, B′, I′}, where B/I mean "same type as the previous tag" and B′/I′ "another type".
-/// For the O row "same type" has no meaning: O→B-x uses column B, O→I-x column I, and columns
-/// B′, I′ of row O are unused. `start` and `end` are indexed {O, B, I}.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CdtParams {
-    pub matrix: [[f32; 5]; 3],
-    pub start: [f32; 3],
-    pub end: [f32; 3],
 }
 
 /// Layout of the label memory tensor: one slot per source entity type.

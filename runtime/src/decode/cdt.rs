@@ -1,9 +1,26 @@
 //! Collapsed dependency transfer (CDT): unfolding the 21 abstract transition numbers of
 //! [`CdtParams`] into a dense transition matrix for the active label set.
 
+use serde::{Deserialize, Serialize};
+
 use super::labels::{label_count, Tag};
-use crate::bundle::metadata::CdtParams;
 use crate::{Error, Result};
+
+/// The 21 learned collapsed-dependency-transfer numbers (DESIGN §3).
+///
+/// `matrix[from][to]`: rows are abstract previous tags {O, B, I}; columns are abstract next tags
+/// {O, B, I, B′, I′}, where B/I mean "same type as the previous tag" and B′/I′ "another type".
+/// For the O row "same type" has no meaning: O→B-x uses column B, O→I-x column I, and columns
+/// B′, I′ of row O are unused. `start` and `end` are indexed {O, B, I}.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CdtParams {
+    /// Transition scores (log space) `[from {O, B, I}][to {O, B, I, B′, I′}]`.
+    pub matrix: [[f32; 5]; 3],
+    /// Score of a path that starts with an O, B or I tag.
+    pub start: [f32; 3],
+    /// Score of a path that ends with an O, B or I tag.
+    pub end: [f32; 3],
+}
 
 /// Abstract CDT column indices of [`CdtParams::matrix`]: O, B, I (same type), B′, I′ (other type).
 const COL_O: usize = 0;

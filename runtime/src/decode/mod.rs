@@ -13,7 +13,7 @@ pub mod labels;
 pub mod marginals;
 pub mod viterbi;
 
-pub use cdt::{unfold, Transitions};
+pub use cdt::{unfold, CdtParams, Transitions};
 pub use labels::{is_valid_bio, label_count, repair_bio, type_count, Kind, Tag, O_INDEX};
 pub use marginals::{marginals, Marginals};
 pub use viterbi::{viterbi, Decoder, MAX_LABELS};

@@ -6,9 +6,9 @@
 //! through the dense O(L²) kernel. The choice is made once per distinct transition matrix and
 //! cached in the [`Decoder`].
 
+use super::cdt::CdtParams;
 use super::cdt::{apply_bio_constraints, unfold, Transitions};
 use super::labels::{repair_bio, type_count};
-use crate::bundle::metadata::CdtParams;
 
 /// Largest label count the decoder supports (backpointers are stored as `u16`).
 pub const MAX_LABELS: usize = u16::MAX as usize + 1;

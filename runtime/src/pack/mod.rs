@@ -13,9 +13,12 @@ use std::path::Path;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::reader::{parse_container, ContainerKind};
-use crate::bundle::writer::{write_atomically, TensorList};
-use crate::bundle::{Bundle, CdtParams, DType, TensorInfo};
+use crate::bundle::Bundle;
+use crate::container::{
+    bad_as, parse_container, write_atomically, ContainerKind, DType, FormatProblem, TensorInfo,
+    TensorList,
+};
+use crate::decode::CdtParams;
 use crate::encoder::Heads;
 use crate::{Error, Result};
 
@@ -167,8 +170,31 @@ pub struct LabelPack {
     tensors: Vec<TensorInfo>,
 }
 
+/// A [`FormatProblem::Metadata`] error of the pack `name`.
 fn bad(name: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Bundle(format!("{name}: {msg}"))
+    bad_as(name, FormatProblem::Metadata, msg)
+}
+
+/// A [`FormatProblem::TensorShape`] error of tensor `tensor` of the pack `name`.
+fn bad_shape(name: &str, tensor: &str, msg: impl std::fmt::Display) -> Error {
+    bad_as(
+        name,
+        FormatProblem::TensorShape {
+            tensor: tensor.to_string(),
+        },
+        msg,
+    )
+}
+
+/// A [`FormatProblem::MissingTensor`] error of tensor `tensor` of the pack `name`.
+fn bad_missing(name: &str, tensor: &str, msg: impl std::fmt::Display) -> Error {
+    bad_as(
+        name,
+        FormatProblem::MissingTensor {
+            tensor: tensor.to_string(),
+        },
+        msg,
+    )
 }
 
 /// Reads the f32 tensor `tensor` of exactly `shape` from a validated container's `bytes`.
@@ -180,14 +206,16 @@ fn read_f32_tensor(
     shape: &[usize],
 ) -> Result<Vec<f32>> {
     let info = tensors.iter().find(|t| t.name == tensor).ok_or_else(|| {
-        bad(
+        bad_missing(
             name,
+            tensor,
             format!("tensor {tensor:?} is missing (tuned_heads is set)"),
         )
     })?;
     if info.shape != shape || info.dtype != DType::F32 {
-        return Err(bad(
+        return Err(bad_shape(
             name,
+            tensor,
             format!(
                 "tensor {tensor:?} is {} {:?}, expected f32 {shape:?}",
                 info.dtype, info.shape
@@ -233,7 +261,7 @@ impl LabelPack {
             .map_err(|e| Error::io("open label pack", path, e))?
             .len();
         if len > MAX_PACK_BYTES {
-            return Err(bad(
+            return Err(crate::container::bad(
                 &name,
                 format!("{len} bytes is more than a label pack can be ({MAX_PACK_BYTES})"),
             ));
@@ -312,14 +340,16 @@ impl LabelPack {
             .iter()
             .find(|t| t.name == PROTOTYPES_TENSOR)
             .ok_or_else(|| {
-                bad(
+                bad_missing(
                     name,
+                    PROTOTYPES_TENSOR,
                     format!("required tensor {PROTOTYPES_TENSOR:?} is missing"),
                 )
             })?;
         if info.shape != [n, d] || !matches!(info.dtype, DType::F32 | DType::F16) {
-            return Err(bad(
+            return Err(bad_shape(
                 name,
+                PROTOTYPES_TENSOR,
                 format!(
                     "tensor {PROTOTYPES_TENSOR:?} is {} {:?}, expected f32 or f16 [types.len(), \
                      base_bundle.type_dim] = [{n}, {d}]",

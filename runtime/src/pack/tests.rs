@@ -88,11 +88,15 @@ fn unchecked(meta: &PackMetadata, prototypes: &[f32], shape: &[usize]) -> Vec<u8
     t.assemble(PACK_MAGIC, PACK_VERSION, &json).unwrap()
 }
 
-fn bundle_err(r: Result<LabelPack>) -> String {
+fn format_err(r: Result<LabelPack>) -> (FormatProblem, String) {
     match r {
-        Err(Error::Bundle(m)) => m,
-        other => panic!("expected a bundle error, got {other:?}"),
+        Err(Error::Format { problem, message }) => (problem, message),
+        other => panic!("expected a format error, got {other:?}"),
     }
+}
+
+fn bundle_err(r: Result<LabelPack>) -> String {
+    format_err(r).1
 }
 
 #[test]
@@ -123,10 +127,16 @@ fn tuned_heads_round_trip_and_missing_head_tensors_are_named() {
         .heads()
         .is_none());
 
-    let e = bundle_err(LabelPack::from_bytes(
+    let (problem, e) = format_err(LabelPack::from_bytes(
         &unchecked(&tuned_metadata(), &[0.0; 8], &[2, 4]),
         "t.nerp",
     ));
+    assert_eq!(
+        problem,
+        FormatProblem::MissingTensor {
+            tensor: HEAD_BOUNDARY_WEIGHT.into()
+        }
+    );
     assert!(
         e.contains("t.nerp") && e.contains("pack.head.boundary.weight") && e.contains("missing"),
         "{e}"
@@ -153,17 +163,30 @@ fn refuses_a_bundle_it_was_not_made_for() {
 
 #[test]
 fn bundles_and_packs_are_told_apart() {
-    let m = bundle_err(LabelPack::from_bytes(
+    let (problem, m) = format_err(LabelPack::from_bytes(
         &sample_bundle_bytes(2, 4).unwrap(),
         "b.nerb",
     ));
+    assert_eq!(
+        problem,
+        FormatProblem::BadMagic {
+            found: *b"NERB",
+            expected: *b"NERP"
+        }
+    );
     assert!(
         m.contains("not a ner-edge label pack") && m.contains("--bundle"),
         "{m}"
     );
-    let m = Bundle::from_vec(sample_pack(), "p.nerp")
-        .unwrap_err()
-        .to_string();
+    let e = Bundle::from_vec(sample_pack(), "p.nerp").unwrap_err();
+    assert!(matches!(
+        &e,
+        Error::Format {
+            problem: FormatProblem::BadMagic { found, .. },
+            ..
+        } if found == b"NERP"
+    ));
+    let m = e.to_string();
     assert!(
         m.contains("not a ner-edge bundle") && m.contains("--pack"),
         "{m}"
@@ -207,11 +230,19 @@ fn semantic_errors_are_named() {
         (metadata(ID, &["A"], 0), vec![], vec![1, 0], "type_dim"),
     ];
     for (meta, protos, shape, needle) in cases {
-        let m = bundle_err(LabelPack::from_bytes(
+        let (problem, m) = format_err(LabelPack::from_bytes(
             &unchecked(&meta, &protos, &shape),
             "p",
         ));
         assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+        let want = if needle == "expected f32" {
+            FormatProblem::TensorShape {
+                tensor: PROTOTYPES_TENSOR.into(),
+            }
+        } else {
+            FormatProblem::Metadata
+        };
+        assert_eq!(problem, want, "{m}");
     }
     let mut meta = metadata(ID, &["A", "B"], 1);
     meta.types[1].prototype_row = 0;

@@ -857,13 +857,13 @@ mod tests {
         let mlp = |x: &[f32]| fx.prior.forward_f32(x);
         for k in 0..fx.n {
             let rows = vectors[k].len() / fx.d;
-            let s = ner_edge::memory::mean_rows(&vectors[k], rows, fx.d).unwrap();
+            let s = ner_edge::adapt::memory::mean_rows(&vectors[k], rows, fx.d).unwrap();
             let m = fx.mapped[k].clone().unwrap_or_else(|| s.clone());
-            let want = ner_edge::memory::prior_prototype(
+            let want = ner_edge::adapt::memory::prior_prototype(
                 &s,
                 &m,
                 Some(&mlp),
-                ner_edge::memory::PRIOR_GAMMA,
+                ner_edge::adapt::memory::PRIOR_GAMMA,
             )
             .unwrap();
             for (g, w) in mu[k * fx.d..(k + 1) * fx.d].iter().zip(&want) {

@@ -1,10 +1,10 @@
 //! The training-side label memory (MANNER): one FIFO slot of detached type vectors per source
-//! entity type, and OT retrieval through [`ner_edge::memory`] with the MANNER Sinkhorn setting
+//! entity type, and OT retrieval through [`ner_edge::adapt::memory`] with the MANNER Sinkhorn setting
 //! (cost divided by its maximum, ε = 0.1, at most 1000 iterations, stop at marginal error 1e-9).
 
 use anyhow::{ensure, Result};
+use ner_edge::adapt::memory::{mean_rows, Retriever, SinkhornConfig};
 use ner_edge::bundle::metadata::{LabelMemoryLayout, MemorySlot};
-use ner_edge::memory::{mean_rows, Retriever, SinkhornConfig};
 use serde::{Deserialize, Serialize};
 
 /// Default capacity M of a slot (MANNER).
@@ -236,7 +236,7 @@ impl LabelMemory {
 
     /// OT retrieval for one support set (`[n, dim]` row-major, `n = support.len() / dim`) over
     /// every slot except `exclude`, with [`SinkhornConfig::default`] (the runtime's
-    /// [`ner_edge::memory::retrieve`]). `None` when the support is empty or not whole rows, or
+    /// [`ner_edge::adapt::memory::retrieve`]). `None` when the support is empty or not whole rows, or
     /// no slot qualifies.
     pub fn retrieve_slot(&self, support: &[f32], exclude: Option<&SlotKey>) -> Option<Retrieved> {
         if support.is_empty() || !support.len().is_multiple_of(self.dim) {

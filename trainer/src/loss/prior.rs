@@ -7,11 +7,11 @@
 //! x = [support_mean; mapped_mean]            (2d)
 //! h = relu(x · fc1_weight + fc1_bias)        fc1_weight [2d, d] row-major
 //! y = h · fc2_weight + fc2_bias              fc2_weight [d, d]  row-major
-//! μ_prior = γ · y + (1 − γ) · support_mean   γ = ner_edge::memory::PRIOR_GAMMA
+//! μ_prior = γ · y + (1 − γ) · support_mean   γ = ner_edge::adapt::memory::PRIOR_GAMMA
 //! ```
 
 use anyhow::{ensure, Result};
-use ner_edge::memory::PRIOR_GAMMA;
+use ner_edge::adapt::memory::PRIOR_GAMMA;
 use serde::{Deserialize, Serialize};
 
 use crate::model::rng::SplitMix64;
@@ -62,7 +62,7 @@ impl PriorParams {
     }
 
     /// Deterministic initialisation from `seed`, close to the weight-free prior of the runtime
-    /// (`MLP([s; m]) = m`, see [`ner_edge::memory::prior_prototype`]):
+    /// (`MLP([s; m]) = m`, see [`ner_edge::adapt::memory::prior_prototype`]):
     ///
     /// * `fc1_weight = [0; I] + noise`, `fc1_bias = c`: hidden unit `i` is `relu(m_i + c)`;
     /// * `fc2_weight = I + noise`, `fc2_bias = −c`,
@@ -162,7 +162,7 @@ impl PriorParams {
     }
 
     /// The MLP in `f32` at the interface (computed in `f64`): the function to hand to
-    /// [`ner_edge::memory::prior_prototype`] so that the runtime uses the same network.
+    /// [`ner_edge::adapt::memory::prior_prototype`] so that the runtime uses the same network.
     pub fn forward_f32(&self, input: &[f32]) -> Vec<f32> {
         let x: Vec<f64> = input.iter().map(|&v| f64::from(v)).collect();
         self.forward(&x).output.iter().map(|&v| v as f32).collect()
@@ -291,7 +291,8 @@ mod tests {
         let s = [0.3f32, -0.2, 0.9, 0.1, -1.1];
         let m = [0.5f32, 0.4, -0.3, 0.2, 0.0];
         let mlp = |x: &[f32]| p.forward_f32(x);
-        let want = ner_edge::memory::prior_prototype(&s, &m, Some(&mlp), PRIOR_GAMMA).unwrap();
+        let want =
+            ner_edge::adapt::memory::prior_prototype(&s, &m, Some(&mlp), PRIOR_GAMMA).unwrap();
         let x: Vec<f64> = s.iter().chain(&m).map(|&v| f64::from(v)).collect();
         let sm: Vec<f64> = s.iter().map(|&v| f64::from(v)).collect();
         let got = combine(&p.forward(&x).output, &sm);
@@ -304,7 +305,7 @@ mod tests {
     fn runtime_prior_net_computes_the_same_mlp() {
         let d = 5;
         let p = random_params(d, 3);
-        let net = ner_edge::memory::PriorNet::new(
+        let net = ner_edge::adapt::memory::PriorNet::new(
             d,
             p.fc1_weight.clone(),
             p.fc1_bias.clone(),

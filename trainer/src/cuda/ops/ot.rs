@@ -1,5 +1,5 @@
 //! Launch wrappers for `trainer/kernels/ot.cu`: batched entropic OT between small point clouds
-//! (`ner_edge::memory::sinkhorn` and the barycentric map of `ner_edge::memory::retrieval`).
+//! (`ner_edge::adapt::memory::sinkhorn` and the barycentric map of `ner_edge::adapt::memory::retrieval`).
 //!
 //! An [`OtBatch`] describes B independent problems: problem `b` is `m[b] × n[b]`, its cost and
 //! transport plan live at `cost_off[b]` of buffers of [`OtBatch::cost_len`] f64 values, its
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use cudarc::driver::{CudaSlice, CudaStream, PushKernelArg};
-use ner_edge::memory::SinkhornConfig;
+use ner_edge::adapt::memory::SinkhornConfig;
 
 use super::{
     check_len, check_min_len, check_stream, cooperative_threads, grid_config, launch, mul, to_i32,

@@ -1,13 +1,10 @@
-//! Constants and fixed layout of bundle format v1 (`runtime/FORMAT.md`).
+//! Constants and fixed layout of container format v1 (`runtime/FORMAT.md`), shared by bundles
+//! and label packs.
 
 use std::fmt;
 
 use super::checksum::xxh64;
 
-/// First four bytes of every bundle.
-pub const MAGIC: [u8; 4] = *b"NERB";
-/// Structural version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 128;
 /// Alignment, in bytes, of the data section and of every tensor inside it (absolute file offsets).
@@ -258,7 +255,7 @@ mod tests {
     #[test]
     fn header_fields_round_trip() {
         let h = RawHeader {
-            magic: MAGIC,
+            magic: *b"TEST",
             version: 7,
             flags: 3,
             header_len: 128,
