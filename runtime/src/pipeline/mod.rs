@@ -17,6 +17,11 @@ use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::{spans, Error, Result};
 
+mod groups;
+mod merge;
+
+pub use groups::{resolve_groups, TypeSource};
+
 /// One entity found in a text.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaggedEntity {
@@ -113,7 +118,7 @@ fn other_prototypes(bundle: &Bundle) -> Result<Option<Vec<f32>>> {
     Ok(Some(rows))
 }
 
-/// A candidate type while the groups are assembled: its name, prototype and defining source.
+/// A candidate type while the groups are assembled: its name and prototype.
 struct Candidate {
     name: String,
     prototype: Vec<f32>,
@@ -174,15 +179,9 @@ impl Tagger {
 
     /// A tagger for `bundle` with label `packs` active on top of it.
     ///
-    /// Every pack must have been adapted on `bundle` ([`LabelPack::check_base`]). Active types:
-    /// with `types`, exactly those names, each looked up among all the bundle's types and the
-    /// packs' types; without, the bundle's `default_active` and every type of every pack.
-    ///
-    /// Label groups, in this order: the bundle's active types (in `types` order, else
-    /// `default_active` order), then each pack's active types (in `types` order, else pack
-    /// order). A name active in two sources is an [`Error::Usage`] unless `allow_override`, in
-    /// which case the later source (packs in the order given, after the bundle) defines it and
-    /// the earlier ones drop it. Groups left without types are dropped.
+    /// Every pack must have been adapted on `bundle` ([`LabelPack::check_base`]). Which types
+    /// are active and which source's group each belongs to is [`resolve_groups`]: the bundle's
+    /// group first, then each pack's, in the order given; groups left without types are dropped.
     pub fn with_packs(
         bundle: &Bundle,
         packs: &[LabelPack],
@@ -192,127 +191,79 @@ impl Tagger {
         for pack in packs {
             pack.check_base(bundle)?;
         }
-        let (tokenizer, encoder) = load_model(bundle, packs.iter().any(|p| p.heads().is_some()))?;
         let meta = bundle.metadata();
+        let bundle_source = TypeSource {
+            label: format!("bundle {}", bundle.name()),
+            names: meta.labels.types.iter().map(|t| t.name.clone()).collect(),
+        };
+        let pack_sources: Vec<TypeSource> = packs
+            .iter()
+            .map(|p| TypeSource {
+                label: format!("label pack {}", p.name()),
+                names: p.type_names(),
+            })
+            .collect();
+        let active = resolve_groups(
+            &bundle_source,
+            &meta.labels.default_active,
+            &pack_sources,
+            types,
+            allow_override,
+        )?;
+        let (tokenizer, encoder) = load_model(bundle, packs.iter().any(|p| p.heads().is_some()))?;
         let d = meta.encoder.type_dim;
         let bank = bundle.to_f32_vec(tensor_names::PROTOTYPES)?;
         let other = other_prototypes(bundle)?;
         let other_row = |row: usize| other.as_deref().map(|o| &o[row * d..(row + 1) * d]);
-
-        let bundle_type = |name: &str| -> Result<Option<Vec<f32>>> {
-            let Some(ty) = meta.labels.types.iter().find(|t| t.name == name) else {
-                return Ok(None);
-            };
-            bank.get(ty.prototype_row * d..(ty.prototype_row + 1) * d)
-                .map(|row| Some(row.to_vec()))
+        let bundle_type = |name: &str| -> Result<Vec<f32>> {
+            let row = meta
+                .labels
+                .types
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.prototype_row);
+            row.and_then(|r| bank.get(r * d..(r + 1) * d))
+                .map(<[f32]>::to_vec)
+                .ok_or_else(|| Error::Bundle(format!("prototype row of type {name:?} is missing")))
+        };
+        let pack_type = |pack: &LabelPack, name: &str| -> Result<Vec<f32>> {
+            pack.metadata()
+                .types
+                .iter()
+                .position(|t| t.name == name)
+                .and_then(|k| pack.prototype(k))
+                .map(<[f32]>::to_vec)
                 .ok_or_else(|| {
                     Error::Bundle(format!(
-                        "prototype row {} of type {name:?} is missing",
-                        ty.prototype_row
+                        "label pack {}: prototype of type {name:?} is missing",
+                        pack.name()
                     ))
                 })
         };
-        let pack_type = |pack: &LabelPack, name: &str| -> Option<Vec<f32>> {
-            let k = pack.metadata().types.iter().position(|t| t.name == name)?;
-            pack.prototype(k).map(<[f32]>::to_vec)
-        };
-
-        let mut wanted: Vec<String> = Vec::new();
-        let explicit = types.is_some();
-        match types {
-            Some(t) => {
-                for name in t {
-                    if !wanted.contains(name) {
-                        wanted.push(name.clone());
-                    }
-                }
+        // Per source: its active types with their prototypes, its own heads, and which "other"
+        // row its prototypes are decoded beside (0: bank prototypes, 1: adapted from examples).
+        let mut sources: Vec<(Vec<Candidate>, Option<Heads>, usize)> =
+            Vec::with_capacity(active.len());
+        for (i, names) in active.into_iter().enumerate() {
+            let pack = i.checked_sub(1).map(|k| &packs[k]);
+            let mut group = Vec::with_capacity(names.len());
+            for name in names {
+                let prototype = match pack {
+                    None => bundle_type(&name)?,
+                    Some(p) => pack_type(p, &name)?,
+                };
+                group.push(Candidate { name, prototype });
             }
-            None => {
-                for name in &meta.labels.default_active {
-                    if !wanted.contains(name) {
-                        wanted.push(name.clone());
-                    }
-                }
-            }
-        }
-        // Per source: its name, its candidate types, its own heads, and which "other" row its
-        // prototypes are decoded beside (0: bank prototypes, 1: adapted from examples).
-        let mut sources: Vec<(String, Vec<Candidate>, Option<Heads>, usize)> =
-            Vec::with_capacity(1 + packs.len());
-        let mut base = Vec::new();
-        for name in &wanted {
-            if let Some(prototype) = bundle_type(name)? {
-                base.push(Candidate {
-                    name: name.clone(),
-                    prototype,
-                });
-            }
-        }
-        sources.push((format!("bundle {}", bundle.name()), base, None, 0));
-        for pack in packs {
-            let names: Vec<String> = if explicit {
-                wanted
-                    .iter()
-                    .filter(|n| pack_type(pack, n).is_some())
-                    .cloned()
-                    .collect()
-            } else {
-                pack.type_names()
+            let (heads, row) = match pack {
+                None => (None, 0),
+                Some(p) => (p.heads().cloned(), 1),
             };
-            let group = names
-                .into_iter()
-                .filter_map(|name| {
-                    pack_type(pack, &name).map(|prototype| Candidate { name, prototype })
-                })
-                .collect();
-            sources.push((
-                format!("label pack {}", pack.name()),
-                group,
-                pack.heads().cloned(),
-                1,
-            ));
-        }
-        if explicit {
-            for name in &wanted {
-                if !sources
-                    .iter()
-                    .any(|(_, g, _, _)| g.iter().any(|c| &c.name == name))
-                {
-                    let mut known: Vec<String> =
-                        meta.labels.types.iter().map(|t| t.name.clone()).collect();
-                    for pack in packs {
-                        known.extend(pack.type_names());
-                    }
-                    return Err(Error::Usage(format!(
-                        "unknown entity type {name:?}; the bundle and packs have: {}",
-                        known.join(", ")
-                    )));
-                }
-            }
-        }
-        for later in (1..sources.len()).rev() {
-            let (later_sources, rest) = sources.split_at_mut(later);
-            let (later_name, later_group, _, _) = &rest[0];
-            for (earlier_name, earlier_group, _, _) in later_sources.iter_mut() {
-                for c in later_group {
-                    if let Some(at) = earlier_group.iter().position(|e| e.name == c.name) {
-                        if !allow_override {
-                            return Err(Error::Usage(format!(
-                                "entity type {:?} is defined by both {earlier_name} and \
-                                 {later_name}; drop it from one of them, or pass --override to \
-                                 let the later one replace the earlier",
-                                c.name
-                            )));
-                        }
-                        earlier_group.remove(at);
-                    }
-                }
-            }
+            sources.push((group, heads, row));
         }
 
         let mut type_names = Vec::new();
         let mut groups = Vec::new();
-        for (_, group, heads, row) in sources {
+        for (group, heads, row) in sources {
             if group.is_empty() {
                 continue;
             }
@@ -616,7 +567,7 @@ impl Tagger {
                     None => s.types.as_slice(),
                 })
                 .collect();
-            found = self.merge_groups(found, &vectors, d);
+            found = merge::merge_groups(found, |e| self.conflict_score(e, &vectors, d));
             let mut labels = vec![decode::O_INDEX; n_words];
             for (_, e) in &found {
                 labels[e.start_word] = Tag::B(e.type_index).to_index();
@@ -644,53 +595,17 @@ impl Tagger {
         }
     }
 
-    /// Merges the entities of several groups (see [`Tagger::tag`]); `vectors[g]` holds the
-    /// `[words, d]` type vectors group `g` scores with. Returns the entities in text order.
-    fn merge_groups(
-        &self,
-        found: Vec<(usize, spans::Entity)>,
-        vectors: &[&[f32]],
-        d: usize,
-    ) -> Vec<(usize, spans::Entity)> {
-        let overlaps = |a: &spans::Entity, b: &spans::Entity| {
-            a.start_word < b.end_word && b.start_word < a.end_word
-        };
-        let contested: Vec<bool> = found
-            .iter()
-            .map(|(g, e)| found.iter().any(|(h, f)| h != g && overlaps(e, f)))
-            .collect();
-        let n_all = self.type_names.len();
-        let mut probs = vec![0.0f64; n_all];
-        let mut ranked: Vec<(f64, usize)> = found
-            .iter()
-            .zip(&contested)
-            .enumerate()
-            .map(|(i, ((_, e), &contested))| {
-                if !contested {
-                    return (f64::INFINITY, i);
-                }
-                let mut sum = 0.0f64;
-                for w in e.start_word..e.end_word {
-                    self.joint_type_probs(vectors, w, d, &mut probs);
-                    sum += probs.get(e.type_index).copied().unwrap_or(0.0);
-                }
-                (sum / (e.end_word - e.start_word) as f64, i)
-            })
-            .collect();
-        ranked.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(found[a.1].0.cmp(&found[b.1].0))
-                .then(found[a.1].1.start_word.cmp(&found[b.1].1.start_word))
-        });
-        let mut kept: Vec<(usize, spans::Entity)> = Vec::with_capacity(found.len());
-        for (_, i) in ranked {
-            let (g, e) = &found[i];
-            if !kept.iter().any(|(_, k)| overlaps(k, e)) {
-                kept.push((*g, e.clone()));
-            }
+    /// The conflict score of entity `e` (see [`Tagger::tag`]): the mean over its words of its
+    /// type's probability under a softmax of the word's type vector against every active
+    /// prototype; `vectors[g]` holds the `[words, d]` type vectors group `g` scores with.
+    fn conflict_score(&self, e: &spans::Entity, vectors: &[&[f32]], d: usize) -> f64 {
+        let mut probs = vec![0.0f64; self.type_names.len()];
+        let mut sum = 0.0f64;
+        for w in e.start_word..e.end_word {
+            self.joint_type_probs(vectors, w, d, &mut probs);
+            sum += probs.get(e.type_index).copied().unwrap_or(0.0);
         }
-        kept.sort_by_key(|(_, e)| e.start_word);
-        kept
+        sum / (e.end_word - e.start_word).max(1) as f64
     }
 }
 
