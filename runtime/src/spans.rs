@@ -5,6 +5,7 @@ use crate::decode::{Marginals, Tag};
 /// One entity over words `start_word .. end_word` (end exclusive) of a sentence.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entity {
+    /// First word.
     pub start_word: usize,
     /// Exclusive end.
     pub end_word: usize,

@@ -66,6 +66,7 @@ pub struct TuneSentence {
 /// What a tuning run did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TuneReport {
+    /// Adam steps taken.
     pub steps: usize,
     /// `L(θ₀)` (the regulariser is 0 there).
     pub loss_before: f64,

@@ -34,11 +34,17 @@ pub mod tensor_names {
 /// All metadata of a bundle.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
+    /// The encoder graph: sizes, dtype, inputs.
     pub encoder: EncoderMeta,
+    /// How text becomes word pieces.
     pub tokenizer: TokenizerMeta,
+    /// The entity types of the prototype bank and the default active set.
     pub labels: LabelInventory,
+    /// The 21 learned CDT transition numbers.
     pub transitions: CdtParams,
+    /// Which rows of the label memory belong to which source type.
     pub label_memory: LabelMemoryLayout,
+    /// Where the bundle came from.
     pub provenance: Provenance,
 }
 
@@ -52,10 +58,15 @@ pub struct Metadata {
 pub struct EncoderMeta {
     /// Architecture family, e.g. `"bert"`.
     pub architecture: String,
+    /// Width of the hidden state (384 for MiniLM-L6).
     pub hidden: usize,
+    /// Number of transformer layers.
     pub layers: usize,
+    /// Attention heads per layer.
     pub heads: usize,
+    /// Width of the feed-forward layer.
     pub intermediate: usize,
+    /// Number of word-piece ids; must equal the lines of the vocabulary tensor.
     pub vocab_size: usize,
     /// Largest sequence length (in WordPiece ids, including `[CLS]`/`[SEP]`) the graph accepts.
     pub max_positions: usize,
@@ -82,13 +93,21 @@ pub struct EncoderMeta {
 pub struct TokenizerMeta {
     /// Only `"wordpiece"` is defined in format v1.
     pub kind: String,
+    /// Lower-case the text before WordPiece (uncased models).
     pub lowercase: bool,
+    /// Drop nonspacing marks after canonical decomposition.
     pub strip_accents: bool,
+    /// Make every CJK ideograph a word of its own.
     pub tokenize_chinese_chars: bool,
+    /// Token for a word WordPiece cannot split, e.g. `"[UNK]"`.
     pub unk_token: String,
+    /// Token the encoder puts before every window, e.g. `"[CLS]"`.
     pub cls_token: String,
+    /// Token the encoder puts after every window, e.g. `"[SEP]"`.
     pub sep_token: String,
+    /// Token that pads shorter sequences of a batch, e.g. `"[PAD]"`.
     pub pad_token: String,
+    /// Prefix of word pieces that continue a word, e.g. `"##"`.
     pub continuing_subword_prefix: String,
     /// Words longer than this many chars become `unk_token`.
     pub max_input_chars_per_word: usize,
@@ -97,6 +116,7 @@ pub struct TokenizerMeta {
 /// Entity types the bundle knows and which of them are active by default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelInventory {
+    /// Every type of the prototype bank.
     pub types: Vec<EntityType>,
     /// Names of the types active when the user does not pass `--types`.
     pub default_active: Vec<String>,
@@ -122,16 +142,21 @@ pub struct EntityType {
 pub struct LabelMemoryLayout {
     /// Capacity M of each slot (MANNER uses 15).
     pub capacity: usize,
+    /// The slots, one per source entity type.
     pub slots: Vec<MemorySlot>,
 }
 
 /// One memory slot: rows `first_row .. first_row + rows` of [`tensor_names::LABEL_MEMORY`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemorySlot {
+    /// The source entity type whose token vectors the slot holds.
     pub type_name: String,
+    /// Corpus the type comes from; empty if unknown.
     #[serde(default)]
     pub source: String,
+    /// First row of the slot in the label memory tensor.
     pub first_row: usize,
+    /// Rows the slot holds (at most `capacity`).
     pub rows: usize,
 }
 
@@ -151,6 +176,7 @@ pub struct Provenance {
     pub training_corpora: Vec<String>,
     /// Program and version that wrote the bundle, e.g. `"ner-tools 0.1.0"`.
     pub created_by: String,
+    /// Free text: how the model was trained, caveats.
     #[serde(default)]
     pub notes: String,
 }

@@ -102,8 +102,11 @@ impl fmt::Display for DType {
 /// for [`DType::Bytes`] `shape == [len]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// Name, unique in the file: 1 to 256 UTF-8 bytes without control characters.
     pub name: String,
+    /// Element type.
     pub dtype: DType,
+    /// Dimensions, at most [`MAX_RANK`].
     pub shape: Vec<usize>,
     /// Absolute offset of the first byte in the file.
     pub offset: usize,

@@ -26,16 +26,22 @@ pub const O_INDEX: usize = 0;
 /// A label of the BIO scheme; the payload of `B` and `I` is the active type index `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tag {
+    /// Outside any entity.
     O,
+    /// First word of an entity of type `k`.
     B(usize),
+    /// A later word of an entity of type `k`.
     I(usize),
 }
 
 /// Abstract tag kind of the collapsed-dependency-transfer parameters: O = 0, B = 1, I = 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// Outside.
     O = 0,
+    /// Begin, whatever the type.
     B = 1,
+    /// Inside, whatever the type.
     I = 2,
 }
 

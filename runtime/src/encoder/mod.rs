@@ -36,7 +36,9 @@ pub struct PieceScores {
 /// `shapes` means every piece has shape 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PieceSeq<'a> {
+    /// Word-piece ids.
     pub ids: &'a [u32],
+    /// Shape id of each piece, or empty.
     pub shapes: &'a [u8],
 }
 
@@ -70,8 +72,11 @@ impl<'a> From<&'a Encoding> for PieceSeq<'a> {
 /// Special token ids the encoder wraps every window with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpecialIds {
+    /// Id of the token before every window.
     pub cls: u32,
+    /// Id of the token after every window.
     pub sep: u32,
+    /// Id that pads shorter sequences of a batch.
     pub pad: u32,
 }
 

@@ -5,9 +5,13 @@
 /// `0..len` exactly, and each piece is kept from the window where it is furthest from an edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
+    /// First piece the encoder sees.
     pub start: usize,
+    /// End (exclusive) of the pieces the encoder sees.
     pub end: usize,
+    /// First piece whose scores are taken from this window.
     pub keep_start: usize,
+    /// End (exclusive) of the pieces whose scores are taken from this window.
     pub keep_end: usize,
 }
 

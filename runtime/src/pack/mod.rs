@@ -58,6 +58,7 @@ pub struct PackMetadata {
     pub types: Vec<PackType>,
     /// CDT parameters, copied from the base bundle; unfolded for this pack's types at load.
     pub transitions: CdtParams,
+    /// Where the pack came from.
     pub provenance: PackProvenance,
     /// Present when the pack carries its own boundary head and type projection
     /// (`adapt --tune-heads`); its types are then scored with them instead of the bundle's.
@@ -71,11 +72,15 @@ pub struct TunedHeads {
     /// Width of the encoder's hidden state the heads read; must equal the bundle's
     /// `encoder.hidden`.
     pub hidden: usize,
+    /// Adam steps taken.
     pub steps: usize,
+    /// Adam learning rate.
     pub learning_rate: f32,
+    /// Weight of the L2 pull towards the bundle's heads.
     pub l2: f32,
     /// Tuning loss (mean CRF NLL per support sentence plus the L2 term) before and after.
     pub loss_before: f64,
+    /// Tuning loss after the last step.
     pub loss_after: f64,
 }
 
@@ -124,6 +129,7 @@ pub struct PackType {
     pub description: String,
     /// Row of this type in [`PROTOTYPES_TENSOR`].
     pub prototype_row: usize,
+    /// Which vectors made the prototype: examples, description, or both.
     pub method: Method,
     /// Support sentences that mention the type.
     pub support_sentences: usize,
@@ -154,6 +160,7 @@ pub struct PackProvenance {
     /// `"bundle"` when the bundle's prior MLP was used, `"fallback"` for `MLP([s; m]) = m`.
     #[serde(default)]
     pub prior: String,
+    /// Free text given with `adapt --notes`.
     #[serde(default)]
     pub notes: String,
 }

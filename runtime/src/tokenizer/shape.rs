@@ -26,11 +26,17 @@ pub const SHAPE_SCHEME: &str = "case6-v1";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Shape {
+    /// No cased letter and no digit: `,` `中` `[CLS]`.
     Other = 0,
+    /// Cased letters, none upper case: `the` `3rd`.
     Lower = 1,
+    /// First cased letter upper case, the others lower case: `Paris` `I`.
     Title = 2,
+    /// At least two cased letters, all upper case: `NATO`.
     Upper = 3,
+    /// Any other mix of cases: `iPhone` `McDonald`.
     Mixed = 4,
+    /// Digits but no cased letter: `1996` `3.5`.
     Digit = 5,
 }
 
