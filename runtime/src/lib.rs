@@ -13,17 +13,21 @@
 //! The [`bundle`] module owns the on-disk format that carries the model; [`adapt`] builds
 //! [`pack`]s (label packs: new types on top of one bundle) that [`pipeline::Tagger`] activates
 //! next to the bundle's own types.
+//!
+//! This crate is inference plus adaptation. Of labelled data it reads only support sets, for
+//! `ner-edge adapt`: [`adapt::support`] (the file layouts), on top of [`adapt::columns`]
+//! (token-per-line sentences) and [`adapt::bio`] (BIO schemes, repair, chunking into
+//! entities). Dataset readers and evaluation metrics are training and evaluation concerns and
+//! live in the `ner-edge-corpus` crate, which builds on those same primitives.
 
 pub mod adapt;
 pub mod bundle;
 pub mod container;
-pub mod corpus;
 pub mod decode;
 pub mod emissions;
 pub mod encoder;
 pub mod error;
 pub mod input;
-pub mod metrics;
 pub mod output;
 pub mod pack;
 pub mod pipeline;

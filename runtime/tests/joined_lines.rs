@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::Command;
 
 use ner_edge::bundle::Bundle;
-use ner_edge::metrics::{spans, Prf, Scheme};
 use ner_edge::pipeline::Tagger;
+use ner_edge_corpus::metrics::{spans, Prf, Scheme};
 
 mod common;
 
@@ -107,7 +107,7 @@ fn joined_conll_test_sentences_keep_their_entities() {
     if !common::present(&path) {
         return;
     }
-    let corpus = ner_edge::corpus::read_conll2003(&path).unwrap();
+    let corpus = ner_edge_corpus::read_conll2003(&path).unwrap();
     let sentences: Vec<_> = corpus.sentences.iter().take(600).collect();
     let tagger = default_tagger();
     // Gold entities of the sentences grouped `per_text` to a text, joined with one separator

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ner_edge::bundle::Bundle;
-use ner_edge::corpus::{self, Episode, Overlaps, Sentence};
-use ner_edge::metrics::Scheme;
 use ner_edge::pipeline::Tagger;
+use ner_edge_corpus::metrics::Scheme;
+use ner_edge_corpus::{self as corpus, Episode, Overlaps, Sentence};
 use ner_edge_trainer::episodes::{EpisodeSampler, OtherTypes};
 
 use crate::eval::overlap::{self, Overlap};
@@ -369,7 +369,7 @@ fn write_report(
     let _ = writeln!(
         out,
         "Written by `ner-tools bench-quality` (do not edit by hand). Scores are entity-level \
-         exact-match micro precision/recall/F1 with conlleval semantics (`ner_edge::metrics`); \
+         exact-match micro precision/recall/F1 with conlleval semantics (`ner_edge_corpus::metrics`); \
          episode protocols also give the mean ± sample std of per-episode F1 (DESIGN §7). \
          Adaptation mode: gradient-free (prototypes from the support + OT label-memory \
          retrieval + prior MLP; only each episode's own types are active on its query).\n"

@@ -134,7 +134,7 @@ fn test_data_in_the_training_hashes_is_refused() {
     let bundle =
         ner_edge::bundle::Bundle::open(&root().join("fixtures/bundles/tiny.nerb")).unwrap();
     let test =
-        ner_edge::corpus::read_conll2003(&root().join("fixtures/corpus/conll2003/sample.txt"))
+        ner_edge_corpus::read_conll2003(&root().join("fixtures/corpus/conll2003/sample.txt"))
             .unwrap();
     let hashes: Vec<u64> = test
         .sentences

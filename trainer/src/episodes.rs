@@ -41,7 +41,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use anyhow::{bail, ensure, Context, Result};
-use ner_edge::corpus::{normalize_tags, Corpus, Episode, Sentence, TagScheme};
+use ner_edge_corpus::{normalize_tags, Corpus, Episode, Sentence, TagScheme};
 use serde::{Deserialize, Serialize};
 
 use crate::model::rng::SplitMix64;
@@ -886,7 +886,7 @@ mod tests {
             println!("skipped: {} not found", path.display());
             return;
         }
-        let corpus = ner_edge::corpus::read_corpus(&path).unwrap();
+        let corpus = ner_edge_corpus::read_corpus(&path).unwrap();
         assert_eq!(corpus.types.len(), 13);
         for mode in [OtherTypes::Relabel, OtherTypes::Exclude] {
             let mut sampler = EpisodeSampler::new(&corpus.sentences, 2021).with_other_types(mode);

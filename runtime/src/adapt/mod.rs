@@ -32,6 +32,8 @@
 //! alone on all three Hou et al. episode sets (`benches/RESULTS.md`, "Head tuning ... and type
 //! descriptions").
 
+pub mod bio;
+pub mod columns;
 pub mod memory;
 pub mod support;
 pub mod tune;
@@ -39,10 +41,8 @@ pub mod tune;
 use std::collections::HashMap;
 
 use crate::bundle::{tensor_names, xxh64, Bundle};
-use crate::corpus::Sentence;
 use crate::decode::{self, Tag};
 use crate::encoder::{Encoder, Heads, PieceSeq};
-use crate::metrics::{self, Scheme};
 use crate::pack::{
     valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType, TunedHeads,
 };
@@ -52,6 +52,9 @@ use crate::{Error, Result};
 use memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
 
 pub use tune::{TuneOptions, TuneReport};
+
+use bio::Scheme;
+use columns::Sentence;
 
 pub use support::{
     detect_format, parse_support, read_support, SupportEntity, SupportFormat, SupportSentence,
@@ -475,7 +478,7 @@ impl<'a> Adapter<'a> {
     /// mention contributes the type vector of the first piece of each of its words; the
     /// memory retrieval and prior are those of [`Adapter::adapt`].
     ///
-    /// Entities are read with conlleval's chunking ([`crate::metrics::spans`]), so a stray
+    /// Entities are read with conlleval's chunking ([`bio::spans`]), so a stray
     /// `I-X` starts a mention. Errors ([`Error::Input`], naming `source` and the 1-based
     /// sentence): no sentences, token and tag counts that differ, a tag that is not BIO, no
     /// mention at all.
@@ -521,7 +524,7 @@ impl<'a> Adapter<'a> {
                         sentence.tags.len()
                     )));
                 }
-                let spans = metrics::spans(&sentence.tags, Scheme::Bio)
+                let spans = bio::spans(&sentence.tags, Scheme::Bio)
                     .map_err(|e| Error::Input(format!("{source}: sentence {at}: {e}")))?;
                 mentions.push(spans);
                 hashed.push_str(&sentence.tokens.join(" "));

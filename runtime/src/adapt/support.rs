@@ -18,8 +18,12 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::bio::{normalize_tags, TagScheme};
+use super::columns::{
+    decode_utf8, input_error as line_error, is_docstart, numbered_lines as lines, parse_conll2003,
+    parse_mit, parse_token_tag,
+};
 use crate::bundle::xxh64;
-use crate::corpus::{normalize_tags, parse_conll2003, parse_mit, parse_token_tag, TagScheme};
 use crate::pack::valid_type_name;
 use crate::{Error, Result};
 
@@ -83,10 +87,6 @@ pub struct SupportSet {
     pub xxh64: String,
 }
 
-fn line_error(source: &str, line: usize, msg: impl std::fmt::Display) -> Error {
-    Error::Input(format!("{source}: line {line}: {msg}"))
-}
-
 /// Reads the support file at `path`. Files over `max_bytes` are refused before reading, files
 /// that are not UTF-8 with the line of the first bad byte.
 pub fn read_support(path: &Path, format: SupportFormat, max_bytes: u64) -> Result<SupportSet> {
@@ -101,14 +101,7 @@ pub fn read_support(path: &Path, format: SupportFormat, max_bytes: u64) -> Resul
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io("read support file", path, e))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
-            return Err(line_error(&source, line, "invalid UTF-8"));
-        }
-    };
+    let text = decode_utf8(bytes, &source)?;
     parse_support(&text, &source, format)
 }
 
@@ -162,35 +155,21 @@ fn is_bio_tag(t: &str) -> bool {
     t == "O" || t.starts_with("B-") || t.starts_with("I-")
 }
 
-fn is_docstart(line: &str) -> bool {
-    line.split(['\t', ' ']).next() == Some("-DOCSTART-")
-}
-
-fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-}
-
-/// Token-per-line formats through the corpus readers (which check the tags and name the line
-/// of a bad one), then joined into text.
+/// Token-per-line formats through the column parsers of [`super::columns`] (which check the
+/// tags and name the line of a bad one), then joined into text.
 fn parse_columns(
     text: &str,
     source: &str,
     format: SupportFormat,
 ) -> Result<(Vec<SupportSentence>, usize)> {
     let tab = text.lines().any(|l| l.contains('\t'));
-    let corpus = match format {
+    let parsed = match format {
         SupportFormat::Conll => parse_conll2003(text, source)?,
         _ if tab => parse_token_tag(text, source, TagScheme::Bio)?,
         _ => parse_mit(text, source)?,
     };
-    let imgid = format == SupportFormat::Tsv && tab;
-    let starts = block_starts(text, imgid);
-    let mut out = Vec::with_capacity(corpus.sentences.len());
-    for (i, sentence) in corpus.sentences.iter().enumerate() {
-        let line = starts.get(i).copied().unwrap_or(0);
+    let mut out = Vec::with_capacity(parsed.sentences.len());
+    for (sentence, &line) in parsed.sentences.iter().zip(&parsed.starts) {
         let mut text = String::new();
         let mut ranges = Vec::with_capacity(sentence.tokens.len());
         for token in &sentence.tokens {
@@ -220,25 +199,7 @@ fn parse_columns(
             entities,
         });
     }
-    Ok((out, corpus.repairs))
-}
-
-/// First line of every non-empty block, with the corpus readers' sentence boundaries.
-fn block_starts(text: &str, imgid: bool) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut open = false;
-    for (n, line) in lines(text) {
-        let boundary = line.trim_ascii().is_empty()
-            || is_docstart(line)
-            || (imgid && line.starts_with("IMGID:") && !line.contains('\t'));
-        if boundary {
-            open = false;
-        } else if !open {
-            starts.push(n);
-            open = true;
-        }
-    }
-    starts
+    Ok((out, parsed.repairs))
 }
 
 /// Byte offset of every char boundary of `text`, plus `text.len()`.

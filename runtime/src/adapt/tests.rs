@@ -1,8 +1,8 @@
 use std::path::Path;
 
+use super::columns::Sentence;
 use super::*;
 use crate::adapt::memory::retrieve;
-use crate::corpus::Sentence;
 use crate::pack::{pack_to_bytes, LabelPack};
 
 fn bundle() -> Bundle {

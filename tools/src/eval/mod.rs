@@ -12,7 +12,7 @@
 //!
 //! Sentences are pre-tokenised; they are tagged word by word ([`Tagger::tag_words`]) so that
 //! predictions align one to one with the gold words. Scores are those of
-//! [`ner_edge::metrics`] (conlleval / seqeval default mode).
+//! [`ner_edge_corpus::metrics`] (conlleval / seqeval default mode).
 
 pub mod overlap;
 pub mod plots;
@@ -24,9 +24,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ner_edge::adapt::{Adapter, DescriptionUse, EpisodeOptions, TuneOptions};
 use ner_edge::bundle::Bundle;
-use ner_edge::corpus::{Episode, Sentence};
-use ner_edge::metrics::{self, episode_summary, EpisodeSummary, Scheme, Scorer, Span};
 use ner_edge::pipeline::Tagger;
+use ner_edge_corpus::metrics::{self, episode_summary, EpisodeSummary, Scheme, Scorer, Span};
+use ner_edge_corpus::{Episode, Sentence};
 
 /// How the types of an episode are learnt from its support set.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Result};
 use ner_edge::bundle::Bundle;
-use ner_edge::corpus::Sentence;
+use ner_edge_corpus::Sentence;
 pub use ner_edge_trainer::train::export::{sentence_hash, SENTENCE_HASHES};
 
 /// Test sentences shorter than this many tokens are not checked.

@@ -4,7 +4,7 @@
 //! links it. Scores are drawn in percent.
 
 use anyhow::{anyhow, Result};
-use ner_edge::metrics::Prf;
+use ner_edge_corpus::metrics::Prf;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use ner_edge::corpus::read_hou_episodes;
+use ner_edge_corpus::read_hou_episodes;
 
 use super::overlap::{self, Overlap};
 use super::*;

@@ -161,7 +161,7 @@ pub struct SampledValidation {
 }
 
 /// One training corpus: a name (e.g. `"crossner-music"`, the episodes' domain) and the files,
-/// relative to `data_root`, that `ner_edge::corpus::read_corpus` understands; several files
+/// relative to `data_root`, that `ner_edge_corpus::read_corpus` understands; several files
 /// (e.g. train and dev of one dataset) are concatenated into one corpus with one label set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use ner_edge::corpus::{read_corpus, Corpus, Episode, Sentence};
 use ner_edge::tokenizer::Tokenizer;
+use ner_edge_corpus::{read_corpus, Corpus, Episode, Sentence};
 use sha2::{Digest, Sha256};
 
 use super::config::DataConfig;

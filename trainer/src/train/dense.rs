@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
-use ner_edge::corpus::Sentence;
 use ner_edge::tokenizer::Tokenizer;
+use ner_edge_corpus::Sentence;
 
 use super::config::DenseConfig;
 use super::data::{encode_sentence, EncodedSentence, TrainingData};
@@ -215,8 +215,8 @@ pub(crate) fn uniform(rng: &mut SplitMix64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ner_edge::corpus::Corpus;
     use ner_edge::tokenizer::bert_uncased_meta;
+    use ner_edge_corpus::Corpus;
 
     fn tokenizer() -> Tokenizer {
         Tokenizer::new(&bert_uncased_meta(), crate::export::fixture::MINILM_VOCAB).unwrap()

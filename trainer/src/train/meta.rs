@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use ner_edge::corpus::Episode;
 use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
+use ner_edge_corpus::Episode;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
@@ -458,7 +458,7 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
     let validation = load_validation(config, &tokenizer)?;
     let validation_supervised = match &config.data.validation_supervised {
         Some(path) => Some(
-            ner_edge::corpus::read_corpus(path)
+            ner_edge_corpus::read_corpus(path)
                 .with_context(|| format!("validation corpus {}", path.display()))?,
         ),
         None => None,
@@ -888,7 +888,7 @@ fn load_validation(
     tokenizer: &Tokenizer,
 ) -> Result<Option<Vec<EncodedEpisode>>> {
     if let Some(v) = &config.data.validation_sampled {
-        let corpus = ner_edge::corpus::read_corpus(&v.path)
+        let corpus = ner_edge_corpus::read_corpus(&v.path)
             .with_context(|| format!("validation corpus {}", v.path.display()))?;
         let mut sampler =
             EpisodeSampler::new(&corpus.sentences, v.seed).with_other_types(OtherTypes::Exclude);

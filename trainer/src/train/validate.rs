@@ -6,11 +6,11 @@
 //! runtime does.
 
 use anyhow::{bail, Context, Result};
-use ner_edge::corpus::Corpus;
 use ner_edge::decode::{cdt::unfold, label_count, viterbi::Decoder, Tag};
 use ner_edge::emissions::emissions;
-use ner_edge::metrics::{Scheme, Scorer};
 use ner_edge::tokenizer::Tokenizer;
+use ner_edge_corpus::metrics::{Scheme, Scorer};
+use ner_edge_corpus::Corpus;
 
 use super::data::{EncodedEpisode, EncodedSentence};
 use super::meta::TrainState;

@@ -1,6 +1,23 @@
-//! Tag schemes, conversion to BIO and repair of stray `I-` tags.
+//! BIO tags of labelled sentences, the support-set side of the runtime: tag schemes,
+//! conversion to valid BIO with repair of stray `I-` tags ([`normalize_tags`]), and chunking of
+//! a tag sequence into entity spans ([`spans`]).
+//!
+//! `ner-edge adapt` reads token-per-line support files through [`super::columns`], which
+//! normalises their tags here, and [`super::Adapter::adapt_tokens`] takes the mentions of
+//! pre-tokenised BIO sentences with [`spans`]. The training and evaluation crate
+//! `ner-edge-corpus` builds its dataset readers and its metrics on these same functions.
+//!
+//! Two scheme enums, for two jobs: [`TagScheme`] says how the raw labels of a source are
+//! converted to BIO (and repaired); [`Scheme`] says how a tag sequence is cut into entities, with
+//! conlleval's / seqeval's rules, which is what evaluation scores. On BIO input both read the
+//! same entities; on BIOES they differ (`B-X E-X I-X` is one entity after conversion, two by
+//! seqeval's chunking).
 
 use std::fmt;
+
+mod chunk;
+
+pub use chunk::{spans, Scheme, Span};
 
 /// The tagging scheme of the raw labels in a source.
 ///

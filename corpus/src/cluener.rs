@@ -179,7 +179,7 @@ fn sentence_of(record: &Record, overlaps: Overlaps) -> Result<(Sentence, usize),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::{fixture, input_error_message as message};
+    use crate::{fixture, input_error_message as message};
 
     #[test]
     fn char_tokens_and_inclusive_spans() {

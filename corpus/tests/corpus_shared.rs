@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use ner_edge::corpus::{
+use ner_edge::Error;
+use ner_edge_corpus::{
     normalize_tags, read_cluener, read_conll2003, read_corpus, read_hou_episodes, read_mit,
     read_seq_dir, read_token_tag, Corpus, Overlaps, TagScheme,
 };
-use ner_edge::Error;
 
 mod common;
 

@@ -94,7 +94,7 @@ fn sentences(part: RawPart, at: impl Fn() -> String) -> Result<(Vec<Sentence>, u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::fixture;
+    use crate::fixture;
 
     fn message(result: Result<Vec<Episode>>) -> String {
         match result {

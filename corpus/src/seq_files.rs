@@ -81,7 +81,7 @@ pub fn parse_seq_files(seq_in: &str, seq_out: &str, source: &str) -> Result<Corp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::{fixture, input_error_message as message};
+    use crate::{fixture, input_error_message as message};
 
     #[test]
     fn atis_lines_align() {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ner_edge::metrics::{episode_summary, Prf, Scheme, Scorer};
+use ner_edge_corpus::metrics::{episode_summary, Prf, Scheme, Scorer};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-9;

@@ -1,4 +1,16 @@
-//! Readers for the labelled NER corpora in `shared/data` (see its `SOURCES.md`).
+//! Training and evaluation data for ner-edge: readers for the labelled NER corpora in
+//! `shared/data` (see its `SOURCES.md`) and entity-level [`metrics`].
+//!
+//! This crate is the data side of the workspace, used by the trainer (`ner-edge-trainer`), the
+//! tools (`ner-tools eval`, `bench-quality`, episode sampling) and tests; the shipped `ner-edge`
+//! binary does not contain it. What `ner-edge adapt` needs to read a support set stays in the
+//! runtime, under `ner_edge::adapt`, and this crate builds on it rather than copying it: tag
+//! schemes, BIO conversion and repair ([`normalize_tags`], [`TagScheme`], re-exported from
+//! `ner_edge::adapt::bio`), the labelled [`Sentence`] (re-exported from
+//! `ner_edge::adapt::columns`, so a corpus sentence can be passed to
+//! `ner_edge::adapt::Adapter::adapt_tokens` as it is), the token-per-line parsers behind
+//! [`read_conll2003`], [`read_token_tag`] and [`read_mit`], and the chunking of tags into
+//! entities that [`metrics`] scores with.
 //!
 //! Every reader turns one file (or one `seq.in`/`seq.out` directory) into a [`Corpus`] of
 //! [`Sentence`]s whose tags are valid BIO (IOB2): `O`, `B-TYPE` or `I-TYPE`, where an `I-TYPE`
@@ -21,43 +33,30 @@
 //! Errors are [`Error::Input`] messages of the form `SOURCE: line N: what is wrong`, with `N`
 //! counted from 1, or [`Error::Io`] when a file cannot be read. No reader panics on bad input.
 
-mod bio;
 mod cluener;
 mod columns;
 mod conll;
 mod hou_episodes;
+pub mod metrics;
 mod seq_files;
 
 use std::collections::BTreeSet;
-use std::fmt::Display;
 use std::path::Path;
 
-use crate::{Error, Result};
+use ner_edge::adapt::columns::{
+    decode_utf8, input_error, is_docstart, is_imgid_line, numbered_lines, tab_tags, Labelled,
+};
+use ner_edge::{Error, Result};
 
-pub use bio::{bioes_to_bio, io_to_bio, normalize_tags, Normalized, TagError, TagScheme};
 pub use cluener::{parse_cluener, read_cluener, Overlaps};
 pub use columns::{parse_mit, parse_token_tag, read_mit, read_token_tag};
 pub use conll::{parse_conll2003, read_conll2003};
 pub use hou_episodes::{parse_hou_episodes, read_hou_episodes};
+pub use ner_edge::adapt::bio::{
+    bioes_to_bio, io_to_bio, normalize_tags, Normalized, TagError, TagScheme,
+};
+pub use ner_edge::adapt::columns::Sentence;
 pub use seq_files::{parse_seq_files, read_seq_dir};
-
-/// One labelled sentence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sentence {
-    /// The tokens, never empty strings.
-    pub tokens: Vec<String>,
-    /// One valid BIO tag per token (`O`, `B-TYPE`, `I-TYPE`), after conversion and repair.
-    pub tags: Vec<String>,
-    /// The original character text when the source has it (CLUENER), else `None`.
-    pub text: Option<String>,
-}
-
-impl Sentence {
-    /// Number of entities, i.e. of `B-` tags.
-    pub fn entity_count(&self) -> usize {
-        self.tags.iter().filter(|t| t.starts_with("B-")).count()
-    }
-}
 
 /// A labelled corpus read from one source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +83,11 @@ impl Corpus {
             types,
             repairs,
         }
+    }
+
+    /// A corpus of the sentences the runtime's column parsers read from `name`.
+    pub(crate) fn from_labelled(name: &str, labelled: Labelled) -> Self {
+        Corpus::new(name, labelled.sentences, labelled.repairs)
     }
 
     /// Number of tokens over all sentences.
@@ -137,9 +141,9 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
     }
     let text = read_text(path)?;
     let source = path.display().to_string();
-    let Some((line_no, first)) = numbered_lines(&text).find(|(_, l)| {
-        !l.trim_ascii().is_empty() && !columns::is_imgid_line(l) && !conll::is_docstart(l)
-    }) else {
+    let Some((line_no, first)) = numbered_lines(&text)
+        .find(|(_, l)| !l.trim_ascii().is_empty() && !is_imgid_line(l) && !is_docstart(l))
+    else {
         return Ok(Corpus::new(source, Vec::new(), 0));
     };
     if first.trim_ascii_start().starts_with('{') {
@@ -154,7 +158,7 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
         };
     }
     if first.contains('\t') {
-        let scheme = TagScheme::detect(columns::tab_tags(&text));
+        let scheme = TagScheme::detect(tab_tags(&text));
         return parse_token_tag(&text, &source, scheme);
     }
     let fields = first.split_ascii_whitespace().count();
@@ -174,36 +178,11 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
 /// Reads `path` as UTF-8, without a leading byte-order mark.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    match String::from_utf8(bytes) {
-        Ok(mut text) => {
-            if text.starts_with('\u{feff}') {
-                text.drain(..'\u{feff}'.len_utf8());
-            }
-            Ok(text)
-        }
-        Err(e) => {
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
-            Err(input_error(
-                &path.display().to_string(),
-                line,
-                "invalid UTF-8",
-            ))
-        }
+    let mut text = decode_utf8(bytes, &path.display().to_string())?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
     }
-}
-
-/// Lines of `text` numbered from 1, without their `\n` or `\r\n` terminator.
-pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-}
-
-/// An [`Error::Input`] naming `source` and the 1-based `line`.
-pub(crate) fn input_error(source: &str, line: usize, message: impl Display) -> Error {
-    Error::Input(format!("{source}: line {line}: {message}"))
+    Ok(text)
 }
 
 /// Sorted distinct types of the BIO tags in `sentences`.
@@ -324,11 +303,5 @@ mod tests {
         let err = read_corpus(&fixture("no/such/file.txt")).unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
         assert!(err.to_string().contains("file.txt"));
-    }
-
-    #[test]
-    fn lines_are_numbered_from_one_without_terminators() {
-        let lines: Vec<_> = numbered_lines("a\r\nb\n\nc").collect();
-        assert_eq!(lines, vec![(1, "a"), (2, "b"), (3, ""), (4, "c")]);
     }
 }

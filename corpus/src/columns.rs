@@ -1,80 +1,12 @@
-//! Blank-line-separated token-per-line formats: `token<TAB>tag` and MIT `word tag`.
+//! Blank-line-separated token-per-line formats: `token<TAB>tag` and MIT `word tag`, read with
+//! the runtime's column parsers ([`ner_edge::adapt::columns`]).
 
 use std::path::Path;
 
-use super::conll::is_docstart;
-use super::{input_error, normalize_tags, numbered_lines, read_text, Corpus, Sentence, TagScheme};
-use crate::Result;
+use ner_edge::adapt::columns;
+use ner_edge::Result;
 
-/// What one line of a token-per-line file is.
-pub(crate) enum LineKind<'a> {
-    /// Ends the current sentence (Twitter `IMGID:` lines).
-    Boundary,
-    /// A token and its raw tag.
-    Token(&'a str, &'a str),
-}
-
-/// True for a Twitter image-id line: `IMGID:` followed by no TAB.
-pub(crate) fn is_imgid_line(line: &str) -> bool {
-    line.starts_with("IMGID:") && !line.contains('\t')
-}
-
-/// The raw tag (text after the last TAB, trimmed) of every line of `text` that has a TAB.
-pub(crate) fn tab_tags(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .filter_map(|l| l.rsplit_once('\t'))
-        .map(|(_, tag)| tag.trim_ascii())
-}
-
-/// Reads blank-line-separated sentences of one token per line. Blank (whitespace-only) lines
-/// end a sentence, as do lines whose first field is `-DOCSTART-` and lines that `classify`
-/// calls [`LineKind::Boundary`]; sentences without tokens are skipped.
-pub(crate) fn parse_blocks<'a>(
-    text: &'a str,
-    source: &str,
-    scheme: TagScheme,
-    classify: impl Fn(&'a str) -> Result<LineKind<'a>, String>,
-) -> Result<Corpus> {
-    let mut sentences = Vec::new();
-    let mut repairs = 0;
-    let mut tokens: Vec<&str> = Vec::new();
-    let mut tags: Vec<&str> = Vec::new();
-    let mut lines: Vec<usize> = Vec::new();
-    let mut flush =
-        |tokens: &mut Vec<&str>, tags: &mut Vec<&str>, lines: &mut Vec<usize>| -> Result<()> {
-            if tokens.is_empty() {
-                return Ok(());
-            }
-            let normalized = normalize_tags(tags, scheme)
-                .map_err(|e| input_error(source, lines[e.index], e.message))?;
-            repairs += normalized.repairs;
-            sentences.push(Sentence {
-                tokens: tokens.iter().map(|t| t.to_string()).collect(),
-                tags: normalized.tags,
-                text: None,
-            });
-            tokens.clear();
-            tags.clear();
-            lines.clear();
-            Ok(())
-        };
-    for (line_no, line) in numbered_lines(text) {
-        if line.trim_ascii().is_empty() || is_docstart(line) {
-            flush(&mut tokens, &mut tags, &mut lines)?;
-            continue;
-        }
-        match classify(line).map_err(|m| input_error(source, line_no, m))? {
-            LineKind::Boundary => flush(&mut tokens, &mut tags, &mut lines)?,
-            LineKind::Token(token, tag) => {
-                tokens.push(token);
-                tags.push(tag);
-                lines.push(line_no);
-            }
-        }
-    }
-    flush(&mut tokens, &mut tags, &mut lines)?;
-    Ok(Corpus::new(source, sentences, repairs))
-}
+use super::{read_text, Corpus, TagScheme};
 
 /// Reads a `token<TAB>tag` file (CrossNER, Twitter-2015/2017, CONTaiNER support sets,
 /// Few-NERD) whose tags are in `scheme` (Few-NERD: [`TagScheme::Io`]; the others:
@@ -83,52 +15,34 @@ pub(crate) fn parse_blocks<'a>(
 /// Lines are split on TAB only, so tokens may be any other character (U+00A0, U+200B); the
 /// tag is trimmed of ASCII whitespace, the token is kept as-is. Every non-blank line must have
 /// exactly one TAB and a non-empty token, except `IMGID:` lines without a TAB (Twitter), which
-/// end the current sentence like blank lines and `-DOCSTART-` lines.
+/// end the current sentence like blank lines and `-DOCSTART-` lines
+/// ([`columns::parse_token_tag`]).
 pub fn read_token_tag(path: &Path, scheme: TagScheme) -> Result<Corpus> {
     parse_token_tag(&read_text(path)?, &path.display().to_string(), scheme)
 }
 
 /// [`read_token_tag`] on the text of a file; `source` names it in errors and in [`Corpus::name`].
 pub fn parse_token_tag(text: &str, source: &str, scheme: TagScheme) -> Result<Corpus> {
-    parse_blocks(text, source, scheme, |line| {
-        if is_imgid_line(line) {
-            return Ok(LineKind::Boundary);
-        }
-        let mut fields = line.split('\t');
-        match (fields.next(), fields.next(), fields.next()) {
-            (Some(""), Some(_), None) => Err("empty token before the TAB".to_string()),
-            (Some(token), Some(tag), None) => Ok(LineKind::Token(token, tag.trim_ascii())),
-            _ => Err(format!(
-                "expected token<TAB>tag, found {} tab-separated fields",
-                line.split('\t').count()
-            )),
-        }
-    })
+    columns::parse_token_tag(text, source, scheme).map(|l| Corpus::from_labelled(source, l))
 }
 
 /// Reads an MIT Movie or MIT Restaurant file as distributed in `shared/data`: word first, BIO
 /// tag second, separated by the last space or TAB of the line (`eng*` files use TAB,
 /// `trivia10k13*` and restaurant files a single space). Both fields are trimmed of ASCII
-/// whitespace and must be non-empty.
+/// whitespace and must be non-empty ([`columns::parse_mit`]).
 pub fn read_mit(path: &Path) -> Result<Corpus> {
     parse_mit(&read_text(path)?, &path.display().to_string())
 }
 
 /// [`read_mit`] on the text of a file; `source` names it in errors and in [`Corpus::name`].
 pub fn parse_mit(text: &str, source: &str) -> Result<Corpus> {
-    parse_blocks(text, source, TagScheme::Bio, |line| {
-        let line = line.trim_ascii();
-        let Some(cut) = line.rfind([' ', '\t']) else {
-            return Err("expected a word and a tag separated by a space or TAB".to_string());
-        };
-        Ok(LineKind::Token(line[..cut].trim_ascii(), &line[cut + 1..]))
-    })
+    columns::parse_mit(text, source).map(|l| Corpus::from_labelled(source, l))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::{fixture, input_error_message as message};
+    use crate::{fixture, input_error_message as message};
 
     #[test]
     fn crossner_sentences_and_types() {
@@ -217,34 +131,6 @@ mod tests {
             m.contains("tag.tsv: line 5: malformed tag \"B_PER\""),
             "{m}"
         );
-        let m = message(parse_token_tag("a\tO\n\tO\n", "mem.tsv", TagScheme::Bio));
-        assert!(m.contains("mem.tsv: line 2: empty token"), "{m}");
-        let m = message(parse_token_tag("a\tO\nb\tI-\n", "mem.tsv", TagScheme::Bio));
-        assert!(m.contains("mem.tsv: line 2: malformed tag \"I-\""), "{m}");
-        let m = message(parse_token_tag(
-            "a\tO\nno tab here\n",
-            "mem.tsv",
-            TagScheme::Bio,
-        ));
-        assert!(
-            m.contains("mem.tsv: line 2: expected token<TAB>tag, found 1"),
-            "{m}"
-        );
-    }
-
-    #[test]
-    fn crlf_blank_runs_and_missing_final_newline() {
-        let corpus =
-            parse_token_tag("a\tB-X\r\nb\tI-X\r\n\r\n\r\n \nc\tO", "mem", TagScheme::Bio).unwrap();
-        assert_eq!(corpus.sentences.len(), 2);
-        assert_eq!(corpus.sentences[0].tags, ["B-X", "I-X"]);
-        assert_eq!(corpus.sentences[1].tokens, ["c"]);
-    }
-
-    #[test]
-    fn bioes_input_is_converted() {
-        let corpus = parse_token_tag("a\tS-X\nb\tB-Y\nc\tE-Y\n", "mem", TagScheme::Bioes).unwrap();
-        assert_eq!(corpus.sentences[0].tags, ["B-X", "B-Y", "I-Y"]);
     }
 
     #[test]
@@ -265,22 +151,10 @@ mod tests {
     }
 
     #[test]
-    fn mit_splits_on_the_last_separator() {
-        let corpus = parse_mit("new york\tB-LOC\nsushi  bar O \n", "mem").unwrap();
-        assert_eq!(corpus.sentences[0].tokens, ["new york", "sushi  bar"]);
-        assert_eq!(corpus.sentences[0].tags, ["B-LOC", "O"]);
-    }
-
-    #[test]
     fn mit_errors_name_file_and_line() {
         let m = message(read_mit(&fixture("bad/mit_no_tag.txt")));
         assert!(
             m.contains("mit_no_tag.txt: line 3: expected a word and a tag"),
-            "{m}"
-        );
-        let m = message(parse_mit("a O\nb Z-Actor\n", "mem.txt"));
-        assert!(
-            m.contains("mem.txt: line 2: malformed tag \"Z-Actor\""),
             "{m}"
         );
     }
