@@ -47,7 +47,7 @@ use crate::pack::{
     valid_type_name, BaseBundle, Method, PackMetadata, PackProvenance, PackType, TunedHeads,
 };
 use crate::pipeline::load_model;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Encoding, Tokenizer};
 use crate::{Error, Result};
 use memory::{mean_rows, prior_prototype, PriorMlp, PriorNet, Retriever, PRIOR_GAMMA};
 
@@ -132,6 +132,22 @@ fn word_hidden(hidden: &[f32], width: usize, first_pieces: &[u32]) -> Vec<f32> {
         out.extend_from_slice(&hidden[p * width..(p + 1) * width]);
     }
     out
+}
+
+/// One mention of a support sentence: a non-empty run of its words and the type.
+struct Mention {
+    words: std::ops::Range<usize>,
+    type_name: String,
+}
+
+/// What [`Adapter::collect`] gathers from a support set.
+#[derive(Default)]
+struct Collection {
+    /// Mentioned types, in order of first mention.
+    order: Vec<String>,
+    examples: HashMap<String, Collected>,
+    /// Sentences kept for head tuning.
+    pending: Vec<PendingSentence>,
 }
 
 #[derive(Default)]
@@ -230,77 +246,49 @@ impl<'a> Adapter<'a> {
         }
 
         let tokenizer = self.tokenizer;
-        let encoder = self.encoder;
-        let d = encoder.type_dim();
         let tuning = opts.tune.is_some();
         if tuning {
             self.base_heads()?;
         }
-        let width = encoder.hidden_dim();
-        let mut pending: Vec<PendingSentence> = Vec::new();
         let wanted = |ty: &str| {
             opts.types
                 .as_ref()
                 .is_none_or(|t| t.iter().any(|x| x == ty))
         };
-
-        let mut order: Vec<String> = Vec::new();
-        let mut examples: HashMap<String, Collected> = HashMap::new();
-        if let Some(s) = support {
-            for chunk in s.sentences.chunks(CHUNK_SENTENCES) {
-                let encodings: Vec<_> = chunk.iter().map(|x| tokenizer.encode(&x.text)).collect();
-                let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
-                let (scores, _) = encoder.encode(&ids)?;
-                for ((sentence, enc), sc) in chunk.iter().zip(&encodings).zip(&scores) {
-                    let mut seen: Vec<&str> = Vec::new();
-                    let mut marks: Vec<Option<(String, bool)>> = vec![None; enc.words.len()];
-                    for e in &sentence.entities {
-                        if !wanted(&e.type_name) {
-                            continue;
-                        }
-                        let words: Vec<usize> = enc
-                            .words
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, w)| w.start < e.span.end && e.span.start < w.end)
-                            .map(|(i, _)| i)
-                            .collect();
-                        if words.is_empty() {
-                            return Err(Error::Input(format!(
-                                "{}: line {}: mention {:?} of {} covers no word the tokenizer \
-                                 keeps (only spaces, control or unknown characters)",
-                                s.source,
-                                sentence.line,
-                                &sentence.text[e.span.clone()],
-                                e.type_name
-                            )));
-                        }
-                        if !examples.contains_key(&e.type_name) {
-                            order.push(e.type_name.clone());
-                        }
-                        let c = examples.entry(e.type_name.clone()).or_default();
-                        for &w in &words {
-                            let p = enc.word_first_piece[w] as usize;
-                            c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
-                        }
-                        c.entities += 1;
-                        if !seen.contains(&e.type_name.as_str()) {
-                            seen.push(&e.type_name);
-                            c.sentences += 1;
-                        }
-                        for (i, w) in words.iter().enumerate() {
-                            marks[*w] = Some((e.type_name.clone(), i == 0));
-                        }
-                    }
-                    if tuning {
-                        pending.push(PendingSentence {
-                            hidden: word_hidden(&sc.hidden, width, &enc.word_first_piece),
-                            marks,
-                        });
-                    }
-                }
+        let sentences = support.map_or(&[][..], |s| s.sentences.as_slice());
+        let normalised = sentences.iter().map(|sentence| {
+            let enc = tokenizer.encode(&sentence.text);
+            let mut mentions = Vec::with_capacity(sentence.entities.len());
+            for e in sentence.entities.iter().filter(|e| wanted(&e.type_name)) {
+                let first = enc
+                    .words
+                    .iter()
+                    .position(|w| w.start < e.span.end && e.span.start < w.end);
+                let Some(first) = first else {
+                    return Err(Error::Input(format!(
+                        "{source}: line {}: mention {:?} of {} covers no word the tokenizer \
+                         keeps (only spaces, control or unknown characters)",
+                        sentence.line,
+                        &sentence.text[e.span.clone()],
+                        e.type_name
+                    )));
+                };
+                let end = enc.words[first..]
+                    .iter()
+                    .take_while(|w| w.start < e.span.end && e.span.start < w.end)
+                    .count();
+                mentions.push(Mention {
+                    words: first..first + end,
+                    type_name: e.type_name.clone(),
+                });
             }
-        }
+            Ok((enc, mentions))
+        });
+        let Collection {
+            order,
+            examples,
+            pending,
+        } = self.collect(normalised, tuning)?;
 
         let type_list: Vec<String> = match &opts.types {
             Some(t) => {
@@ -360,6 +348,60 @@ impl<'a> Adapter<'a> {
             Some(t) => self.tune(adapted, &pending, t),
             None => Ok(adapted),
         }
+    }
+
+    /// The one loop over support sentences, normalised to an encoding and its mentions as
+    /// word ranges: encodes them [`CHUNK_SENTENCES`] at a time, gathers for every mentioned type
+    /// the type vector of the first piece of each of its words, counts its mentions and the
+    /// sentences that mention it, and (when `tuning`) keeps each sentence's first-piece hidden
+    /// states and per-word marks. Types are listed in order of first mention.
+    fn collect(
+        &self,
+        sentences: impl Iterator<Item = Result<(Encoding, Vec<Mention>)>>,
+        tuning: bool,
+    ) -> Result<Collection> {
+        let d = self.encoder.type_dim();
+        let width = self.encoder.hidden_dim();
+        let mut out = Collection::default();
+        let mut chunk: Vec<(Encoding, Vec<Mention>)> = Vec::with_capacity(CHUNK_SENTENCES);
+        let mut sentences = sentences.peekable();
+        while sentences.peek().is_some() {
+            chunk.clear();
+            for item in sentences.by_ref().take(CHUNK_SENTENCES) {
+                chunk.push(item?);
+            }
+            let ids: Vec<PieceSeq<'_>> = chunk.iter().map(|(enc, _)| PieceSeq::from(enc)).collect();
+            let (scores, _) = self.encoder.encode(&ids)?;
+            for ((enc, mentions), sc) in chunk.iter().zip(&scores) {
+                let mut seen: Vec<&str> = Vec::new();
+                let mut marks: Vec<Option<(String, bool)>> = vec![None; enc.words.len()];
+                for m in mentions {
+                    if !out.examples.contains_key(&m.type_name) {
+                        out.order.push(m.type_name.clone());
+                    }
+                    let c = out.examples.entry(m.type_name.clone()).or_default();
+                    for &p in &enc.word_first_piece[m.words.clone()] {
+                        let p = p as usize;
+                        c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+                    }
+                    c.entities += 1;
+                    if !seen.contains(&m.type_name.as_str()) {
+                        seen.push(&m.type_name);
+                        c.sentences += 1;
+                    }
+                    for w in m.words.clone() {
+                        marks[w] = Some((m.type_name.clone(), w == m.words.start));
+                    }
+                }
+                if tuning {
+                    out.pending.push(PendingSentence {
+                        hidden: word_hidden(&sc.hidden, width, &enc.word_first_piece),
+                        marks,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The type vectors of the first piece of every word of each description, by type name.
@@ -507,71 +549,44 @@ impl<'a> Adapter<'a> {
         if tune.is_some() {
             self.base_heads()?;
         }
-        let width = self.encoder.hidden_dim();
-        let mut pending: Vec<PendingSentence> = Vec::new();
-        let d = self.encoder.type_dim();
-        let mut order: Vec<String> = Vec::new();
-        let mut examples: HashMap<String, Collected> = HashMap::new();
         let mut hashed = String::new();
-        for (c, chunk) in sentences.chunks(CHUNK_SENTENCES).enumerate() {
-            let mut mentions = Vec::with_capacity(chunk.len());
-            for (i, sentence) in chunk.iter().enumerate() {
-                let at = c * CHUNK_SENTENCES + i + 1;
-                if sentence.tokens.len() != sentence.tags.len() {
-                    return Err(Error::Input(format!(
-                        "{source}: sentence {at}: {} tokens but {} tags",
-                        sentence.tokens.len(),
-                        sentence.tags.len()
-                    )));
-                }
-                let spans = bio::spans(&sentence.tags, Scheme::Bio)
-                    .map_err(|e| Error::Input(format!("{source}: sentence {at}: {e}")))?;
-                mentions.push(spans);
-                hashed.push_str(&sentence.tokens.join(" "));
-                hashed.push('\t');
-                hashed.push_str(&sentence.tags.join(" "));
-                hashed.push('\n');
+        let mut normalised = Vec::with_capacity(sentences.len());
+        for (i, sentence) in sentences.iter().enumerate() {
+            let at = i + 1;
+            if sentence.tokens.len() != sentence.tags.len() {
+                return Err(Error::Input(format!(
+                    "{source}: sentence {at}: {} tokens but {} tags",
+                    sentence.tokens.len(),
+                    sentence.tags.len()
+                )));
             }
-            let encodings: Vec<_> = chunk
-                .iter()
-                .map(|s| {
-                    let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
-                    self.tokenizer.encode_words(&words)
+            let spans = bio::spans(&sentence.tags, Scheme::Bio)
+                .map_err(|e| Error::Input(format!("{source}: sentence {at}: {e}")))?;
+            hashed.push_str(&sentence.tokens.join(" "));
+            hashed.push('\t');
+            hashed.push_str(&sentence.tags.join(" "));
+            hashed.push('\n');
+            let words: Vec<&str> = sentence.tokens.iter().map(String::as_str).collect();
+            let mentions = spans
+                .into_iter()
+                .filter(|s| s.start < s.end && s.end <= words.len())
+                .map(|s| Mention {
+                    words: s.start..s.end,
+                    type_name: s.kind,
                 })
                 .collect();
-            let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
-            let (scores, _) = self.encoder.encode(&ids)?;
-            for ((spans, enc), sc) in mentions.iter().zip(&encodings).zip(&scores) {
-                let mut seen: Vec<&str> = Vec::new();
-                if tune.is_some() {
-                    let mut marks: Vec<Option<(String, bool)>> = vec![None; enc.words.len()];
-                    for span in spans {
-                        for w in span.start..span.end.min(marks.len()) {
-                            marks[w] = Some((span.kind.clone(), w == span.start));
-                        }
-                    }
-                    pending.push(PendingSentence {
-                        hidden: word_hidden(&sc.hidden, width, &enc.word_first_piece),
-                        marks,
-                    });
-                }
-                for span in spans {
-                    if !examples.contains_key(&span.kind) {
-                        order.push(span.kind.clone());
-                    }
-                    let c = examples.entry(span.kind.clone()).or_default();
-                    for &p in &enc.word_first_piece[span.start..span.end] {
-                        let p = p as usize;
-                        c.vectors.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
-                    }
-                    c.entities += 1;
-                    if !seen.contains(&span.kind.as_str()) {
-                        seen.push(&span.kind);
-                        c.sentences += 1;
-                    }
-                }
-            }
+            normalised.push((words, mentions));
         }
+        let Collection {
+            order,
+            mut examples,
+            pending,
+        } = self.collect(
+            normalised
+                .into_iter()
+                .map(|(words, mentions)| Ok((self.tokenizer.encode_words(&words), mentions))),
+            tune.is_some(),
+        )?;
         if order.is_empty() {
             return Err(Error::Input(format!(
                 "{source}: no entity mentions: nothing to adapt"

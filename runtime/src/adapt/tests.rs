@@ -504,3 +504,67 @@ fn episode_descriptions_combine_with_or_replace_the_examples() {
         .unwrap_err();
     assert!(matches!(e, Error::Usage(_)), "{e}");
 }
+
+#[test]
+fn text_and_token_support_sets_give_the_same_pack() {
+    let b = bundle();
+    let (tokenizer, encoder) = load_model(&b, true).unwrap();
+    let adapter = Adapter::new(&b, &tokenizer, &encoder).unwrap();
+    let tune = Some(TuneOptions {
+        steps: 4,
+        learning_rate: 1e-2,
+        l2: 1e-3,
+    });
+    let mut text = String::new();
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        let (words, tags) = match i % 3 {
+            0 => (
+                "aspirin reduced the high fever",
+                "B-DRUG O O B-SYMPTOM I-SYMPTOM",
+            ),
+            1 => ("doctors prescribed ibuprofen", "O O B-DRUG"),
+            _ => ("nothing here at all", "O O O O"),
+        };
+        for (w, t) in words.split(' ').zip(tags.split(' ')) {
+            text.push_str(&format!("{w}\t{t}\n"));
+        }
+        text.push('\n');
+        tokens.push(sentence(words, tags));
+    }
+    let set = parse_support(&text, "s.tsv", SupportFormat::Tsv).unwrap();
+    let opts = AdaptOptions {
+        tune: tune.clone(),
+        ..AdaptOptions::default()
+    };
+    let from_text = adapter.adapt(Some(&set), &opts).unwrap();
+    let episode = EpisodeOptions {
+        tune,
+        ..EpisodeOptions::default()
+    };
+    let from_tokens = adapter.adapt_tokens(&tokens, "s.tsv", &episode).unwrap();
+    assert_eq!(from_text.prototypes, from_tokens.prototypes);
+    assert_eq!(from_text.heads, from_tokens.heads);
+    let counts = |a: &Adapted| -> Vec<(String, usize, usize, usize)> {
+        a.metadata
+            .types
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.support_sentences,
+                    t.support_entities,
+                    t.support_tokens,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        counts(&from_text),
+        [
+            ("DRUG".to_string(), 27, 27, 27),
+            ("SYMPTOM".to_string(), 14, 14, 28)
+        ]
+    );
+    assert_eq!(counts(&from_text), counts(&from_tokens));
+}
