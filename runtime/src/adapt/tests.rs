@@ -534,7 +534,7 @@ fn text_and_token_support_sets_give_the_same_pack() {
     }
     let set = parse_support(&text, "s.tsv", SupportFormat::Tsv).unwrap();
     let opts = AdaptOptions {
-        tune: tune.clone(),
+        tune,
         ..AdaptOptions::default()
     };
     let from_text = adapter.adapt(Some(&set), &opts).unwrap();
