@@ -86,6 +86,7 @@ pub struct AdaptOptions {
 /// [`crate::pack::write_pack`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adapted {
+    /// The pack's metadata: types, how each was made, base bundle, provenance.
     pub metadata: PackMetadata,
     /// `[metadata.types.len(), type_dim]`, row `i` = `metadata.types[i]`.
     pub prototypes: Vec<f32>,
@@ -111,6 +112,7 @@ pub enum DescriptionUse {
 pub struct EpisodeOptions {
     /// `(type name, description)` pairs; types of the support set without one use examples.
     pub descriptions: Vec<(String, String)>,
+    /// Whether the descriptions replace, join or are ignored beside the examples.
     pub use_descriptions: DescriptionUse,
     /// Head tuning after the prototypes (not with [`DescriptionUse::Only`]).
     pub tune: Option<TuneOptions>,

@@ -35,9 +35,13 @@ pub const DEFAULT_MAX_SUPPORT_BYTES: u64 = 64 << 20;
 pub enum SupportFormat {
     /// Detected from the first non-blank line (see [`detect_format`]).
     Auto,
+    /// `token POS chunk NER`, blank-line-separated sentences.
     Conll,
+    /// `token<TAB>tag` or `token tag`, blank-line-separated sentences.
     Tsv,
+    /// One JSON object per line (char spans, CLUENER labels, or tokens and tags).
     Jsonl,
+    /// One sentence per line with `[mention](TYPE)` markup.
     Inline,
 }
 
@@ -62,6 +66,7 @@ impl std::str::FromStr for SupportFormat {
 pub struct SupportEntity {
     /// Byte range in [`SupportSentence::text`], on char boundaries, non-empty.
     pub span: Range<usize>,
+    /// The entity type.
     pub type_name: String,
 }
 
@@ -70,6 +75,7 @@ pub struct SupportEntity {
 pub struct SupportSentence {
     /// 1-based line of the file where the sentence starts.
     pub line: usize,
+    /// The sentence text (token sentences joined with one space).
     pub text: String,
     /// Non-overlapping mentions in text order.
     pub entities: Vec<SupportEntity>,
@@ -80,6 +86,7 @@ pub struct SupportSentence {
 pub struct SupportSet {
     /// The file as named in messages.
     pub source: String,
+    /// The sentences in file order.
     pub sentences: Vec<SupportSentence>,
     /// Stray `I-X` tags read as `B-X`.
     pub repairs: usize,
