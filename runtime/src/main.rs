@@ -122,6 +122,9 @@ struct PredictArgs {
     /// Encoder window in word pieces (default and maximum: the model's positions minus 2).
     #[arg(long, hide = true)]
     window: Option<usize>,
+    /// Padded tokens per encoder call (batch × length), for benchmarks.
+    #[arg(long, hide = true)]
+    batch_tokens: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -286,6 +289,9 @@ fn predict(args: PredictArgs) -> Result<()> {
         Tagger::with_packs(&bundle, &packs, args.types.as_deref(), args.allow_override)?;
     if let Some(w) = args.window {
         tagger.encoder_mut().set_max_pieces(w);
+    }
+    if let Some(n) = args.batch_tokens {
+        tagger.encoder_mut().set_batch_tokens(n);
     }
     if args.no_other {
         tagger.disable_other();

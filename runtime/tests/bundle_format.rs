@@ -1191,3 +1191,25 @@ fn open_time_of_a_30_mb_bundle() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn released_pages_read_back_the_same_bytes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.nerb");
+    let bundle = Bundle::open(&path).unwrap();
+    let before = ner_edge::bundle::xxh64(bundle.bytes(tensor_names::ENCODER_ONNX).unwrap(), 0);
+    let released = bundle.release_pages(tensor_names::ENCODER_ONNX).unwrap();
+    if cfg!(unix) {
+        assert!(released > 1 << 20, "released {released} bytes");
+    }
+    let after = ner_edge::bundle::xxh64(bundle.bytes(tensor_names::ENCODER_ONNX).unwrap(), 0);
+    assert_eq!(before, after);
+    let owned = Bundle::from_vec(std::fs::read(&path).unwrap(), "owned").unwrap();
+    assert_eq!(owned.release_pages(tensor_names::ENCODER_ONNX).unwrap(), 0);
+    assert!(matches!(
+        bundle.release_pages("nope"),
+        Err(Error::Format {
+            problem: FormatProblem::MissingTensor { .. },
+            ..
+        })
+    ));
+}

@@ -207,6 +207,19 @@ impl Bundle {
             .ok_or_else(|| bad(&self.name, format!("tensor {name:?} lies outside the file")))
     }
 
+    /// Lets the operating system drop from memory the pages that hold tensor `name` (whole
+    /// pages inside its bytes), e.g. the encoder graph once its plan is built. The bytes stay
+    /// readable: a later read loads them again from the file. Only for a memory-mapped or
+    /// static (embedded) bundle on Unix; elsewhere, and for owned bytes, nothing happens.
+    /// Returns the number of bytes released.
+    pub fn release_pages(&self, name: &str) -> Result<usize> {
+        let bytes = self.bytes(name)?;
+        if matches!(self.storage, Storage::Owned { .. }) {
+            return Ok(0);
+        }
+        Ok(release_file_pages(bytes))
+    }
+
     fn typed<T: Pod>(&self, name: &str, want: DType) -> Result<&[T]> {
         let info = self.tensor_info(name)?;
         if info.dtype != want {
@@ -280,6 +293,50 @@ impl Bundle {
     pub fn content_id(&self) -> String {
         self.content_id.clone()
     }
+}
+
+/// `madvise(MADV_DONTNEED)` on the whole pages inside `bytes`, which must lie in a read-only,
+/// file-backed mapping that is never written (a bundle's mmap, or the executable's read-only
+/// data for an embedded bundle). Returns the bytes released (0 on failure or off Unix).
+#[cfg(unix)]
+fn release_file_pages(bytes: &[u8]) -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let Ok(page) = usize::try_from(page) else {
+        return 0;
+    };
+    if page == 0 {
+        return 0;
+    }
+    let start = bytes.as_ptr().addr();
+    let first = start.div_ceil(page) * page;
+    let last = (start + bytes.len()) / page * page;
+    if last <= first {
+        return 0;
+    }
+    let len = last - first;
+    // SAFETY: `first..last` lies inside `bytes` (rounded inwards to whole pages), so inside one
+    // live mapping. The caller guarantees the mapping is read-only and file-backed with no page
+    // ever written: MADV_DONTNEED only drops the resident copies, and any later read faults the
+    // same bytes back in from the file, so no reference into the range observes a change. The
+    // pointer is derived from `bytes`, keeping its provenance.
+    let rc = unsafe {
+        libc::madvise(
+            bytes.as_ptr().add(first - start).cast_mut().cast(),
+            len,
+            libc::MADV_DONTNEED,
+        )
+    };
+    if rc == 0 {
+        len
+    } else {
+        0
+    }
+}
+
+#[cfg(not(unix))]
+fn release_file_pages(_bytes: &[u8]) -> usize {
+    0
 }
 
 /// Element types that may be viewed in place: every bit pattern is a valid value.

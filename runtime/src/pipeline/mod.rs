@@ -151,6 +151,7 @@ pub(crate) fn load_model(bundle: &Bundle, expose_hidden: bool) -> Result<(Tokeni
         )));
     }
     let encoder = load_encoder(bundle, &tokenizer, expose_hidden)?;
+    bundle.release_pages(tensor_names::ENCODER_ONNX)?;
     Ok((tokenizer, encoder))
 }
 
