@@ -3,7 +3,8 @@
 usage: onnx_peer.py ENCODER.onnx VOCAB.txt INPUT [THREADS]
 
 Tags nothing: it runs the bundle's own encoder graph (`ner-tools extract-onnx`: inputs input_ids,
-attention_mask; outputs boundary, types) on the WordPiece ids of every non-empty line of INPUT
+attention_mask and, for bundles with word shapes, shape_ids — fed as zeros, which costs the
+same as the real classes since the outputs are not used; outputs boundary, types) on the WordPiece ids of every non-empty line of INPUT
 (the bundle's vocab from `ner-tools extract-vocab`, BERT uncased basic tokenisation + WordPiece
 from `tokenizers`, [CLS] ... [SEP], truncated at 512 pieces) and prints one JSON object: load and
 run seconds, words/s and sentences/s of the run (words = whitespace-separated words of the input,
@@ -44,8 +45,9 @@ def main():
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    if names != ["input_ids", "attention_mask"]:
+    if names not in (["input_ids", "attention_mask"], ["input_ids", "attention_mask", "shape_ids"]):
         sys.exit(f"onnx_peer: unexpected encoder inputs {names}")
+    with_shapes = len(names) == 3
     tok = BertWordPieceTokenizer(vocab, lowercase=True)
     tok.enable_truncation(512)
     lines = [l.rstrip("\n") for l in open(path, encoding="utf-8") if l.strip()]
@@ -70,7 +72,10 @@ def main():
             ids[r, :len(e.ids)] = e.ids
             mask[r, :len(e.ids)] = 1
             pieces += len(e.ids)
-        sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if with_shapes:
+            feed["shape_ids"] = np.zeros_like(ids)
+        sess.run(None, feed)
         batches += 1
         i = j
     secs = time.perf_counter() - start
