@@ -372,7 +372,17 @@ fn predict(args: PredictArgs) -> Result<()> {
         progress.advance(bytes as u64);
     }
     progress.finish();
-    writer.flush()
+    writer.flush()?;
+    if args.verbose {
+        let t = tagger.stage_times();
+        eprintln!(
+            "ner-edge: time in tagging stages: tokenize {:.3} s, encoder {:.3} s, decode {:.3} s",
+            t.tokenize.as_secs_f64(),
+            t.encode.as_secs_f64(),
+            t.decode.as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// A one-line progress report on stderr, only when stderr is a terminal and the input size is known.

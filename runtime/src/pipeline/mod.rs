@@ -8,6 +8,8 @@
 //! bundle's heads. The groups' entities are then merged (see [`Tagger::tag`]).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
@@ -46,6 +48,42 @@ pub struct TaggedText {
     pub entities: Vec<TaggedEntity>,
     /// Encoder windows the text needed (more than 1 means it was longer than the positions).
     pub windows: usize,
+}
+
+/// Time spent in each stage of [`Tagger::tag`] and [`Tagger::tag_words`] since the tagger was
+/// built, summed over calls (wall time of the stage, whatever the thread count).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    /// Tokenizing the texts into word pieces.
+    pub tokenize: std::time::Duration,
+    /// Running the encoder on every batch.
+    pub encode: std::time::Duration,
+    /// Emissions, CRF decoding, marginals, entity spans and group merging.
+    pub decode: std::time::Duration,
+}
+
+/// [`StageTimes`] as atomic nanosecond counters, so that `&Tagger` can add to them.
+#[derive(Default)]
+struct StageClock {
+    tokenize: AtomicU64,
+    encode: AtomicU64,
+    decode: AtomicU64,
+}
+
+impl StageClock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> StageTimes {
+        let d = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed));
+        StageTimes {
+            tokenize: d(&self.tokenize),
+            encode: d(&self.encode),
+            decode: d(&self.decode),
+        }
+    }
 }
 
 /// One label group: types decoded together under one CRF.
@@ -133,6 +171,7 @@ pub struct Tagger {
     /// The bundle's "other" prototypes `[2, d]`: row 0 beside bank types, row 1 beside types
     /// adapted from examples.
     other: Option<Vec<f32>>,
+    clock: StageClock,
 }
 
 /// Builds the tokenizer and encoder plan of `bundle`, with the hidden state as an extra output
@@ -301,6 +340,7 @@ impl Tagger {
             type_names,
             groups,
             other,
+            clock: StageClock::default(),
         })
     }
 
@@ -425,9 +465,11 @@ impl Tagger {
     /// The result does not depend on `threads`: the encoder batches are formed from all of
     /// `texts` ([`Encoder::encode_on`]), and tokenizing and decoding are per text.
     pub fn tag(&self, texts: &[&str], threads: usize) -> Result<Vec<TaggedText>> {
+        let start = Instant::now();
         let encodings = on_threads(texts, threads, |part| {
             Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
         })?;
+        StageClock::add(&self.clock.tokenize, start);
         self.decode_all(texts, encodings, threads)
     }
 
@@ -437,12 +479,14 @@ impl Tagger {
     /// single spaces. Work is split over up to `threads` threads; results keep input order and
     /// do not depend on `threads` (as for [`Tagger::tag`]).
     pub fn tag_words(&self, sentences: &[Vec<&str>], threads: usize) -> Result<Vec<TaggedText>> {
+        let start = Instant::now();
         let encodings = on_threads(sentences, threads, |part| {
             Ok(part
                 .iter()
                 .map(|w| self.tokenizer.encode_words(w))
                 .collect())
         })?;
+        StageClock::add(&self.clock.tokenize, start);
         let joined: Vec<String> = sentences.iter().map(|w| w.join(" ")).collect();
         let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
         self.decode_all(&texts, encodings, threads)
@@ -473,8 +517,11 @@ impl Tagger {
         encodings: Vec<Encoding>,
         threads: usize,
     ) -> Result<Vec<TaggedText>> {
+        let start = Instant::now();
         let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
         let (scores, windows) = self.encoder.encode_on(&ids, threads)?;
+        StageClock::add(&self.clock.encode, start);
+        let start = Instant::now();
         let items: Vec<(&str, Encoding, PieceScores, usize)> = texts
             .iter()
             .zip(encodings)
@@ -482,13 +529,20 @@ impl Tagger {
             .zip(windows)
             .map(|(((text, enc), sc), w)| (*text, enc, sc, w))
             .collect();
-        on_threads(&items, threads, |part| {
+        let tagged = on_threads(&items, threads, |part| {
             let mut scratch = Scratch::default();
             Ok(part
                 .iter()
                 .map(|(text, enc, sc, w)| self.decode_text(text, enc, sc, *w, &mut scratch))
                 .collect())
-        })
+        });
+        StageClock::add(&self.clock.decode, start);
+        tagged
+    }
+
+    /// Wall time spent in each stage of tagging so far ([`StageTimes`]).
+    pub fn stage_times(&self) -> StageTimes {
+        self.clock.read()
     }
 
     fn decode_text(
