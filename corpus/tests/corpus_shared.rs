@@ -11,6 +11,8 @@ use ner_edge_corpus::{
     read_seq_dir, read_token_tag, Corpus, Overlaps, TagScheme,
 };
 
+// The runtime tests' rule for skipping when `../shared` data is missing, shared, not copied.
+#[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 
 fn shared_data() -> Option<PathBuf> {

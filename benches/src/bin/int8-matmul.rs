@@ -10,9 +10,10 @@
 
 use std::time::Instant;
 
+use ner_edge_trainer::export::onnx::{value_info, Dim};
 use tract_onnx::pb::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
-    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto,
 };
 use tract_onnx::prelude::*;
 
@@ -29,27 +30,6 @@ enum Way {
     F32,
     Int8Storage,
     Int8Arithmetic,
-}
-
-fn value_info(name: &str, dt: DataType, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: dt as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..TypeProto::default()
-        }),
-        ..ValueInfoProto::default()
-    }
 }
 
 fn tensor(name: &str, dims: &[i64], dt: DataType, raw: Vec<u8>) -> TensorProto {
@@ -148,8 +128,16 @@ fn graph(way: Way, m: usize, k: usize, n: usize, w: &[f32]) -> ModelProto {
             name: "linear".into(),
             node: nodes,
             initializer: inits,
-            input: vec![value_info("x", DataType::Float, &[m as i64, k64])],
-            output: vec![value_info("y", DataType::Float, &[m as i64, n64])],
+            input: vec![value_info(
+                "x",
+                DataType::Float,
+                &[Dim::Fixed(m as i64), Dim::Fixed(k64)],
+            )],
+            output: vec![value_info(
+                "y",
+                DataType::Float,
+                &[Dim::Fixed(m as i64), Dim::Fixed(n64)],
+            )],
             ..GraphProto::default()
         }),
         ..ModelProto::default()

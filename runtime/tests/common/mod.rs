@@ -1,5 +1,5 @@
-//! What the integration tests share: how a test that needs files outside the repository
-//! (`../shared`) decides to skip.
+//! What the integration tests (of this crate and of `ner-edge-corpus`) share: how a test that
+//! needs files outside the repository (`../shared`) decides to skip.
 //!
 //! Only a missing file may skip a test, and it says so. With `NER_EDGE_REQUIRE_DATA=1` (set by
 //! `.ci/run` when `../shared/data` is present) a missing file fails the test instead. Any other

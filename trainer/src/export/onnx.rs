@@ -685,13 +685,18 @@ fn attr_float(name: &str, f: f32) -> AttributeProto {
     }
 }
 
-enum Dim {
+/// One dimension of a graph input or output.
+pub enum Dim {
+    /// The symbolic batch size `batch`.
     Batch,
+    /// The symbolic sequence length `seq`.
     Seq,
+    /// A fixed size.
     Fixed(i64),
 }
 
-fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
+/// The ONNX declaration of a graph input or output: a tensor of `elem_type` with `dims`.
+pub fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
     use tensor_shape_proto::dimension::Value;
     let dim = dims
         .iter()
