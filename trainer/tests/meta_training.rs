@@ -475,3 +475,52 @@ fn dense_training_resumes_bit_identically() {
         std::fs::read(split.join("best.ckpt")).unwrap()
     );
 }
+
+#[test]
+fn a_student_cut_from_a_teacher_checkpoint_keeps_the_chosen_layers_and_trains() {
+    use ner_edge_trainer::train::config::EncoderInit;
+    use ner_edge_trainer::train::meta::initial_weights;
+
+    let teacher_out = temp_dir("teacher");
+    let mut teacher = fixture_config();
+    teacher.steps = 4;
+    teacher.checkpoint_every = 4;
+    run_meta(&teacher, &opts(&teacher_out)).unwrap();
+    let ckpt = teacher_out.join(CHECKPOINT);
+    let trained = load_state(&teacher, &ckpt).unwrap().weights;
+    assert_eq!(trained.layers.len(), 2);
+
+    let mut student = fixture_config();
+    student.encoder = EncoderInit::Teacher {
+        checkpoint: ckpt.clone(),
+        layers: vec![1],
+    };
+    let (weights, origin) = initial_weights(&student).unwrap();
+    assert_eq!(weights.config.layers, 1);
+    assert_eq!(weights.layers, [trained.layers[1].clone()]);
+    assert_eq!(weights.word_embeddings, trained.word_embeddings);
+    assert_eq!(weights.types, trained.types);
+    assert!(origin.source.contains("layers [1]"), "{}", origin.source);
+
+    for bad in [vec![], vec![1, 0], vec![2], vec![0, 0]] {
+        student.encoder = EncoderInit::Teacher {
+            checkpoint: ckpt.clone(),
+            layers: bad.clone(),
+        };
+        let e = initial_weights(&student).unwrap_err().to_string();
+        assert!(e.contains("encoder.layers"), "{bad:?}: {e}");
+    }
+
+    student.encoder = EncoderInit::Teacher {
+        checkpoint: ckpt,
+        layers: vec![0],
+    };
+    student.steps = 2;
+    let student_out = temp_dir("student");
+    run_meta(&student, &opts(&student_out)).unwrap();
+    let bundle = Bundle::open(&student_out.join("model.nerb")).unwrap();
+    assert_eq!(bundle.metadata().encoder.layers, 1);
+    Tagger::new(&bundle, None).unwrap();
+    std::fs::remove_dir_all(&teacher_out).ok();
+    std::fs::remove_dir_all(&student_out).ok();
+}

@@ -87,6 +87,17 @@ pub enum EncoderInit {
         #[serde(default)]
         casing: bool,
     },
+    /// A smaller encoder cut from a trained one (the first step towards an edge student):
+    /// the weights of checkpoint `checkpoint` (a `ner-train meta` run's `checkpoint.ckpt` or
+    /// `best.ckpt`, with the config it was written with), keeping only the transformer layers
+    /// listed in `layers` (teacher layer indices, strictly increasing), with the teacher's
+    /// embeddings, word-shape table and heads.
+    Teacher {
+        /// The trained run's checkpoint.
+        checkpoint: PathBuf,
+        /// Teacher layers the student keeps, in order, e.g. `[0, 2, 4]`.
+        layers: Vec<usize>,
+    },
     /// Random weights of the given shape, with the vocabulary file `vocab` (`vocab.txt`
     /// format; its line count must equal `shape.vocab_size`).
     Random {
@@ -332,6 +343,7 @@ impl TrainConfig {
             EncoderInit::Minilm { dir: Some(d), .. } => join(d),
             EncoderInit::Random { vocab, .. } => join(vocab),
             EncoderInit::Minilm { dir: None, .. } => {}
+            EncoderInit::Teacher { checkpoint, .. } => join(checkpoint),
         }
     }
 

@@ -155,6 +155,36 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
                 },
             ))
         }
+        EncoderInit::Teacher { checkpoint, layers } => {
+            let mut ckpt = checkpoint::read(checkpoint)?;
+            let saved: CheckpointState = serde_json::from_value(ckpt.state.clone())
+                .with_context(|| format!("teacher checkpoint {}: state", checkpoint.display()))?;
+            let (mut weights, origin) = initial_weights(&saved.config)
+                .with_context(|| format!("teacher of {}", checkpoint.display()))?;
+            for (name, dst) in weights.tensors_mut() {
+                let v = ckpt
+                    .take(&name, dst.len())
+                    .with_context(|| format!("teacher checkpoint {}", checkpoint.display()))?;
+                dst.copy_from_slice(&v);
+            }
+            let teacher_layers = weights.layers.len();
+            ensure!(
+                !layers.is_empty()
+                    && layers.windows(2).all(|w| w[0] < w[1])
+                    && layers.iter().all(|&l| l < teacher_layers),
+                "encoder.layers = {layers:?}: expected strictly increasing teacher layer indices \
+                 below {teacher_layers}"
+            );
+            weights.layers = layers.iter().map(|&l| weights.layers[l].clone()).collect();
+            weights.config.layers = layers.len();
+            weights.check()?;
+            let source = format!(
+                "layers {layers:?} of {} (trained from {})",
+                checkpoint.display(),
+                origin.source
+            );
+            Ok((weights, EncoderOrigin { source, ..origin }))
+        }
         EncoderInit::Random { shape, vocab } => {
             let vocab_text = std::fs::read_to_string(vocab)
                 .with_context(|| format!("cannot read {}", vocab.display()))?;
