@@ -18,7 +18,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::bio::{normalize_tags, TagScheme};
+use super::bio::{normalize_tags, spans, Scheme, TagScheme};
 use super::columns::{
     decode_utf8, input_error as line_error, is_docstart, numbered_lines as lines, parse_conll2003,
     parse_mit, parse_token_tag,
@@ -177,29 +177,8 @@ fn parse_columns(
     };
     let mut out = Vec::with_capacity(parsed.sentences.len());
     for (sentence, &line) in parsed.sentences.iter().zip(&parsed.starts) {
-        let mut text = String::new();
-        let mut ranges = Vec::with_capacity(sentence.tokens.len());
-        for token in &sentence.tokens {
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            let start = text.len();
-            text.push_str(token);
-            ranges.push(start..text.len());
-        }
-        let mut entities: Vec<SupportEntity> = Vec::new();
-        for (tag, range) in sentence.tags.iter().zip(&ranges) {
-            if let Some(ty) = tag.strip_prefix("B-") {
-                entities.push(SupportEntity {
-                    span: range.clone(),
-                    type_name: ty.to_string(),
-                });
-            } else if tag.starts_with("I-") {
-                if let Some(last) = entities.last_mut() {
-                    last.span.end = range.end;
-                }
-            }
-        }
+        let (text, entities) = joined_with_entities(&sentence.tokens, &sentence.tags)
+            .map_err(|e| line_error(source, line, e))?;
         out.push(SupportSentence {
             line,
             text,
@@ -207,6 +186,37 @@ fn parse_columns(
         });
     }
     Ok((out, parsed.repairs))
+}
+
+/// The text of a token sentence (the tokens joined with one space) and its mentions as byte
+/// spans, from `tags` already normalised to BIO ([`spans`] chunks them).
+fn joined_with_entities<T: AsRef<str>>(
+    tokens: &[T],
+    tags: &[String],
+) -> Result<(String, Vec<SupportEntity>), String> {
+    let mut text = String::new();
+    let mut ranges = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        let start = text.len();
+        text.push_str(token.as_ref());
+        ranges.push(start..text.len());
+    }
+    let entities = spans(tags, Scheme::Bio)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|s| {
+            let first = ranges.get(s.start)?;
+            let last = ranges.get(s.end.checked_sub(1)?)?;
+            Some(SupportEntity {
+                span: first.start..last.end,
+                type_name: s.kind,
+            })
+        })
+        .collect();
+    Ok((text, entities))
 }
 
 /// Byte offset of every char boundary of `text`, plus `text.len()`.
@@ -397,25 +407,7 @@ fn jsonl_tokens(tokens: &Value, tags: Option<&Value>) -> Result<SupportSentence,
         return Err(format!("token {} is empty or whitespace", i + 1));
     }
     let normalized = normalize_tags(&tags, TagScheme::Bio).map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    let mut entities: Vec<SupportEntity> = Vec::new();
-    for (token, tag) in tokens.iter().zip(&normalized.tags) {
-        if !text.is_empty() {
-            text.push(' ');
-        }
-        let start = text.len();
-        text.push_str(token);
-        if let Some(ty) = tag.strip_prefix("B-") {
-            entities.push(SupportEntity {
-                span: start..text.len(),
-                type_name: ty.to_string(),
-            });
-        } else if tag.starts_with("I-") {
-            if let Some(last) = entities.last_mut() {
-                last.span.end = text.len();
-            }
-        }
-    }
+    let (text, entities) = joined_with_entities(&tokens, &normalized.tags)?;
     Ok(SupportSentence {
         line: 0,
         text,
