@@ -190,11 +190,11 @@ pub(crate) fn load_model(bundle: &Bundle, expose_hidden: bool) -> Result<(Tokeni
         )));
     }
     let encoder = load_encoder(bundle, &tokenizer, expose_hidden)?;
-    bundle.release_pages(tensor_names::ENCODER_ONNX)?;
     Ok((tokenizer, encoder))
 }
 
-/// Builds the encoder plan of `bundle`, whose tokenizer is `tokenizer` (for the special ids).
+/// Builds the encoder plan of `bundle`, whose tokenizer is `tokenizer` (for the special ids),
+/// then releases the pages of the graph's bytes ([`Bundle::release_pages`]).
 fn load_encoder(bundle: &Bundle, tokenizer: &Tokenizer, expose_hidden: bool) -> Result<Encoder> {
     let special = SpecialIds {
         cls: tokenizer.cls_id(),
@@ -203,11 +203,13 @@ fn load_encoder(bundle: &Bundle, tokenizer: &Tokenizer, expose_hidden: bool) -> 
     };
     let meta = &bundle.metadata().encoder;
     let onnx = bundle.bytes(tensor_names::ENCODER_ONNX)?;
-    if expose_hidden {
+    let encoder = if expose_hidden {
         Encoder::load_exposing_hidden(onnx, meta, special)
     } else {
         Encoder::load(onnx, meta, special)
-    }
+    }?;
+    bundle.release_pages(tensor_names::ENCODER_ONNX)?;
+    Ok(encoder)
 }
 
 impl Tagger {
@@ -537,7 +539,11 @@ impl Tagger {
                 .collect())
         });
         StageClock::add(&self.clock.decode, start);
-        tagged
+        let mut tagged = tagged?;
+        for (t, (_, enc, _, _)) in tagged.iter_mut().zip(items) {
+            t.words = enc.words;
+        }
+        Ok(tagged)
     }
 
     /// Wall time spent in each stage of tagging so far ([`StageTimes`]).
@@ -545,6 +551,8 @@ impl Tagger {
         self.clock.read()
     }
 
+    /// The tagging of one text from its encoding and piece scores; its `words` are left empty
+    /// for the caller to move in from the encoding.
     fn decode_text(
         &self,
         text: &str,
@@ -643,7 +651,7 @@ impl Tagger {
             })
             .collect();
         TaggedText {
-            words: enc.words.clone(),
+            words: Vec::new(),
             labels,
             entities,
             windows,
