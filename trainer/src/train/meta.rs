@@ -10,6 +10,9 @@ use ner_edge_corpus::Episode;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
+use super::collective::{
+    check_same_start, gather_step, rank_share, Collective, SingleRank, StepShare,
+};
 use super::config::{EncoderInit, TrainConfig};
 use super::data::{self, EncodedEpisode, EncodedSentence, TrainingData};
 use super::dense::{uniform, DenseSampler, DenseSeq};
@@ -398,8 +401,9 @@ impl Engine {
         }
     }
 
-    /// One optimiser step: episode loss terms, summed dense loss terms, label-memory rows and
-    /// the gradient norm.
+    /// One optimiser step on this rank's share of the step's episodes and dense sequences:
+    /// gradients summed over the ranks, the update applied; returns the share's loss terms and
+    /// label-memory rows and the gradient norm of the whole step.
     fn step(
         &mut self,
         state: &mut TrainState,
@@ -407,19 +411,34 @@ impl Engine {
         dense: &[DenseSeq],
         config: &TrainConfig,
         factor: f32,
-    ) -> Result<(Vec<EpisodeTerms>, LossTerms, MemoryPushes, f64)> {
+        collective: &mut dyn Collective,
+    ) -> Result<(StepShare, f64)> {
         match self {
             Engine::Cpu(workers) => {
                 let (terms, dense_terms, pushes) =
                     compute_gradients(state, encoded, dense, workers, config)?;
-                let grad_norm = apply_update(state, workers, config, factor)?;
-                Ok((terms, dense_terms, pushes, grad_norm))
+                let grad_norm = apply_update_ranked(state, workers, config, factor, collective)?;
+                Ok((
+                    StepShare {
+                        terms,
+                        pushes,
+                        dense: dense_terms,
+                    },
+                    grad_norm,
+                ))
             }
             #[cfg(feature = "cuda")]
             Engine::Cuda(t) => {
                 let _ = dense;
-                let out = t.step(state, encoded, config, factor)?;
-                Ok((out.terms, LossTerms::default(), out.pushes, out.grad_norm))
+                let out = t.step_ranked(state, encoded, config, factor, collective)?;
+                Ok((
+                    StepShare {
+                        terms: out.terms,
+                        pushes: out.pushes,
+                        dense: LossTerms::default(),
+                    },
+                    out.grad_norm,
+                ))
             }
         }
     }
@@ -440,13 +459,30 @@ impl Engine {
 /// [`run_meta`] with the encoder's forward and backward on `backend` (the episode losses run
 /// on the CPU either way).
 pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) -> Result<()> {
+    run_meta_ranked(config, opts, backend, &mut SingleRank)
+}
+
+/// [`run_meta_on`] as one rank of a data-parallel run (see [`super::collective`]): this rank
+/// computes its share of every step's episodes and dense sequences, and the ranks sum their
+/// gradients, so every rank holds the same weights after every step. Rank 0 alone writes the
+/// log, the checkpoints and the bundle into `opts.out`; with `opts.resume` every rank reads
+/// the checkpoint there. Every rank must run the same config on the same data.
+pub fn run_meta_ranked(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    backend: Backend,
+    collective: &mut dyn Collective,
+) -> Result<()> {
+    let rank = collective.rank();
+    let world = collective.world_size();
+    let lead = rank == 0;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let (weights, origin) = initial_weights(config)?;
     let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text)
         .context("building the tokenizer from the encoder's vocabulary")?;
     let data = data::load(&config.data, &tokenizer)?;
-    for (c, dropped) in data.corpora.iter().zip(&data.dropped) {
+    for (c, dropped) in data.corpora.iter().zip(&data.dropped).filter(|_| lead) {
         eprintln!(
             "ner-train: {}: {} sentences, {} types{}",
             c.name,
@@ -478,8 +514,10 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
     let mut best: Option<(f64, u64)> = None;
     if opts.resume {
         best = load_checkpoint(&ckpt_path, config, &mut state)?;
-        eprintln!("ner-train: resumed at step {}", state.step);
-    } else {
+        if lead {
+            eprintln!("ner-train: resumed at step {}", state.step);
+        }
+    } else if lead {
         let _ = std::fs::remove_file(&best_path);
         std::fs::write(opts.out.join("config.toml"), toml::to_string(config)?)
             .context("writing config.toml")?;
@@ -493,11 +531,26 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
         ),
         None => None,
     };
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(opts.out.join("log.jsonl"))
-        .context("opening log.jsonl")?;
+    let mut log = if lead {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(opts.out.join("log.jsonl"))
+                .context("opening log.jsonl")?,
+        )
+    } else {
+        None
+    };
+    if !collective.is_identity() {
+        check_same_start(collective, &start_fingerprint(config, &state)?)?;
+        if lead {
+            eprintln!(
+                "ner-train: data-parallel over {world} ranks, {} episodes per step in all",
+                config.episodes_per_step
+            );
+        }
+    }
     let mut engine = Engine::new(backend, &state, config)?;
     let warmup = config.warmup_steps();
     let end = opts.stop_after.unwrap_or(config.steps).min(config.steps);
@@ -527,8 +580,21 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
             &mut lower_rng,
         );
         let factor = schedule(state.step, config.steps, warmup);
-        let (terms, dense_terms, pushes, grad_norm) =
-            engine.step(&mut state, &encoded, &dense, config, factor)?;
+        let episodes_share = rank_share(encoded.len(), rank, world);
+        let dense_share = rank_share(dense.len(), rank, world);
+        let (mine, grad_norm) = engine.step(
+            &mut state,
+            &encoded[episodes_share],
+            &dense[dense_share],
+            config,
+            factor,
+            collective,
+        )?;
+        let StepShare {
+            terms,
+            pushes,
+            dense: dense_terms,
+        } = gather_step(collective, &mine)?;
         for (key, vectors) in pushes {
             state.memory.push(&key.0, &key.1, &vectors)?;
         }
@@ -564,7 +630,8 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
             validation_f1: None,
             validation_supervised_f1: None,
         };
-        let validate_now = config.data.validate_every > 0
+        let validate_now = lead
+            && config.data.validate_every > 0
             && (state.step % config.data.validate_every == 0 || state.step == config.steps)
             && (validation.is_some() || validation_supervised.is_some());
         if validate_now {
@@ -588,6 +655,9 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
                 save_checkpoint(&best_path, config, &state, best, false)?;
             }
         }
+        let Some(log) = log.as_mut() else {
+            continue;
+        };
         writeln!(log, "{}", serde_json::to_string(&entry)?).context("writing log.jsonl")?;
         if state.step % config.log_every == 0 || state.step == end {
             let done = state.step - first;
@@ -635,6 +705,9 @@ pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) ->
             engine.sync(&mut state)?;
             save_checkpoint(&ckpt_path, config, &state, best, true)?;
         }
+    }
+    if !lead {
+        return Ok(());
     }
     if state.step < config.steps {
         eprintln!(
@@ -734,9 +807,34 @@ pub fn apply_update(
     config: &TrainConfig,
     factor: f32,
 ) -> Result<f64> {
+    apply_update_ranked(state, workers, config, factor, &mut SingleRank)
+}
+
+/// [`apply_update`] on one rank of a data-parallel run: the workers' gradients, summed, are
+/// then summed over the ranks before the norm, clipping and AdamW, so every rank applies the
+/// same update.
+pub fn apply_update_ranked(
+    state: &mut TrainState,
+    workers: &mut [StepWorker],
+    config: &TrainConfig,
+    factor: f32,
+    collective: &mut dyn Collective,
+) -> Result<f64> {
     let (first, rest) = workers.split_first_mut().context("no workers")?;
     for other in rest.iter() {
         first.add_grads_from(other);
+    }
+    if !collective.is_identity() {
+        let mut grads = first.grads_mut();
+        let mut flat: Vec<f32> = grads.iter().flat_map(|(_, g)| g.iter().copied()).collect();
+        collective
+            .all_reduce_sum(&mut flat)
+            .with_context(|| format!("summing the gradients of step {}", state.step + 1))?;
+        let mut at = 0;
+        for (_, g) in grads.iter_mut() {
+            g.copy_from_slice(&flat[at..at + g.len()]);
+            at += g.len();
+        }
     }
     let grads = first.grads_flat();
     let norm = global_norm(grads.iter().map(|(_, g)| *g));
@@ -777,6 +875,36 @@ pub fn apply_update(
         .collect();
     state.opt.step(&mut updates)?;
     Ok(norm)
+}
+
+/// sha256 of the resolved config and every tensor and optimiser moment of `state`, which every
+/// rank of a data-parallel run must share before its first step.
+fn start_fingerprint(config: &TrainConfig, state: &TrainState) -> Result<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(toml::to_string(config)?.as_bytes());
+    h.update(state.step.to_le_bytes());
+    h.update(state.opt.t.to_le_bytes());
+    let tensors = state
+        .weights
+        .tensors()
+        .into_iter()
+        .chain(state.heads.tensors())
+        .chain(state.classes.tensors());
+    let mut bytes = Vec::new();
+    let mut add = |h: &mut Sha256, values: &[f32]| {
+        bytes.clear();
+        bytes.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        h.update(&bytes);
+    };
+    for (name, values) in tensors {
+        h.update(name.as_bytes());
+        add(&mut h, values);
+    }
+    for m in state.opt.m.iter().chain(&state.opt.v) {
+        add(&mut h, m);
+    }
+    Ok(h.finalize().to_vec())
 }
 
 /// Whether `name` is a head tensor (learning rate `lr_heads`): token heads, CDT, prior MLP,

@@ -9,6 +9,7 @@
 //! sequences ([`dense`]) scored against learned class vectors.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod dense;
@@ -19,4 +20,4 @@ pub mod step;
 pub mod validate;
 
 pub use config::TrainConfig;
-pub use meta::{run_meta, run_meta_on, RunOptions};
+pub use meta::{run_meta, run_meta_on, run_meta_ranked, RunOptions};

@@ -176,6 +176,14 @@ impl StepWorker {
         all
     }
 
+    /// [`StepWorker::grads_flat`], writable.
+    pub fn grads_mut(&mut self) -> Vec<(String, &mut [f32])> {
+        let mut all = self.grads.tensors_mut();
+        all.extend(self.head_grads.tensors_mut());
+        all.extend(self.class_grads.tensors_mut());
+        all
+    }
+
     /// Backward of the batch last run forward, from the piece-level gradients in `d_boundary`
     /// and `d_types`, into this worker's encoder gradients.
     fn backward(&mut self, w: &ModelWeights) {
