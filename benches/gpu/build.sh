@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 dest=${1:?usage: benches/gpu/build.sh DEST}
 mkdir -p "$dest"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${NER_EDGE_CACHE:-$HOME/.cache/ner-edge}/target}
-tests=(cuda_parity cuda_training kernels_compile)
+tests=(cuda_parity cuda_training kernels_compile nccl_training)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 cargo test --release -p ner-edge-trainer "${args[@]}" --no-run --message-format=json \

@@ -24,6 +24,11 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
 export NER_EDGE_REQUIRE_CUDA=1 NER_EDGE_REQUIRE_NVRTC=1
+# NCCL from PyTorch's nvidia-nccl wheel (libnccl.so.2), for the --gpus ranks.
+if [ -z "${NER_EDGE_NCCL_DIR:-}" ]; then
+    NER_EDGE_NCCL_DIR=$(python3 -c 'import glob, nvidia, os; print(next(iter(sorted(os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "**", "libnccl.so*"), recursive=True))), ""))' 2>/dev/null)
+    [ -n "$NER_EDGE_NCCL_DIR" ] && export NER_EDGE_NCCL_DIR
+fi
 summary="$out/summary.md"
 status() { printf '| %s | %s | %s |\n' "$1" "$2" "$3" >>"$summary"; }
 step() {
@@ -53,6 +58,8 @@ step() {
 step "kernels compile (sm_80, sm_90)" "$out/parity.log" "$bin/kernels_compile" --test-threads=1
 step "kernel parity vs CPU" "$out/parity.log" "$bin/cuda_parity" --test-threads=1 --nocapture
 step "whole-model parity (fwd/bwd, 20 steps)" "$out/training.log" "$bin/cuda_training" --test-threads=1 --nocapture
+NER_TRAIN_BIN="$bin/ner-train" step "NCCL world size 1 and 2 ranks on one GPU vs 1 rank" \
+    "$out/training.log" "$bin/nccl_training" --test-threads=1 --nocapture
 run_dir=$(mktemp -d)
 step "ner-train meta --backend cuda (tiny)" "$out/training.log" \
     "$bin/ner-train" meta --config fixtures/train/tiny.toml --out "$run_dir" --backend cuda --quiet

@@ -1,9 +1,10 @@
 //! `ner-train`: episodic meta-training of the ner-edge model on CPU, exported as a bundle.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use clap::{Parser, Subcommand};
 use ner_edge_trainer::cuda::{self, Backend, BackendRequest};
 use ner_edge_trainer::train::{self, TrainConfig};
@@ -45,6 +46,21 @@ enum Command {
         /// one batch), clipping and AdamW run on the GPU; the episode losses stay on the CPU.
         #[arg(long, value_enum, default_value_t = BackendRequest::Auto)]
         backend: BackendRequest,
+        /// Data-parallel training on N GPUs: starts one rank process per GPU (the first N of
+        /// CUDA_VISIBLE_DEVICES), joined over NCCL; each step's episodes are split between the
+        /// ranks and their gradients summed, so the model is the one a single rank would train.
+        /// NCCL is found on the library path, or as NER_EDGE_NCCL_DIR/libnccl.so.2.
+        #[arg(long, value_name = "N")]
+        gpus: Option<usize>,
+        /// This process is rank R of a `--gpus` run (set by the launcher).
+        #[arg(long, hide = true, requires_all = ["world_size", "nccl_id_file"])]
+        rank: Option<usize>,
+        /// Number of ranks of a `--gpus` run (set by the launcher).
+        #[arg(long, hide = true)]
+        world_size: Option<usize>,
+        /// Where rank 0 publishes the NCCL id (set by the launcher).
+        #[arg(long, hide = true)]
+        nccl_id_file: Option<PathBuf>,
     },
 }
 
@@ -67,21 +83,101 @@ fn run(cli: Cli) -> Result<()> {
             stop_after,
             quiet,
             backend,
+            gpus,
+            rank,
+            world_size,
+            nccl_id_file,
         } => {
+            if let Some(gpus) = gpus {
+                ensure!(
+                    rank.is_none(),
+                    "--gpus starts the ranks itself; do not pass --rank"
+                );
+                ensure!(
+                    backend != BackendRequest::Cpu,
+                    "--gpus trains on GPUs; it cannot run with --backend cpu"
+                );
+                let mut args: Vec<OsString> = vec![
+                    "meta".into(),
+                    "--config".into(),
+                    config.into(),
+                    "--out".into(),
+                    out.clone().into(),
+                    "--backend".into(),
+                    "cuda".into(),
+                ];
+                if resume {
+                    args.push("--resume".into());
+                }
+                if let Some(s) = stop_after {
+                    args.push("--stop-after".into());
+                    args.push(s.to_string().into());
+                }
+                if quiet {
+                    args.push("--quiet".into());
+                }
+                return launch_ranks(gpus, &out, &args);
+            }
             let backend = select_backend(backend)?;
             let cfg = TrainConfig::load(&config)?;
-            train::run_meta_on(
-                &cfg,
-                &train::RunOptions {
-                    out,
-                    resume,
-                    stop_after,
-                    progress: !quiet,
-                },
-                backend,
-            )
+            let opts = train::RunOptions {
+                out,
+                resume,
+                stop_after,
+                progress: !quiet,
+            };
+            match (rank, world_size, nccl_id_file) {
+                (Some(rank), Some(world), Some(id_file)) => {
+                    run_rank(&cfg, &opts, backend, rank, world, &id_file)
+                }
+                _ => train::run_meta_on(&cfg, &opts, backend),
+            }
         }
     }
+}
+
+#[cfg(feature = "cuda")]
+fn launch_ranks(gpus: usize, out: &Path, args: &[OsString]) -> Result<()> {
+    cuda::launch::launch(gpus, out, args)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn launch_ranks(_gpus: usize, _out: &Path, _args: &[OsString]) -> Result<()> {
+    anyhow::bail!("--gpus needs the `cuda` feature, which this binary was built without")
+}
+
+/// Rank `rank` of a `--gpus` run: joins the NCCL communicator and trains its share.
+#[cfg(feature = "cuda")]
+fn run_rank(
+    cfg: &TrainConfig,
+    opts: &train::RunOptions,
+    backend: Backend,
+    rank: usize,
+    world: usize,
+    id_file: &Path,
+) -> Result<()> {
+    use anyhow::Context;
+    ensure!(
+        backend == Backend::Cuda,
+        "a rank of a --gpus run trains on CUDA"
+    );
+    let id = cuda::launch::rank_id(rank, id_file)?;
+    let mut comm = cuda::nccl::NcclRank::join(rank, world, &id)
+        .with_context(|| format!("rank {rank} of {world} joining NCCL"))?;
+    train::run_meta_ranked(cfg, opts, backend, &mut comm)
+        .with_context(|| format!("rank {rank} of {world}"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_rank(
+    _cfg: &TrainConfig,
+    _opts: &train::RunOptions,
+    _backend: Backend,
+    _rank: usize,
+    _world: usize,
+    _id_file: &Path,
+) -> Result<()> {
+    anyhow::bail!("--rank needs the `cuda` feature, which this binary was built without")
 }
 
 /// Resolves `--backend`, saying on stderr why `auto` fell back to the CPU.

@@ -19,7 +19,11 @@ pub mod gemm;
 #[cfg(feature = "cuda")]
 mod kernels;
 #[cfg(feature = "cuda")]
+pub mod launch;
+#[cfg(feature = "cuda")]
 pub mod model;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 #[cfg(feature = "cuda")]

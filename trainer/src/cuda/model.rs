@@ -249,6 +249,30 @@ impl CudaModel {
         Ok(())
     }
 
+    /// Copies the accumulated gradients, in [`CudaModel::table`] layout, into `out`
+    /// (`parameter_count` values).
+    pub fn download_grads_flat(&self, out: &mut [f32]) -> Result<()> {
+        ensure!(
+            out.len() == self.grads.len(),
+            "download_grads_flat: {} values for {} gradients",
+            out.len(),
+            self.grads.len()
+        );
+        self.grads.download(&self.gpu.stream, 0, out)
+    }
+
+    /// Replaces the accumulated gradients by `values` ([`CudaModel::table`] layout).
+    pub fn upload_grads_flat(&mut self, values: &[f32]) -> Result<()> {
+        ensure!(
+            values.len() == self.grads.len(),
+            "upload_grads_flat: {} values for {} gradients",
+            values.len(),
+            self.grads.len()
+        );
+        self.grads.upload(&self.gpu.stream, 0, values)?;
+        self.gpu.sync()
+    }
+
     /// Sets every accumulated gradient to zero.
     pub fn zero_grads(&mut self) -> Result<()> {
         let len = self.grads.len();

@@ -10,16 +10,19 @@
 //! weights and their AdamW moments are refreshed by [`CudaTrainer::sync_to_host`] (before a
 //! checkpoint, a validation or the export).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 
 use super::dev::{DevBuf, Gpu, SUMSQ_BLOCKS};
 use super::model::CudaModel;
+use super::nccl::NcclRank;
 use super::DeviceInfo;
 use crate::backprop::PieceBatch;
 use crate::loss::{EpisodeLoss, HeadParams};
 use crate::model::{EncoderConfig, BOUNDARY_LABELS};
+use crate::train::collective::{Collective, SingleRank};
 use crate::train::config::TrainConfig;
 use crate::train::data::EncodedEpisode;
 use crate::train::meta::{decays, is_head_tensor, TrainState};
@@ -42,6 +45,8 @@ pub struct PhaseTimes {
     pub losses: f64,
     /// Encoder and heads backward.
     pub backward: f64,
+    /// Summing the gradients over the ranks of a data-parallel run (0 with one rank).
+    pub all_reduce: f64,
     /// Gradient norm, clipping and AdamW (device and host parts).
     pub optimiser: f64,
 }
@@ -49,7 +54,13 @@ pub struct PhaseTimes {
 impl PhaseTimes {
     /// Sum of all phases.
     pub fn total(&self) -> f64 {
-        self.upload + self.forward + self.transfers + self.losses + self.backward + self.optimiser
+        self.upload
+            + self.forward
+            + self.transfers
+            + self.losses
+            + self.backward
+            + self.all_reduce
+            + self.optimiser
     }
 }
 
@@ -183,6 +194,20 @@ impl CudaTrainer {
         config: &TrainConfig,
         factor: f32,
     ) -> Result<StepOutcome> {
+        self.step_ranked(state, episodes, config, factor, &mut SingleRank)
+    }
+
+    /// [`CudaTrainer::step`] on one rank of a data-parallel run: `episodes` are this rank's
+    /// share, and the gradients are summed over the ranks (in place on the device over NCCL,
+    /// through the host for any other [`Collective`]) before the norm, clipping and AdamW.
+    pub fn step_ranked(
+        &mut self,
+        state: &mut TrainState,
+        episodes: &[EncodedEpisode],
+        config: &TrainConfig,
+        factor: f32,
+        collective: &mut dyn Collective,
+    ) -> Result<StepOutcome> {
         let mut ph = PhaseTimes::default();
         let c = state.weights.config.clone();
         let dt = c.type_dim;
@@ -237,6 +262,13 @@ impl CudaTrainer {
         self.model.gpu.sync()?;
         ph.backward = t.elapsed().as_secs_f64();
 
+        if !collective.is_identity() {
+            let t = Instant::now();
+            self.all_reduce_grads(collective)
+                .with_context(|| format!("summing the gradients of step {}", state.step + 1))?;
+            ph.all_reduce = t.elapsed().as_secs_f64();
+        }
+
         let t = Instant::now();
         let grad_norm = self.update(state, config, factor)?;
         ph.optimiser = t.elapsed().as_secs_f64();
@@ -248,6 +280,33 @@ impl CudaTrainer {
             tokens: n,
             phases: ph,
         })
+    }
+
+    /// Sums the device gradients and the host CDT/prior gradients over the ranks.
+    fn all_reduce_grads(&mut self, collective: &mut dyn Collective) -> Result<()> {
+        let n = self.model.parameter_count();
+        let grads = self.model.grads_ptr();
+        let stream = Arc::clone(&self.model.gpu.stream);
+        if let Some(nccl) = collective.as_any_mut().downcast_mut::<NcclRank>() {
+            // SAFETY: the gradient allocation holds `parameter_count` values and nothing else
+            // touches it until `sync` below.
+            unsafe { nccl.all_reduce_device(grads, n, &stream)? };
+            self.model.gpu.sync()?;
+        } else {
+            let mut host = vec![0.0f32; n];
+            self.model.download_grads_flat(&mut host)?;
+            collective.all_reduce_sum(&mut host)?;
+            self.model.upload_grads_flat(&host)?;
+        }
+        let mut heads = self.head_grads.tensors_mut();
+        let mut flat: Vec<f32> = heads.iter().flat_map(|(_, g)| g.iter().copied()).collect();
+        collective.all_reduce_sum(&mut flat)?;
+        let mut at = 0;
+        for (_, g) in heads.iter_mut() {
+            g.copy_from_slice(&flat[at..at + g.len()]);
+            at += g.len();
+        }
+        Ok(())
     }
 
     /// Norm, clipping and AdamW of every tensor; returns the norm before clipping.
