@@ -8,7 +8,8 @@
 //! passes, unless `NER_EDGE_REQUIRE_CUDA=1`, which turns the skip into a failure. Run from the
 //! repository root (the fixtures are found relative to it, or to the crate when built here).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::runs::fixture;
 
 /// Whether CUDA can be used; prints the skip line (or panics under `NER_EDGE_REQUIRE_CUDA=1`).
 fn cuda_or_skip() -> bool {
@@ -22,16 +23,6 @@ fn cuda_or_skip() -> bool {
             false
         }
     }
-}
-
-/// `fixtures/…` relative to the working directory (the repository root on the GPU machine),
-/// else relative to this crate's source.
-fn fixture(rel: &str) -> PathBuf {
-    let here = Path::new(rel);
-    if here.exists() {
-        return here.to_path_buf();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -54,6 +45,7 @@ mod with_cuda {
     use ner_edge_trainer::train::config::TrainConfig;
     use ner_edge_trainer::train::{run_meta_on, RunOptions};
 
+    use super::common::runs::logged_losses as losses;
     use super::{cuda_or_skip, fixture};
 
     /// The GPU tests of this binary run one at a time.
@@ -221,18 +213,6 @@ mod with_cuda {
         let mut g = ModelWeights::zeros(&c);
         model.download_grads(&mut g).unwrap();
         assert_eq!(g, ModelWeights::zeros(&c));
-    }
-
-    fn losses(out: &std::path::Path) -> Vec<f64> {
-        std::fs::read_to_string(out.join("log.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                    .as_f64()
-                    .unwrap()
-            })
-            .collect()
     }
 
     #[test]

@@ -2,35 +2,22 @@
 //! [`ThreadGroup`]) must train the same model as one rank that computes every episode of each
 //! step itself.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ner_edge_trainer::cuda::Backend;
 use ner_edge_trainer::train::collective::{Collective, ThreadGroup};
 use ner_edge_trainer::train::config::TrainConfig;
 use ner_edge_trainer::train::meta::{load_state, TrainState, CHECKPOINT};
-use ner_edge_trainer::train::{run_meta_on, run_meta_ranked, RunOptions};
+use ner_edge_trainer::train::{run_meta_on, run_meta_ranked};
+
+mod common;
+use common::runs::{logged_losses, run_options as opts, temp_run_dir};
 
 fn config(name: &str) -> TrainConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/train")
         .join(name);
     TrainConfig::load(&path).unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ner-train-dp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn opts(out: &Path) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        stop_after: None,
-        progress: false,
-    }
 }
 
 /// Runs `config` as `n` thread ranks writing into `out`; returns each rank's result.
@@ -77,31 +64,19 @@ fn relative_difference(a: &TrainState, b: &TrainState) -> f64 {
     .fold(0.0, f64::max)
 }
 
-fn logged_losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
-}
-
 fn check_ranks_match_one_rank(file: &str, worlds: &[usize]) {
     let mut cfg = config(file);
     cfg.steps = 5;
     cfg.episodes_per_step = 6;
     cfg.checkpoint_every = 0;
-    let single_dir = temp_dir(&format!("{file}-single"));
+    let single_dir = temp_run_dir("dp", &format!("{file}-single"));
     run_meta_on(&cfg, &opts(&single_dir), Backend::Cpu).unwrap();
     let single = load_state(&cfg, &single_dir.join(CHECKPOINT)).unwrap();
     let single_losses = logged_losses(&single_dir);
     assert_eq!(single.step, 5);
 
     for &n in worlds {
-        let dir = temp_dir(&format!("{file}-ranks{n}"));
+        let dir = temp_run_dir("dp", &format!("{file}-ranks{n}"));
         for (rank, r) in run_ranks(&cfg, &dir, n).into_iter().enumerate() {
             r.unwrap_or_else(|e| panic!("rank {rank} of {n}: {e:#}"));
         }
@@ -171,7 +146,7 @@ fn ranks_with_different_configs_refuse_to_start() {
     let cfg = config("tiny.toml");
     let mut other = cfg.clone();
     other.seed += 1;
-    let dir = temp_dir("mismatch");
+    let dir = temp_run_dir("dp", "mismatch");
     let ranks = ThreadGroup::ranks(2).unwrap();
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = ranks

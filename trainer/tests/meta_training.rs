@@ -18,37 +18,16 @@ use ner_edge_trainer::train::config::TrainConfig;
 use ner_edge_trainer::train::meta::{load_state, CHECKPOINT};
 use ner_edge_trainer::train::{run_meta, RunOptions};
 
+mod common;
+use common::runs::{logged_losses as losses, run_options as opts};
+
+fn temp_dir(name: &str) -> PathBuf {
+    common::runs::temp_run_dir("test", name)
+}
+
 fn fixture_config() -> TrainConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/train/tiny.toml");
     TrainConfig::load(&path).unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ner-train-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn opts(out: &Path) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        stop_after: None,
-        progress: false,
-    }
-}
-
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
 }
 
 fn learning_config() -> TrainConfig {

@@ -10,29 +10,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixture(rel: &str) -> PathBuf {
-    let here = Path::new(rel);
-    if here.exists() {
-        return here.to_path_buf();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
+mod common;
+use common::runs::{fixture, temp_run_dir};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ner-train-nccl-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `ner-train` of this build, or `$NER_TRAIN_BIN` (the GPU scripts copy the binaries to a
-/// machine without this build tree).
-fn ner_train(args: &[&str]) -> (bool, String) {
+/// `ner-train meta --config CONFIG --out OUT EXTRA...` with the `ner-train` of this build, or
+/// `$NER_TRAIN_BIN` (the GPU scripts copy the binaries to a machine without this build tree):
+/// whether it succeeded, and its stderr.
+fn meta(config: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
     let exe = std::env::var_os("NER_TRAIN_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ner-train")));
     let out = Command::new(exe)
-        .args(args)
+        .arg("meta")
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
         .output()
         .expect("running ner-train");
     (
@@ -44,29 +38,11 @@ fn ner_train(args: &[&str]) -> (bool, String) {
 #[test]
 fn gpus_with_the_cpu_backend_or_zero_gpus_is_refused() {
     let config = fixture("fixtures/train/tiny.toml");
-    let out = temp_dir("refused");
-    let (ok, err) = ner_train(&[
-        "meta",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--gpus",
-        "1",
-        "--backend",
-        "cpu",
-    ]);
+    let out = temp_run_dir("nccl", "refused");
+    let (ok, err) = meta(&config, &out, &["--gpus", "1", "--backend", "cpu"]);
     assert!(!ok);
     assert!(err.contains("cannot run with --backend cpu"), "{err}");
-    let (ok, err) = ner_train(&[
-        "meta",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--gpus",
-        "0",
-    ]);
+    let (ok, err) = meta(&config, &out, &["--gpus", "0"]);
     assert!(!ok);
     assert!(err.contains("at least 1"), "{err}");
     let _ = std::fs::remove_dir_all(&out);
@@ -80,17 +56,8 @@ fn a_rank_that_cannot_start_fails_the_launch_and_says_why() {
         return;
     }
     let config = fixture("fixtures/train/tiny.toml");
-    let out = temp_dir("no-gpu");
-    let (ok, err) = ner_train(&[
-        "meta",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--gpus",
-        "1",
-        "--quiet",
-    ]);
+    let out = temp_run_dir("nccl", "no-gpu");
+    let (ok, err) = meta(&config, &out, &["--gpus", "1", "--quiet"]);
     assert!(!ok);
     assert!(err.contains("rank 0 failed"), "{err}");
     assert!(err.contains("CUDA"), "the rank says why: {err}");
@@ -99,15 +66,14 @@ fn a_rank_that_cannot_start_fails_the_launch_and_says_why() {
 
 #[cfg(feature = "cuda")]
 mod with_cuda {
-    use std::path::Path;
-
     use ner_edge_trainer::cuda::Backend;
     use ner_edge_trainer::train::collective::ThreadGroup;
     use ner_edge_trainer::train::config::TrainConfig;
     use ner_edge_trainer::train::meta::{load_state, TrainState, CHECKPOINT};
-    use ner_edge_trainer::train::{run_meta_on, run_meta_ranked, RunOptions};
+    use ner_edge_trainer::train::{run_meta_on, run_meta_ranked};
 
-    use super::{fixture, ner_train, temp_dir};
+    use super::common::runs::{fixture, run_options as opts, temp_run_dir};
+    use super::meta;
 
     /// Whether CUDA and NCCL can be used; prints the skip line (or panics under
     /// `NER_EDGE_REQUIRE_CUDA=1`).
@@ -139,15 +105,6 @@ mod with_cuda {
         cfg
     }
 
-    fn opts(out: &Path) -> RunOptions {
-        RunOptions {
-            out: out.to_path_buf(),
-            resume: false,
-            stop_after: None,
-            progress: false,
-        }
-    }
-
     fn weights(s: &TrainState) -> Vec<f32> {
         s.weights
             .tensors()
@@ -172,29 +129,20 @@ mod with_cuda {
             return;
         }
         let cfg = config();
-        let plain = temp_dir("cuda-plain");
+        let plain = temp_run_dir("nccl", "cuda-plain");
         run_meta_on(&cfg, &opts(&plain), Backend::Cuda).unwrap();
         let want = weights(&load_state(&cfg, &plain.join(CHECKPOINT)).unwrap());
 
         let cfg_file = plain.join("config.toml");
-        let nccl = temp_dir("cuda-nccl");
-        let (ok, err) = ner_train(&[
-            "meta",
-            "--config",
-            cfg_file.to_str().unwrap(),
-            "--out",
-            nccl.to_str().unwrap(),
-            "--gpus",
-            "1",
-            "--quiet",
-        ]);
+        let nccl = temp_run_dir("nccl", "cuda-nccl");
+        let (ok, err) = meta(&cfg_file, &nccl, &["--gpus", "1", "--quiet"]);
         assert!(ok, "ner-train --gpus 1 failed: {err}");
         let got = weights(&load_state(&cfg, &nccl.join(CHECKPOINT)).unwrap());
         let rel = relative(&want, &got);
         println!("NCCL world size 1 vs plain CUDA: relative difference {rel:e}");
         assert!(rel <= 1e-6, "NCCL world size 1 vs plain CUDA: {rel:e}");
 
-        let shared = temp_dir("cuda-threads");
+        let shared = temp_run_dir("nccl", "cuda-threads");
         let ranks = ThreadGroup::ranks(2).unwrap();
         std::thread::scope(|s| {
             let handles: Vec<_> = ranks

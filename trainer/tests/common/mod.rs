@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod runs;
+
 use std::path::{Path, PathBuf};
 
 use ner_edge_trainer::{default_minilm_dir, import_minilm, ModelWeights};
