@@ -503,3 +503,82 @@ fn a_student_cut_from_a_teacher_checkpoint_keeps_the_chosen_layers_and_trains() 
     std::fs::remove_dir_all(&teacher_out).ok();
     std::fs::remove_dir_all(&student_out).ok();
 }
+
+/// Mean squared difference of the piece outputs (boundary logits and type vectors) of two
+/// models on the fixture sentences.
+fn output_distance(a: &ner_edge_trainer::ModelWeights, b: &ner_edge_trainer::ModelWeights) -> f64 {
+    let sentences: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| vec![101, 2000 + 37 * i, 3000 + 11 * i, 4000 + i, 1012, 102])
+        .collect();
+    let batch = PieceBatch::new(&a.config, &sentences).unwrap();
+    let (mut ta, mut tb) = (Tape::new(), Tape::new());
+    forward(a, &batch, &mut ta);
+    forward(b, &batch, &mut tb);
+    let sq = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| f64::from(p - q).powi(2))
+            .sum::<f64>()
+            / x.len() as f64
+    };
+    sq(ta.boundary(), tb.boundary()) + sq(ta.types(), tb.types())
+}
+
+#[test]
+fn distillation_pulls_the_student_towards_its_teacher() {
+    use ner_edge_trainer::train::config::{DistillConfig, EncoderInit};
+
+    let teacher_out = temp_dir("distill-teacher");
+    let mut teacher = learning_config();
+    teacher.steps = 60;
+    teacher.checkpoint_every = 60;
+    run_meta(&teacher, &opts(&teacher_out)).unwrap();
+    let ckpt = teacher_out.join(CHECKPOINT);
+    let teacher_weights = load_state(&teacher, &ckpt).unwrap().weights;
+
+    let mut student = learning_config();
+    student.steps = 40;
+    student.encoder = EncoderInit::Teacher {
+        checkpoint: ckpt.clone(),
+        layers: vec![0],
+    };
+    let distances: Vec<f64> = [None, Some(DistillConfig::default())]
+        .into_iter()
+        .map(|distill| {
+            let mut cfg = student.clone();
+            let on = distill.is_some();
+            cfg.distill = distill.map(|d| DistillConfig {
+                boundary: 5.0,
+                types: 5.0,
+                ..d
+            });
+            let out = temp_dir(if on { "distill-on" } else { "distill-off" });
+            run_meta(&cfg, &opts(&out)).unwrap();
+            let logged: Vec<f64> = std::fs::read_to_string(out.join("log.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["distill"]
+                        .as_f64()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(logged.iter().any(|&d| d > 0.0), on, "distill term logged: {logged:?}");
+            let trained = load_state(&cfg, &out.join(CHECKPOINT)).unwrap().weights;
+            std::fs::remove_dir_all(&out).ok();
+            output_distance(&trained, &teacher_weights)
+        })
+        .collect();
+    println!("output distance to the teacher without / with distillation: {distances:?}");
+    assert!(
+        distances[1] < 0.8 * distances[0],
+        "distance to the teacher without / with distillation: {distances:?}"
+    );
+
+    let mut orphan = student.clone();
+    orphan.encoder = fixture_config().encoder;
+    orphan.distill = Some(DistillConfig::default());
+    let e = orphan.validate().unwrap_err().to_string();
+    assert!(e.contains("distill.teacher"), "{e}");
+    std::fs::remove_dir_all(&teacher_out).ok();
+}

@@ -25,8 +25,8 @@ use ner_edge_trainer::train::config::TrainConfig;
 use ner_edge_trainer::train::data::{self, EncodedEpisode};
 use ner_edge_trainer::train::dense::DenseSampler;
 use ner_edge_trainer::train::meta::{
-    apply_update, class_names, compute_gradients, cpu_workers, dense_weights, fresh_state,
-    initial_weights, step_dense, step_episodes,
+    apply_update, class_names, compute_gradients, cpu_workers, dense_weights, distill_teacher,
+    fresh_state, initial_weights, step_dense, step_episodes,
 };
 
 fn main() {
@@ -72,7 +72,8 @@ fn run() -> Result<()> {
     } else {
         None
     };
-    let mut workers = cpu_workers(&config, &state);
+    let teacher = distill_teacher(&config, &state.weights.config)?;
+    let mut workers = cpu_workers(&config, &state, teacher.as_ref());
 
     let mut first: Vec<EncodedEpisode> = Vec::new();
     let mut times = Vec::new();

@@ -100,7 +100,11 @@ pub struct LossTerms {
     pub type_ce: f64,
     /// Mean over types of `½‖post_k − μ_k‖²` (0 for the dense loss).
     pub kl: f64,
-    /// `Σ weight · term`.
+    /// Weighted distillation terms against a teacher (0 without distillation; see
+    /// [`super::distill`]).
+    #[serde(default)]
+    pub distill: f64,
+    /// `Σ weight · term`, distillation included.
     pub total: f64,
 }
 

@@ -15,10 +15,12 @@
 //! * [`dense`](mod@dense): [`dense_loss`], the loss of one fully annotated sequence against
 //!   learned class vectors.
 //! * [`classes`]: the learned class vectors and the "none of these types" vectors.
+//! * [`distill`]: [`distill_loss`], a student's piece outputs against a teacher's.
 
 pub mod classes;
 pub mod crf;
 pub mod dense;
+pub mod distill;
 pub mod emissions;
 pub mod episode;
 pub mod heads;
@@ -29,6 +31,7 @@ pub mod prototypes;
 pub use classes::{ClassParams, OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT};
 pub use crf::{cdt_from_flat, cdt_to_flat, crf_nll, CdtGrad, CrfTransitions};
 pub use dense::{dense_loss, DenseLoss};
+pub use distill::{distill_loss, DistillTerms, DistillWeights};
 pub use emissions::Emissions;
 pub use episode::{
     entity_vectors, episode_loss, prior_prototypes, EpisodeInput, EpisodeLoss, LossTerms,

@@ -256,7 +256,7 @@ impl StepShare {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let terms = |out: &mut Vec<u8>, t: &LossTerms| {
-            for x in [t.crf, t.span, t.type_ce, t.kl, t.total] {
+            for x in [t.crf, t.span, t.type_ce, t.kl, t.distill, t.total] {
                 out.extend_from_slice(&x.to_le_bytes());
             }
         };
@@ -288,11 +288,12 @@ impl StepShare {
                 span: r.f64()?,
                 type_ce: r.f64()?,
                 kl: r.f64()?,
+                distill: r.f64()?,
                 total: r.f64()?,
             })
         };
         let decode = |r: &mut ByteReader<'_>| -> Result<StepShare> {
-            let n = r.len(40)?;
+            let n = r.len(48)?;
             let terms = (0..n).map(|_| read_terms(r)).collect::<Result<Vec<_>>>()?;
             let n = r.len(24)?;
             let mut pushes = Vec::with_capacity(n);
@@ -386,6 +387,7 @@ pub fn gather_step(collective: &mut dyn Collective, mine: &StepShare) -> Result<
         joined.dense.span += share.dense.span;
         joined.dense.type_ce += share.dense.type_ce;
         joined.dense.kl += share.dense.kl;
+        joined.dense.distill += share.dense.distill;
         joined.dense.total += share.dense.total;
     }
     Ok(joined)
@@ -528,6 +530,7 @@ mod tests {
                     span: f64::MIN_POSITIVE,
                     type_ce: -0.0,
                     kl: 7.5,
+                    distill: 0.25,
                     total: 1e300,
                 },
                 LossTerms::default(),
@@ -544,6 +547,7 @@ mod tests {
                 span: 3.0,
                 type_ce: 4.0,
                 kl: 0.0,
+                distill: 0.5,
                 total: 9.0,
             },
         };
@@ -551,7 +555,7 @@ mod tests {
         let back = StepShare::decode(&bytes, 0).unwrap();
         assert_eq!(back, share);
         assert_eq!(back.terms[0].type_ce.to_bits(), (-0.0f64).to_bits());
-        for cut in [0, 1, 8, 40, bytes.len() - 1] {
+        for cut in [0, 1, 8, 48, bytes.len() - 1] {
             let e = StepShare::decode(&bytes[..cut], 3).unwrap_err();
             assert!(format!("{e:#}").contains("rank 3"), "{e:#}");
         }

@@ -57,6 +57,9 @@ pub struct TrainConfig {
     /// Bundle export settings (`[export]`).
     #[serde(default)]
     pub export: ExportConfig,
+    /// Teacher–student distillation (`[distill]`; off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
 }
 
 fn default_episodes_per_step() -> usize {
@@ -251,6 +254,38 @@ impl Default for DenseConfig {
     }
 }
 
+/// Teacher–student distillation: on every batch it trains on (episode and dense), the model
+/// also matches a trained teacher's outputs on the same word pieces — its O/B/I boundary
+/// distributions and its type vectors — so a smaller student learns what the teacher predicts,
+/// not only the gold labels. The teacher must share the student's vocabulary, casing input and
+/// type width (a student cut from it with `encoder.init = "teacher"` does).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// The teacher's checkpoint (`checkpoint.ckpt` or `best.ckpt` of a `ner-train meta` run);
+    /// default: `encoder.checkpoint` when `encoder.init = "teacher"`.
+    pub teacher: Option<PathBuf>,
+    /// Weight of `T² · KL(teacher ‖ student)` of the boundary distributions at temperature
+    /// `T`, mean over the batch's pieces (default 1).
+    pub boundary: f32,
+    /// Weight of the mean squared difference between student and teacher type vectors, mean
+    /// over pieces and dimensions (default 1).
+    pub types: f32,
+    /// Softmax temperature of the boundary term (default 2).
+    pub temperature: f32,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig {
+            teacher: None,
+            boundary: 1.0,
+            types: 1.0,
+            temperature: 2.0,
+        }
+    }
+}
+
 /// Learning rates, schedule and clipping.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -345,10 +380,45 @@ impl TrainConfig {
             EncoderInit::Minilm { dir: None, .. } => {}
             EncoderInit::Teacher { checkpoint, .. } => join(checkpoint),
         }
+        if let Some(DistillConfig {
+            teacher: Some(t), ..
+        }) = &mut self.distill
+        {
+            join(t);
+        }
+    }
+
+    /// The distillation teacher's checkpoint, when distillation is on.
+    pub fn distill_teacher(&self) -> Result<Option<&Path>> {
+        let Some(d) = &self.distill else {
+            return Ok(None);
+        };
+        match (&d.teacher, &self.encoder) {
+            (Some(t), _) => Ok(Some(t)),
+            (None, EncoderInit::Teacher { checkpoint, .. }) => Ok(Some(checkpoint)),
+            (None, _) => bail!(
+                "[distill] needs distill.teacher (a checkpoint) unless encoder.init = \"teacher\""
+            ),
+        }
     }
 
     /// Checks ranges and list lengths; errors name the offending key.
     pub fn validate(&self) -> Result<()> {
+        if let Some(d) = &self.distill {
+            ensure!(
+                d.boundary.is_finite() && d.boundary >= 0.0,
+                "distill.boundary must be finite and >= 0"
+            );
+            ensure!(
+                d.types.is_finite() && d.types >= 0.0,
+                "distill.types must be finite and >= 0"
+            );
+            ensure!(
+                d.temperature.is_finite() && d.temperature > 0.0,
+                "distill.temperature must be finite and > 0"
+            );
+            self.distill_teacher()?;
+        }
         ensure!(self.steps > 0, "steps must be at least 1");
         ensure!(
             self.episodes_per_step > 0,

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -17,13 +18,13 @@ use super::config::{EncoderInit, TrainConfig};
 use super::data::{self, EncodedEpisode, EncodedSentence, TrainingData};
 use super::dense::{uniform, DenseSampler, DenseSeq};
 use super::optimizer::{clip_factor, global_norm, schedule, AdamW, ParamUpdate};
-use super::step::{EpisodeTerms, MemoryPushes, StepWorker};
+use super::step::{Distiller, EpisodeTerms, MemoryPushes, StepWorker};
 use crate::cuda::Backend;
 use crate::episodes::{EpisodeSampler, OtherTypes, SourceWeighting};
-use crate::loss::{ClassParams, HeadParams, LabelMemory, LossTerms};
+use crate::loss::{ClassParams, DistillWeights, HeadParams, LabelMemory, LossTerms};
 use crate::model::rng::SplitMix64;
 use crate::model::weights::is_no_decay;
-use crate::model::{random_init, ModelWeights};
+use crate::model::{random_init, EncoderConfig, ModelWeights};
 
 /// Where a run writes and how it starts.
 #[derive(Clone, Debug)]
@@ -96,6 +97,8 @@ pub struct StepLog {
     pub type_ce: f64,
     /// Mean episode KL term.
     pub kl: f64,
+    /// Mean weighted episode distillation term (0 without `[distill]`).
+    pub distill: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     /// Encoder learning rate of this step (schedule applied).
@@ -159,17 +162,7 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
             ))
         }
         EncoderInit::Teacher { checkpoint, layers } => {
-            let mut ckpt = checkpoint::read(checkpoint)?;
-            let saved: CheckpointState = serde_json::from_value(ckpt.state.clone())
-                .with_context(|| format!("teacher checkpoint {}: state", checkpoint.display()))?;
-            let (mut weights, origin) = initial_weights(&saved.config)
-                .with_context(|| format!("teacher of {}", checkpoint.display()))?;
-            for (name, dst) in weights.tensors_mut() {
-                let v = ckpt
-                    .take(&name, dst.len())
-                    .with_context(|| format!("teacher checkpoint {}", checkpoint.display()))?;
-                dst.copy_from_slice(&v);
-            }
+            let (mut weights, origin) = checkpoint_weights(checkpoint)?;
             let teacher_layers = weights.layers.len();
             ensure!(
                 !layers.is_empty()
@@ -208,6 +201,56 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
             ))
         }
     }
+}
+
+/// The encoder and token-head weights saved in checkpoint `path` of a trained run, and the
+/// origin of that run's initial encoder.
+pub fn checkpoint_weights(path: &Path) -> Result<(ModelWeights, EncoderOrigin)> {
+    let mut ckpt = checkpoint::read(path)?;
+    let saved: CheckpointState = serde_json::from_value(ckpt.state.clone())
+        .with_context(|| format!("checkpoint {}: state", path.display()))?;
+    let (mut weights, origin) = initial_weights(&saved.config)
+        .with_context(|| format!("the run of checkpoint {}", path.display()))?;
+    for (name, dst) in weights.tensors_mut() {
+        let v = ckpt
+            .take(&name, dst.len())
+            .with_context(|| format!("checkpoint {}", path.display()))?;
+        dst.copy_from_slice(&v);
+    }
+    Ok((weights, origin))
+}
+
+/// The distillation teacher of `config` (`None` without `[distill]`), checked against the
+/// student's `student` shape: same vocabulary, casing input and type width, and at least the
+/// student's positions.
+pub fn distill_teacher(
+    config: &TrainConfig,
+    student: &EncoderConfig,
+) -> Result<Option<Arc<ModelWeights>>> {
+    let Some(path) = config.distill_teacher()? else {
+        return Ok(None);
+    };
+    let (teacher, _) = checkpoint_weights(path)
+        .with_context(|| format!("distillation teacher {}", path.display()))?;
+    let t = &teacher.config;
+    ensure!(
+        t.vocab_size == student.vocab_size
+            && t.shape_classes == student.shape_classes
+            && t.type_dim == student.type_dim
+            && t.max_positions >= student.max_positions,
+        "distillation teacher {}: vocabulary {}, casing classes {}, type width {}, positions {} \
+         do not fit the student's {}, {}, {}, {}",
+        path.display(),
+        t.vocab_size,
+        t.shape_classes,
+        t.type_dim,
+        t.max_positions,
+        student.vocab_size,
+        student.shape_classes,
+        student.type_dim,
+        student.max_positions
+    );
+    Ok(Some(Arc::new(teacher)))
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -352,18 +395,34 @@ pub fn run_meta(config: &TrainConfig, opts: &RunOptions) -> Result<()> {
     run_meta_on(config, opts, Backend::Cpu)
 }
 
-/// One [`StepWorker`] per training thread of `config` (at most one per episode).
-pub fn cpu_workers(config: &TrainConfig, state: &TrainState) -> Vec<StepWorker> {
+/// One [`StepWorker`] per training thread of `config` (at most one per episode), each
+/// distilling from `teacher` when given.
+pub fn cpu_workers(
+    config: &TrainConfig,
+    state: &TrainState,
+    teacher: Option<&Arc<ModelWeights>>,
+) -> Vec<StepWorker> {
     let threads = config.threads.min(config.episodes_per_step).max(1);
     (0..threads)
         .map(|_| {
-            StepWorker::new(
+            let worker = StepWorker::new(
                 &state.weights.config,
                 &state.classes,
                 config.episodes_per_step,
                 config.dense.sequences_per_step,
                 config.dense.weight,
-            )
+            );
+            match (teacher, &config.distill) {
+                (Some(t), Some(d)) => worker.with_distiller(Distiller::new(
+                    Arc::clone(t),
+                    DistillWeights {
+                        boundary: d.boundary,
+                        types: d.types,
+                        temperature: d.temperature,
+                    },
+                )),
+                _ => worker,
+            }
         })
         .collect()
 }
@@ -376,15 +435,20 @@ enum Engine {
 }
 
 impl Engine {
-    fn new(backend: Backend, state: &TrainState, config: &TrainConfig) -> Result<Engine> {
+    fn new(
+        backend: Backend,
+        state: &TrainState,
+        config: &TrainConfig,
+        teacher: Option<&Arc<ModelWeights>>,
+    ) -> Result<Engine> {
         match backend {
-            Backend::Cpu => Ok(Engine::Cpu(cpu_workers(config, state))),
+            Backend::Cpu => Ok(Engine::Cpu(cpu_workers(config, state, teacher))),
             #[cfg(feature = "cuda")]
             Backend::Cuda => {
                 ensure!(
-                    !config.dense_on() && !config.other_type,
-                    "the CUDA backend does not run dense supervision or the other type yet; \
-                     train this config with --backend cpu"
+                    !config.dense_on() && !config.other_type && teacher.is_none(),
+                    "the CUDA backend does not run dense supervision, the other type or \
+                     distillation yet; train this config with --backend cpu"
                 );
                 let t = crate::cuda::train::CudaTrainer::open(state, config)?;
                 eprintln!(
@@ -551,7 +615,8 @@ pub fn run_meta_ranked(
             );
         }
     }
-    let mut engine = Engine::new(backend, &state, config)?;
+    let teacher = distill_teacher(config, &state.weights.config)?;
+    let mut engine = Engine::new(backend, &state, config, teacher.as_ref())?;
     let warmup = config.warmup_steps();
     let end = opts.stop_after.unwrap_or(config.steps).min(config.steps);
     let show_progress = opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -608,6 +673,7 @@ pub fn run_meta_ranked(
             span: terms.iter().map(|t| t.span).sum::<f64>() / n,
             type_ce: terms.iter().map(|t| t.type_ce).sum::<f64>() / n,
             kl: terms.iter().map(|t| t.kl).sum::<f64>() / n,
+            distill: terms.iter().map(|t| t.distill).sum::<f64>() / n,
             grad_norm,
             lr_encoder: config.optim.lr_encoder * factor,
             episodes_per_s: n / seconds,
@@ -624,6 +690,7 @@ pub fn run_meta_ranked(
                     span: dense_terms.span / k,
                     type_ce: dense_terms.type_ce / k,
                     kl: 0.0,
+                    distill: dense_terms.distill / k,
                     total: dense_terms.total / k,
                 }
             }),

@@ -1,6 +1,8 @@
 //! One worker's share of an optimiser step: encoder forward, episode or dense loss, encoder
 //! backward, gradients accumulated in the worker's own buffers.
 
+use std::sync::Arc;
+
 use anyhow::{ensure, Context, Result};
 
 use super::data::{EncodedEpisode, EncodedSentence};
@@ -8,8 +10,9 @@ use super::dense::DenseSeq;
 use super::meta::TrainState;
 use crate::backprop::{backward, forward, BackwardScratch, PieceBatch, Tape};
 use crate::loss::{
-    dense_loss, entity_vectors, episode_loss, ClassParams, EpisodeLoss, HeadParams, LossTerms,
-    LossWeights, SentenceGrad, SentenceRef, OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT,
+    dense_loss, distill_loss, entity_vectors, episode_loss, ClassParams, DistillWeights,
+    EpisodeLoss, HeadParams, LossTerms, LossWeights, SentenceGrad, SentenceRef,
+    OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT,
 };
 use crate::model::{EncoderConfig, ModelWeights};
 
@@ -33,6 +36,54 @@ pub struct StepWorker {
     scale: f32,
     /// Gradient scale of one dense sequence: `dense.weight / dense.sequences_per_step`.
     dense_scale: f32,
+    /// The teacher of distillation, when on.
+    distiller: Option<Distiller>,
+}
+
+/// A distillation teacher and its forward buffers: it runs on each batch the student trains
+/// on, and its outputs become extra output gradients of the student (see
+/// [`crate::loss::distill`]).
+pub struct Distiller {
+    teacher: Arc<ModelWeights>,
+    weights: DistillWeights,
+    tape: Tape,
+}
+
+impl Distiller {
+    /// A distiller with teacher `teacher` (shared by every worker) and term `weights`.
+    pub fn new(teacher: Arc<ModelWeights>, weights: DistillWeights) -> Distiller {
+        Distiller {
+            teacher,
+            weights,
+            tape: Tape::new(),
+        }
+    }
+
+    /// Runs the teacher on `batch` and adds `scale ·` the distillation gradient wrt the
+    /// student's outputs in `student` (the tape of the student's forward on the same batch)
+    /// into `d_boundary` and `d_types`; returns the weighted distillation loss.
+    fn add_grads(
+        &mut self,
+        batch: &PieceBatch,
+        student: &Tape,
+        scale: f32,
+        d_boundary: &mut [f32],
+        d_types: &mut [f32],
+    ) -> f64 {
+        forward(&self.teacher, batch, &mut self.tape);
+        distill_loss(
+            student.boundary(),
+            student.types(),
+            self.tape.boundary(),
+            self.tape.types(),
+            self.teacher.config.type_dim,
+            self.weights,
+            scale,
+            d_boundary,
+            d_types,
+        )
+        .total
+    }
 }
 
 /// Word-level head outputs of one sentence, gathered from its first pieces.
@@ -130,7 +181,14 @@ impl StepWorker {
             d_types: Vec::new(),
             scale: 1.0 / episodes_per_step.max(1) as f32,
             dense_scale: dense_weight / dense_per_step.max(1) as f32,
+            distiller: None,
         }
+    }
+
+    /// This worker, also distilling from `distiller`'s teacher on every batch.
+    pub fn with_distiller(mut self, distiller: Distiller) -> StepWorker {
+        self.distiller = Some(distiller);
+        self
     }
 
     /// Sets every accumulated gradient to zero.
@@ -234,12 +292,23 @@ impl StepWorker {
             &mut self.d_boundary,
             &mut self.d_types,
         );
+        let mut terms = loss.terms;
+        if let Some(d) = self.distiller.as_mut() {
+            terms.distill = d.add_grads(
+                &self.batch,
+                &self.tape,
+                self.scale,
+                &mut self.d_boundary,
+                &mut self.d_types,
+            );
+            terms.total += terms.distill;
+        }
         self.backward(w);
         self.head_grads.add_cdt_grad(&loss.cdt, self.scale);
         self.head_grads.prior.add_scaled(&loss.prior, self.scale);
         self.class_grads
             .add_to_other(OTHER_BESIDE_SUPPORT, &loss.other, self.scale);
-        Ok((loss.terms, pushes))
+        Ok((terms, pushes))
     }
 
     /// Forward, dense loss and backward of `seqs` as one batch, adding their scaled gradients
@@ -315,6 +384,18 @@ impl StepWorker {
             sum.span += loss.terms.span;
             sum.type_ce += loss.terms.type_ce;
             sum.total += loss.terms.total;
+        }
+        if let Some(d) = self.distiller.as_mut() {
+            let k = seqs.len();
+            let mean = d.add_grads(
+                &self.batch,
+                &self.tape,
+                self.dense_scale * k as f32,
+                &mut self.d_boundary,
+                &mut self.d_types,
+            );
+            sum.distill += mean * k as f64;
+            sum.total += mean * k as f64;
         }
         self.backward(w);
         Ok(sum)
