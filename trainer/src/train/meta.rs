@@ -854,6 +854,7 @@ pub fn compute_gradients(
         dense_sum.crf += d.crf;
         dense_sum.span += d.span;
         dense_sum.type_ce += d.type_ce;
+        dense_sum.distill += d.distill;
         dense_sum.total += d.total;
     }
     all.sort_by_key(|(i, _, _)| *i);
