@@ -231,7 +231,9 @@ unsafe fn handle_mut<'a, T>(function: &str, what: &str, ptr: *mut T) -> Result<&
 /// The library's version (`MAJOR.MINOR.PATCH`), a static NUL-terminated string.
 #[no_mangle]
 pub extern "C" fn ner_edge_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    value_call(c"".as_ptr(), || {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    })
 }
 
 /// The name of a status value (e.g. `"NER_EDGE_STATUS_IO"`), a static NUL-terminated string;
@@ -733,6 +735,9 @@ fn jsonl(model: &NerEdgeModel, text: &str) -> Result<Vec<u8>, Failure> {
                     break;
                 }
             }
+        }
+        if block.is_empty() {
+            break;
         }
         let texts: Vec<&str> = block.iter().map(|s| s.text.as_str()).collect();
         let tagged = model.tagger.tag(&texts, model.threads)?;

@@ -74,10 +74,10 @@ struct Programs {
     api_test: PathBuf,
 }
 
-/// Compiles `source` into `exe`, linking the static library.
-fn compile(source: &Path, exe: &Path) -> Result<(), String> {
+/// The command that compiles `source` into `exe`, linking the static library.
+fn compile_command(source: &Path, exe: &Path) -> Command {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let mut cmd = Command::new(&cc);
+    let mut cmd = Command::new(cc);
     cmd.args([
         "-std=c11",
         "-Wall",
@@ -97,16 +97,7 @@ fn compile(source: &Path, exe: &Path) -> Result<(), String> {
     .args(NATIVE_LIBS)
     .arg("-o")
     .arg(exe);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run the C compiler {cc:?} (set CC): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
+    cmd
 }
 
 fn programs() -> &'static Programs {
@@ -118,8 +109,30 @@ fn programs() -> &'static Programs {
             tag: dir.join("tag"),
             api_test: dir.join("api_test"),
         };
-        compile(&crate_dir().join("examples/tag.c"), &programs.tag)?;
-        compile(&crate_dir().join("tests/c/api_test.c"), &programs.api_test)?;
+        let sources = [
+            (crate_dir().join("examples/tag.c"), &programs.tag),
+            (crate_dir().join("tests/c/api_test.c"), &programs.api_test),
+        ];
+        // Both at once: linking the debug static library takes seconds.
+        let mut running = Vec::new();
+        for (source, exe) in &sources {
+            let mut cmd = compile_command(source, exe);
+            let child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run the C compiler (set CC): {cmd:?}: {e}"))?;
+            running.push((cmd, child));
+        }
+        for (cmd, child) in running {
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{cmd:?} failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
         eprintln!(
             "compiled and linked tag.c and api_test.c in {:.1} s",
             start.elapsed().as_secs_f64()
@@ -205,7 +218,8 @@ fn valgrind() -> Option<String> {
 const VALGRIND_ERROR_EXIT: i32 = 99;
 
 /// Runs `args` under valgrind's memcheck; fails on any memory error or any definite, indirect
-/// or possible leak, and prints the leak summary (still-reachable blocks included).
+/// or possible leak, and prints the leak summary (still-reachable and suppressed blocks
+/// included; `tests/valgrind.supp` says what is suppressed and why).
 fn under_valgrind(name: &str, args: &[&std::ffi::OsStr], stdin: &[u8]) -> Option<Output> {
     let version = valgrind()?;
     let log = work_dir().join(format!("valgrind-{name}.log"));
@@ -214,6 +228,10 @@ fn under_valgrind(name: &str, args: &[&std::ffi::OsStr], stdin: &[u8]) -> Option
         .arg("--leak-check=full")
         .arg("--show-leak-kinds=definite,indirect,possible")
         .arg("--errors-for-leak-kinds=definite,indirect,possible")
+        .arg(format!(
+            "--suppressions={}",
+            crate_dir().join("tests/valgrind.supp").display()
+        ))
         .arg(format!("--log-file={}", log.display()))
         .args(args);
     let start = Instant::now();

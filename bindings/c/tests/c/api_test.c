@@ -266,6 +266,35 @@ static void test_tagging(const NerEdgeModel *model) {
     ner_edge_string_free(jsonl);
 }
 
+/* ner_edge_tag_jsonl gives the same output whatever the thread count. */
+static void test_jsonl_threads(const NerEdgeModel *model, const char *bundle) {
+    char text[1024] = "";
+    for (size_t t = 0; t < N_TEXTS; t++) {
+        strcat(text, TEXTS[t]);
+        strcat(text, "\n");
+    }
+    char *one = NULL, *three = NULL;
+    size_t one_len = 0, three_len = 0;
+    CHECK_STATUS(ner_edge_tag_jsonl(model, text, strlen(text), &one, &one_len),
+                 NER_EDGE_STATUS_OK);
+    NerEdgeOptions *options = NULL;
+    NerEdgeModel *threaded = NULL;
+    CHECK_STATUS(ner_edge_options_new(&options), NER_EDGE_STATUS_OK);
+    CHECK_STATUS(ner_edge_options_set_bundle(options, bundle), NER_EDGE_STATUS_OK);
+    CHECK_STATUS(ner_edge_options_set_threads(options, 3), NER_EDGE_STATUS_OK);
+    CHECK_STATUS(ner_edge_model_open_with(options, &threaded), NER_EDGE_STATUS_OK);
+    ner_edge_options_free(options);
+    CHECK_STATUS(ner_edge_tag_jsonl(threaded, text, strlen(text), &three, &three_len),
+                 NER_EDGE_STATUS_OK);
+    CHECK(one != NULL && three != NULL && one_len == three_len && strcmp(one, three) == 0);
+    size_t lines = 0;
+    for (size_t i = 0; i < one_len; i++) lines += one[i] == '\n';
+    CHECK(lines == N_TEXTS);
+    ner_edge_string_free(one);
+    ner_edge_string_free(three);
+    ner_edge_model_free(threaded);
+}
+
 /* Entities outlive their model: type names stay readable after ner_edge_model_free. */
 static void test_entities_outlive_model(const char *bundle) {
     NerEdgeModel *model = NULL;
@@ -349,6 +378,7 @@ int main(int argc, char **argv) {
     if (model == NULL) return 1;
     test_tagging(model);
     test_threads(model);
+    test_jsonl_threads(model, bundle);
     ner_edge_model_free(model);
     test_entities_outlive_model(bundle);
 
