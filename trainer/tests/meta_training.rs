@@ -563,7 +563,11 @@ fn distillation_pulls_the_student_towards_its_teacher() {
                         .unwrap()
                 })
                 .collect();
-            assert_eq!(logged.iter().any(|&d| d > 0.0), on, "distill term logged: {logged:?}");
+            assert_eq!(
+                logged.iter().any(|&d| d > 0.0),
+                on,
+                "distill term logged: {logged:?}"
+            );
             let trained = load_state(&cfg, &out.join(CHECKPOINT)).unwrap().weights;
             std::fs::remove_dir_all(&out).ok();
             output_distance(&trained, &teacher_weights)
