@@ -58,6 +58,13 @@ pub struct SegmentReader<R> {
 /// Default segment limit: long enough that cutting at whitespace almost never splits an entity.
 pub const DEFAULT_MAX_SEGMENT_BYTES: usize = 64 * 1024;
 
+/// A block ([`SegmentReader::next_block`]) stops taking segments once it holds this many bytes
+/// (each segment counted with one byte more, for its line terminator).
+pub const BLOCK_BYTES: usize = 256 * 1024;
+
+/// A block ([`SegmentReader::next_block`]) holds at most this many segments.
+pub const BLOCK_SEGMENTS: usize = 512;
+
 impl<R: BufRead> SegmentReader<R> {
     /// `source` names the input in error messages (a path or `"<stdin>"`). Segments hold at
     /// most `max_segment_bytes` bytes (at least 64), cut at the last whitespace before the limit
@@ -264,6 +271,29 @@ impl<R: BufRead> SegmentReader<R> {
         }
         Ok(self.out.pop_front())
     }
+
+    /// Replaces the contents of `block` with the next segments, as many as `ner-edge predict`
+    /// tags at once: segments are taken while the block holds fewer than [`BLOCK_BYTES`] bytes
+    /// (segment text plus one) and fewer than [`BLOCK_SEGMENTS`] segments. Returns the bytes
+    /// counted; `block` is empty at end of input.
+    ///
+    /// The encoder forms its batches from one block ([`crate::pipeline::Tagger::tag`]), and a
+    /// score's last bits depend on the batch it was computed in, so tagging the same segments
+    /// in the same blocks is what reproduces `ner-edge predict`'s output byte for byte.
+    pub fn next_block(&mut self, block: &mut Vec<Segment>) -> Result<usize> {
+        block.clear();
+        let mut bytes = 0;
+        while bytes < BLOCK_BYTES && block.len() < BLOCK_SEGMENTS {
+            match self.next_segment()? {
+                Some(s) => {
+                    bytes += s.text.len() + 1;
+                    block.push(s);
+                }
+                None => break,
+            }
+        }
+        Ok(bytes)
+    }
 }
 
 /// Line and byte-in-line reached after reading `bytes` from (`line`, `byte`); a `\n` starts a
@@ -376,6 +406,39 @@ mod tests {
         let line = "é".repeat(300);
         let segs = read_all(line.as_bytes(), DocumentMode::Lines, 65).unwrap();
         assert_eq!(docs(&segs), vec![line]);
+    }
+
+    #[test]
+    fn blocks_stop_at_the_segment_or_byte_limit_and_lose_nothing() {
+        let read_blocks = |input: &[u8]| -> Vec<Vec<Segment>> {
+            let mut reader = SegmentReader::new(
+                input,
+                "t",
+                DocumentMode::Lines,
+                false,
+                DEFAULT_MAX_SEGMENT_BYTES,
+            );
+            let mut blocks = Vec::new();
+            let mut block = Vec::new();
+            while reader.next_block(&mut block).unwrap() > 0 {
+                blocks.push(block.clone());
+            }
+            assert!(block.is_empty());
+            blocks
+        };
+        // Short lines: whole blocks of BLOCK_SEGMENTS lines, then the rest.
+        let short = "a b c\n".repeat(BLOCK_SEGMENTS * 2 + 3);
+        let sizes: Vec<usize> = read_blocks(short.as_bytes()).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![BLOCK_SEGMENTS, BLOCK_SEGMENTS, 3]);
+        // 1,000-byte lines: a block closes at the first segment that reaches BLOCK_BYTES.
+        let line = format!("{}\n", "x".repeat(999));
+        let long = line.repeat(600);
+        let blocks = read_blocks(long.as_bytes());
+        let per_block = BLOCK_BYTES.div_ceil(1000);
+        assert_eq!(blocks[0].len(), per_block);
+        assert_eq!(blocks.iter().map(Vec::len).sum::<usize>(), 600);
+        assert_eq!(blocks[1][0].doc, per_block);
+        assert!(read_blocks(b"").is_empty());
     }
 
     #[test]

@@ -274,10 +274,6 @@ fn adapt_command(args: AdaptArgs) -> Result<()> {
     Ok(())
 }
 
-/// Documents handed to the tagger at once: bounds memory and keeps threads busy.
-const BLOCK_BYTES: usize = 256 * 1024;
-const BLOCK_SEGMENTS: usize = 512;
-
 fn predict(args: PredictArgs) -> Result<()> {
     let bundle = load_bundle(args.bundle.clone())?;
     let packs = args
@@ -328,23 +324,10 @@ fn predict(args: PredictArgs) -> Result<()> {
         args.paragraphs,
     );
     let mut progress = Progress::new(total);
+    // Blocks of documents handed to the tagger at once bound memory and keep threads busy.
     let mut block: Vec<Segment> = Vec::new();
-    let mut done = false;
-    while !done {
-        block.clear();
-        let mut bytes = 0;
-        while bytes < BLOCK_BYTES && block.len() < BLOCK_SEGMENTS {
-            match segments.next_segment()? {
-                Some(s) => {
-                    bytes += s.text.len() + 1;
-                    block.push(s);
-                }
-                None => {
-                    done = true;
-                    break;
-                }
-            }
-        }
+    loop {
+        let bytes = segments.next_block(&mut block)?;
         if block.is_empty() {
             break;
         }
