@@ -66,6 +66,12 @@ impl Pack {
         Pack::read(&path).py_err(py)
     }
 
+    /// The name error messages give the pack: its path, or the name it was made with.
+    #[getter]
+    fn name(&self) -> String {
+        self.pack.name().to_string()
+    }
+
     /// Names of the pack's entity types, in pack order.
     #[getter]
     fn types(&self) -> Vec<String> {

@@ -90,11 +90,11 @@ def tiny_model():
     return ner_edge.load(TINY_BUNDLE)
 
 
-def corpus_lines(minimum: int) -> list:
+def corpus_lines(minimum: int, long_line: bool = True) -> list:
     """At least `minimum` lines of real text: the CoNLL-2003 test sentences (words joined by
     spaces) when ../shared/data is here, else the sample news lines, cycled; plus
-    UNICODE_LINES, one line of 65,719 bytes (tagged by the CLI in two segments) and its
-    neighbours, spread through the file."""
+    UNICODE_LINES spread through the file and, with `long_line`, one line of 65,719 bytes in
+    the middle (the CLI tags it in two segments)."""
     if SHARED_CONLL_TEST.is_file():
         sentences, words = [], []
         for line in SHARED_CONLL_TEST.read_text(encoding="utf-8").splitlines():
@@ -112,15 +112,15 @@ def corpus_lines(minimum: int) -> list:
         sentences = []
         for name in ("news.txt", "news-long.txt"):
             sentences += (FIXTURES / "samples" / name).read_text(encoding="utf-8").splitlines()
-    long_line = " ".join(["Angela Merkel visited the Siemens plant in Erlangen."] * 1240)
-    assert len(long_line.encode()) > 64 * 1024
+    long_text = " ".join(["Angela Merkel visited the Siemens plant in Erlangen."] * 1240)
+    assert len(long_text.encode()) > 64 * 1024
     lines = []
     i = 0
     while len(lines) < minimum:
         lines.append(sentences[i % len(sentences)])
         if i % 997 == 0:
             lines.extend(UNICODE_LINES)
-        if i == minimum // 2:
-            lines.append(long_line)
+        if long_line and i == minimum // 2:
+            lines.append(long_text)
         i += 1
     return lines

@@ -74,7 +74,8 @@ def test_ten_thousand_lines_are_the_cli_output_byte_for_byte(client, cli, tmp_pa
 def test_a_worker_killed_mid_run_loses_and_repeats_no_document(client, cli, tmp_path):
     # The default model: a partition (one CLI block, 512 lines) takes seconds, so the kill
     # lands inside one.
-    corpus = write_lines(tmp_path / "corpus.txt", corpus_lines(2_100)[:2_100])
+    lines = corpus_lines(2_100, long_line=False)[:2_100]
+    corpus = write_lines(tmp_path / "corpus.txt", lines)
     expected = run_cli(cli, "predict", "--threads", "2", str(corpus))
     out = tmp_path / "out"
     bag = ner_edge_dask.read_lines(corpus, blocks_per_partition=1)
@@ -157,7 +158,7 @@ def test_read_lines_cuts_partitions_at_cli_block_starts(tmp_path):
     lines[511] = "word " * 14_000
     path = tmp_path / "crlf.txt"
     path.write_bytes(("\r\n".join(lines)).encode())
-    starts = ner_edge._native.document_block_starts(str(path))
+    starts = ner_edge.cli_block_starts(path)
     # Blocks: lines 0-510 + line 511's first segment; its second segment + lines 512-1022;
     # lines 1023-1099.
     assert starts == [(0, 0), (sum(len(l) + 2 for l in lines[:1023]), 1023)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._errors import BundleError, EncoderError, InputError, NerEdgeError, UsageError
-from ._native import BLOCK_SEGMENTS, NativeModel, Pack, __version__
+from ._native import BLOCK_SEGMENTS, NativeModel, Pack, __version__, document_block_starts
 
 __all__ = [
     "BundleError",
@@ -37,6 +37,7 @@ __all__ = [
     "Pack",
     "UsageError",
     "__version__",
+    "cli_block_starts",
     "load",
 ]
 
@@ -55,10 +56,10 @@ class ModelSpec:
     """Everything needed to load a model again, e.g. in another process: what a ``Model``
     pickles as. ``bundle`` is an absolute path (``None``: the embedded default bundle), so it
     must exist at the same path where the spec is loaded (shared storage for remote workers);
-    the packs travel as their bytes."""
+    the packs travel as ``(name, bytes)`` pairs (the name is for error messages)."""
 
     bundle: Optional[str] = None
-    packs: Tuple[bytes, ...] = ()
+    packs: Tuple[Tuple[str, bytes], ...] = ()
     types: Optional[Tuple[str, ...]] = None
     allow_override: bool = False
     no_other: bool = False
@@ -66,7 +67,7 @@ class ModelSpec:
 
     def load(self) -> "Model":
         """A new model loaded from this spec."""
-        packs = [Pack(data, f"<pack {i}>") for i, data in enumerate(self.packs)]
+        packs = [Pack(data, name) for name, data in self.packs]
         native = NativeModel(
             self.bundle,
             packs,
@@ -110,10 +111,11 @@ def _type_list(types: Union[None, str, Iterable[str]]) -> Optional[List[str]]:
     return names
 
 
-def _as_pack(pack: Union[Pack, PathLike]) -> Pack:
-    if isinstance(pack, Pack):
-        return pack
-    return Pack.open(os.fspath(pack))
+def _pack_entry(pack: Union[Pack, PathLike]) -> Tuple[str, bytes]:
+    """``(name, bytes)`` of a ``Pack`` or of the pack file at a path (read and validated)."""
+    if not isinstance(pack, Pack):
+        pack = Pack.open(os.fspath(pack))
+    return pack.name, pack.to_bytes()
 
 
 def load(
@@ -146,13 +148,23 @@ def load(
     type_list = _type_list(types)
     spec = ModelSpec(
         bundle=None if path is None else os.path.abspath(os.fspath(path)),
-        packs=tuple(_as_pack(p).to_bytes() for p in packs),
+        packs=tuple(_pack_entry(p) for p in packs),
         types=None if type_list is None else tuple(type_list),
         allow_override=bool(allow_override),
         no_other=bool(no_other),
         threads=int(threads),
     )
     return spec.load()
+
+
+def cli_block_starts(path: PathLike) -> List[Tuple[int, int]]:
+    """Where ``ner-edge predict PATH`` starts a tagging block at the beginning of a line, as
+    ``(byte_offset, line_index)`` pairs in file order (``(0, 0)`` first unless the file is
+    empty). Tagging a range of lines that starts and ends at such points with
+    ``Model.write_jsonl`` gives exactly the CLI's lines for that range, so a distributed run cut
+    there reproduces the CLI's output. Raises ``OSError`` if the file cannot be read and
+    ``ner_edge.InputError`` (naming line and byte) if it is not UTF-8."""
+    return document_block_starts(os.fspath(path))
 
 
 def _examples_as_support(examples: Sequence[Any]) -> Tuple[str, str]:
@@ -346,7 +358,7 @@ class Model:
         model was loaded with ``types=``)."""
         spec = ModelSpec(
             bundle=self._spec.bundle,
-            packs=self._spec.packs + tuple(_as_pack(p).to_bytes() for p in packs),
+            packs=self._spec.packs + tuple(_pack_entry(p) for p in packs),
             types=self._spec.types,
             allow_override=self._spec.allow_override if allow_override is None else allow_override,
             no_other=self._spec.no_other,

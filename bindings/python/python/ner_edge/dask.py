@@ -20,9 +20,9 @@ How it works:
   order. Temporary files of killed runs are removed when ``tag_bag`` returns.
 - Output is byte-identical to ``ner-edge predict FILE`` for a bag from ``read_lines(FILE)``:
   it cuts partitions where the CLI starts a tagging block, and the parts are tagged in the
-  CLI's blocks. (With other partitions, a score can differ from the CLI's in its 4th decimal on
-  about one line in 500, because the encoder's floating-point sums depend on which texts share
-  a batch; the entities and their offsets are the same but for such near-ties.)
+  CLI's blocks. (With other partitions, a rounded score can differ from the CLI's in its 4th
+  decimal on a few lines in a thousand, because the encoder's floating-point sums depend on
+  which texts share a batch; entities and offsets are the same but for such near-ties.)
 
 Ids: a bag of ``str`` gives the CLI's lines; a bag of ``(id, text)`` pairs, or a Dask
 DataFrame (ids from ``id_column``, else its index), gives lines that start with
@@ -41,7 +41,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Uni
 import dask
 import dask.bag as db
 
-from . import Model, ModelSpec, UsageError, _native
+from . import Model, ModelSpec, UsageError, cli_block_starts
 
 __all__ = ["concatenate", "read_lines", "tag_bag"]
 
@@ -51,18 +51,18 @@ PART_PATTERN = "part-{index:05d}.{extension}"
 _FORMATS = {"jsonl": "jsonl", "parquet": "parquet"}
 
 
-def read_lines(path: Union[str, "os.PathLike[str]"], blocks_per_partition: int = 8,
+def read_lines(path: Union[str, "os.PathLike[str]"], blocks_per_partition: int = 4,
                line_numbers: bool = False) -> db.Bag:
     """A Dask bag of the lines of the UTF-8 file ``path`` (one document per line; the
     terminator and a CRLF's ``\\r`` dropped, as the CLI reads it), with partitions cut where
     ``ner-edge predict`` starts a tagging block, ``blocks_per_partition`` blocks each (a block
-    is 512 lines, fewer for lines longer than 512 bytes). With ``line_numbers``, items are
+    is 512 lines, fewer where lines average over 511 bytes). With ``line_numbers``, items are
     ``(line_index, text)`` pairs (0-based). The file is scanned once here, then each partition
     reads its own byte range: remote workers need the file at the same path."""
     if blocks_per_partition < 1:
         raise UsageError(f"blocks_per_partition must be at least 1, got {blocks_per_partition}")
     path = os.path.abspath(os.fspath(path))
-    starts = _native.document_block_starts(path)[::blocks_per_partition]
+    starts = cli_block_starts(path)[::blocks_per_partition]
     if not starts:
         return db.from_sequence([], npartitions=1)
     size = os.path.getsize(path)
@@ -158,10 +158,10 @@ class _IdLines:
         if self._records is not None:
             record = json.loads(line)
             if self._ids is not None:
-                record = {"id": next(self._ids), **record}
+                record = {"id": _plain(next(self._ids)), **record}
             self._records.append(record)
             return
-        ident = json.dumps(next(self._ids), ensure_ascii=False, separators=(",", ":"))
+        ident = json.dumps(_plain(next(self._ids)), ensure_ascii=False, separators=(",", ":"))
         self._out.write(b'{"id":' + ident.encode("utf-8") + b"," + line[1:] + b"\n")
 
 
