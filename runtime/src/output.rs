@@ -179,15 +179,17 @@ fn round4(x: f32) -> f64 {
     (f64::from(x) * 1e4).round() / 1e4
 }
 
-/// Converts increasing byte offsets of one string into char offsets in amortised O(1).
-struct CharCounter<'a> {
+/// Converts increasing byte offsets of one string into char (code point) offsets in amortised
+/// O(1); the JSONL writer's offsets, and Python's `str` indices.
+pub struct CharCounter<'a> {
     text: &'a str,
     byte: usize,
     chars: usize,
 }
 
 impl<'a> CharCounter<'a> {
-    fn new(text: &'a str) -> Self {
+    /// A counter at the start of `text`.
+    pub fn new(text: &'a str) -> Self {
         CharCounter {
             text,
             byte: 0,
@@ -195,7 +197,9 @@ impl<'a> CharCounter<'a> {
         }
     }
 
-    fn chars_before(&mut self, byte: usize) -> usize {
+    /// Chars before byte `byte` (a char boundary, clamped to the text's length); `byte` may go
+    /// backwards, which recounts from the start.
+    pub fn chars_before(&mut self, byte: usize) -> usize {
         if byte < self.byte {
             self.byte = 0;
             self.chars = 0;

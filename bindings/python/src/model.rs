@@ -16,7 +16,7 @@ use ner_edge::adapt::{
 };
 use ner_edge::bundle::Bundle;
 use ner_edge::input::{DocumentMode, Segment, SegmentReader, DEFAULT_MAX_SEGMENT_BYTES};
-use ner_edge::output::{DocumentWriter, Format};
+use ner_edge::output::{CharCounter, DocumentWriter, Format};
 use ner_edge::pack::{pack_to_bytes, LabelPack};
 use ner_edge::pipeline::{TaggedText, Tagger};
 use ner_edge::{Error, Result};
@@ -54,39 +54,6 @@ struct PyEntity<'t> {
     text: &'t str,
     label: &'t str,
     score: f32,
-}
-
-/// Converts increasing byte offsets of one string into code-point (char) offsets, which are
-/// Python `str` indices.
-struct CharCounter<'a> {
-    text: &'a str,
-    byte: usize,
-    chars: usize,
-}
-
-impl<'a> CharCounter<'a> {
-    fn new(text: &'a str) -> Self {
-        CharCounter {
-            text,
-            byte: 0,
-            chars: 0,
-        }
-    }
-
-    /// Chars before byte `byte` (a char boundary); `byte` may go backwards (then recounts).
-    fn chars_before(&mut self, byte: usize) -> usize {
-        if byte < self.byte {
-            self.byte = 0;
-            self.chars = 0;
-        }
-        let end = byte.min(self.text.len());
-        self.chars += self
-            .text
-            .get(self.byte..end)
-            .map_or(0, |s| s.chars().count());
-        self.byte = end;
-        self.chars
-    }
 }
 
 impl NativeModel {
