@@ -591,16 +591,7 @@ fn tag_text(model: &NerEdgeModel, text: &str) -> Result<NerEdgeEntities, Failure
     })?;
     let mut items = Vec::with_capacity(tagged.entities.len());
     // Entities are in text order and do not overlap: count chars once, left to right.
-    let (mut byte, mut chars) = (0usize, 0usize);
-    let mut char_offset = |to: usize| -> usize {
-        let to = to.min(text.len());
-        if to < byte {
-            (byte, chars) = (0, 0);
-        }
-        chars += text.get(byte..to).map_or(0, |s| s.chars().count());
-        byte = to;
-        chars
-    };
+    let mut chars = ner_edge::output::CharCounter::new(text);
     for e in &tagged.entities {
         let type_name = model.type_names.get(e.type_index).ok_or_else(|| {
             Failure::new(
@@ -611,8 +602,8 @@ fn tag_text(model: &NerEdgeModel, text: &str) -> Result<NerEdgeEntities, Failure
         items.push(NerEdgeEntity {
             start: e.span.start,
             end: e.span.end,
-            char_start: char_offset(e.span.start),
-            char_end: char_offset(e.span.end),
+            char_start: chars.chars_before(e.span.start),
+            char_end: chars.chars_before(e.span.end),
             type_index: e.type_index,
             type_name: type_name.as_ptr(),
             score: e.score,
