@@ -1,8 +1,10 @@
 //! Reading documents from a file or stdin in bounded pieces.
 //!
-//! A document is one line (default) or a blank-line-separated paragraph. Documents longer than
-//! the segment limit are delivered as several [`Segment`]s cut at whitespace, so memory stays
-//! bounded by the limit however long a line is; nothing is dropped.
+//! A document is one line (default), a blank-line-separated paragraph, or one record of a
+//! JSON-lines or `text<TAB>context` file, which may give each text a context (see
+//! [`DocumentMode`]). Documents longer than the segment limit are delivered as several
+//! [`Segment`]s cut at whitespace, so memory stays bounded by the limit however long a line is
+//! (a record is read whole, up to [`MAX_RECORD_BYTES`]); nothing is dropped.
 
 use std::io::BufRead;
 
@@ -15,6 +17,13 @@ pub enum DocumentMode {
     Lines,
     /// Documents are separated by one or more blank lines; inner newlines are kept.
     Paragraphs,
+    /// Each non-blank line is a JSON object `{"text": "...", "context": "..."}`: `text` is the
+    /// document, the optional `context` (a string or null) its context; other fields are
+    /// ignored and blank lines skipped.
+    Jsonl,
+    /// Each line is `text<TAB>context` (split at the first TAB; a line without a TAB has no
+    /// context).
+    TextContext,
 }
 
 /// A piece of one document.
@@ -32,6 +41,9 @@ pub struct Segment {
     pub first: bool,
     /// True for the last segment of a document.
     pub last: bool,
+    /// The document's context ([`DocumentMode::Jsonl`], [`DocumentMode::TextContext`]), the
+    /// same for every segment of the document; `None` when it has none.
+    pub context: Option<String>,
 }
 
 /// Streams [`Segment`]s from a reader.
@@ -53,7 +65,12 @@ pub struct SegmentReader<R> {
     line_partial: bool,
     eof: bool,
     out: std::collections::VecDeque<Segment>,
+    /// Context of the record being emitted.
+    context: Option<String>,
 }
+
+/// Largest line of a [`DocumentMode::Jsonl`] or [`DocumentMode::TextContext`] input, in bytes.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Default segment limit: long enough that cutting at whitespace almost never splits an entity.
 pub const DEFAULT_MAX_SEGMENT_BYTES: usize = 64 * 1024;
@@ -94,6 +111,7 @@ impl<R: BufRead> SegmentReader<R> {
             line_partial: false,
             eof: false,
             out: std::collections::VecDeque::new(),
+            context: None,
         }
     }
 
@@ -163,8 +181,11 @@ impl<R: BufRead> SegmentReader<R> {
             };
             let rest = self.pending.split_off(cut);
             let bytes = std::mem::replace(&mut self.pending, rest);
-            let (next_line, next_byte) =
-                advance_position(self.pending_line, self.pending_line_byte, &bytes);
+            let (next_line, next_byte) = if self.is_record() {
+                (self.pending_line, 0)
+            } else {
+                advance_position(self.pending_line, self.pending_line_byte, &bytes)
+            };
             let text = self.decode(bytes)?;
             let chars = text.chars().count();
             let last = flush && self.pending.is_empty();
@@ -175,6 +196,7 @@ impl<R: BufRead> SegmentReader<R> {
                 text,
                 first: !self.doc_open,
                 last,
+                context: self.context.clone(),
             });
             self.pending_line = next_line;
             self.pending_line_byte = next_byte;
@@ -197,6 +219,7 @@ impl<R: BufRead> SegmentReader<R> {
                 text: String::new(),
                 first: true,
                 last: true,
+                context: self.context.clone(),
             });
         } else {
             self.emit(true)?;
@@ -207,7 +230,79 @@ impl<R: BufRead> SegmentReader<R> {
         Ok(())
     }
 
+    fn is_record(&self) -> bool {
+        matches!(self.mode, DocumentMode::Jsonl | DocumentMode::TextContext)
+    }
+
+    /// Reads one whole line as a record: its text becomes the next document, with its context.
+    fn step_record(&mut self) -> Result<()> {
+        let mut record = Vec::new();
+        let mut any = false;
+        loop {
+            let (n, newline) = self.read_line_part(self.max_segment_bytes)?;
+            if n == 0 && !newline {
+                self.eof = true;
+                break;
+            }
+            if !any {
+                self.line_no += 1;
+                any = true;
+            }
+            if record.len() + self.line_buf.len() > MAX_RECORD_BYTES {
+                return Err(Error::Input(format!(
+                    "{}: line {}: longer than {MAX_RECORD_BYTES} bytes",
+                    self.source, self.line_no
+                )));
+            }
+            record.extend_from_slice(&self.line_buf);
+            if newline {
+                break;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        if record.last() == Some(&b'\r') {
+            record.pop();
+        }
+        self.pending_line = self.line_no;
+        self.pending_line_byte = 0;
+        let (text, context) = match self.mode {
+            DocumentMode::Jsonl => {
+                if record.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Ok(());
+                }
+                let record = if self.lossy {
+                    String::from_utf8_lossy(&record).into_owned().into_bytes()
+                } else {
+                    record
+                };
+                let doc: JsonDocument = serde_json::from_slice(&record).map_err(|e| {
+                    Error::Input(format!(
+                        "{}: line {}: not a JSON object with a \"text\" string and an optional \
+                         \"context\" string: {e}",
+                        self.source, self.line_no
+                    ))
+                })?;
+                (doc.text, doc.context)
+            }
+            _ => {
+                let line = self.decode(record)?;
+                match line.split_once('\t') {
+                    Some((text, context)) => (text.to_string(), Some(context.to_string())),
+                    None => (line, None),
+                }
+            }
+        };
+        self.context = context.filter(|c| !c.trim().is_empty());
+        self.pending = text.into_bytes();
+        self.end_document()
+    }
+
     fn step(&mut self) -> Result<()> {
+        if self.is_record() {
+            return self.step_record();
+        }
         let limit = self.max_segment_bytes;
         let continuing = self.line_partial;
         let (n, newline) = self.read_line_part(limit)?;
@@ -238,6 +333,7 @@ impl<R: BufRead> SegmentReader<R> {
                     self.end_document()?;
                 }
             }
+            DocumentMode::Jsonl | DocumentMode::TextContext => {}
             DocumentMode::Paragraphs => {
                 let blank = !continuing && newline && part.iter().all(|b| b.is_ascii_whitespace());
                 if blank {
@@ -294,6 +390,14 @@ impl<R: BufRead> SegmentReader<R> {
         }
         Ok(bytes)
     }
+}
+
+/// One line of a [`DocumentMode::Jsonl`] input.
+#[derive(serde::Deserialize)]
+struct JsonDocument {
+    text: String,
+    #[serde(default)]
+    context: Option<String>,
 }
 
 /// Line and byte-in-line reached after reading `bytes` from (`line`, `byte`); a `\n` starts a
@@ -439,6 +543,51 @@ mod tests {
         assert_eq!(blocks.iter().map(Vec::len).sum::<usize>(), 600);
         assert_eq!(blocks[1][0].doc, per_block);
         assert!(read_blocks(b"").is_empty());
+    }
+
+    #[test]
+    fn json_lines_give_text_and_context_and_skip_blank_lines() {
+        let input = b"{\"text\": \"Tim Cook\\nspoke\", \"context\": \"Apple\", \"id\": 3}\r\n\n\
+            {\"text\": \"\"}\n{\"text\": \"b\", \"context\": null}\n{\"text\": \"c\", \"context\": \" \"}";
+        let segs = read_all(input, DocumentMode::Jsonl, 1024).unwrap();
+        assert_eq!(docs(&segs), vec!["Tim Cook\nspoke", "", "b", "c"]);
+        let contexts: Vec<Option<&str>> = segs.iter().map(|s| s.context.as_deref()).collect();
+        assert_eq!(contexts, vec![Some("Apple"), None, None, None]);
+        assert_eq!(
+            segs.iter().map(|s| (s.doc, s.line)).collect::<Vec<_>>(),
+            vec![(0, 1), (1, 3), (2, 4), (3, 5)]
+        );
+    }
+
+    #[test]
+    fn a_long_record_is_cut_into_segments_that_share_its_context() {
+        let text: String = (0..300).map(|i| format!("w{i} ")).collect();
+        let line = format!("{text}\tthe context\nnext\n");
+        let segs = read_all(line.as_bytes(), DocumentMode::TextContext, 100).unwrap();
+        assert_eq!(docs(&segs), vec![text.clone(), "next".to_string()]);
+        let first: Vec<&Segment> = segs.iter().filter(|s| s.doc == 0).collect();
+        assert!(first.len() > 5);
+        assert!(first
+            .iter()
+            .all(|s| s.context.as_deref() == Some("the context") && s.line == 1));
+        assert_eq!(segs.last().unwrap().context, None);
+        assert_eq!(segs.last().unwrap().line, 2);
+    }
+
+    #[test]
+    fn bad_records_name_the_line() {
+        let msg = read_all(b"{\"text\": \"a\"}\n[1, 2]\n", DocumentMode::Jsonl, 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("t.txt: line 2: not a JSON object"), "{msg}");
+        let msg = read_all(b"{\"context\": \"a\"}\n", DocumentMode::Jsonl, 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 1") && msg.contains("text"), "{msg}");
+        let msg = read_all(b"ok\tfine\nbad\xff\tx\n", DocumentMode::TextContext, 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 2") && msg.contains("UTF-8"), "{msg}");
     }
 
     #[test]

@@ -82,6 +82,19 @@ struct AdaptArgs {
     quiet: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InputFormat {
+    Text,
+    Jsonl,
+    Tsv,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ContextFusionArg {
+    Gate,
+    Replace,
+}
+
 #[derive(clap::Args)]
 struct PredictArgs {
     /// Input file, or `-` for stdin.
@@ -105,6 +118,19 @@ struct PredictArgs {
     /// Documents are separated by blank lines instead of one per line.
     #[arg(long)]
     paragraphs: bool,
+    /// Input layout: `text` (one document per line, or per paragraph with --paragraphs),
+    /// `jsonl` (`{"text": ..., "context": ...}` per line) or `tsv` (`text<TAB>context` per
+    /// line). A context is read with the text but not tagged; offsets refer to the text.
+    #[arg(long, value_enum, default_value = "text")]
+    input_format: InputFormat,
+    /// Use the N previous documents (lines, or paragraphs with --paragraphs) as each
+    /// document's context, starting afresh after every empty line; text input only.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    doc_context: usize,
+    /// How a context is used: `gate` (the bundle's learned gate) or `replace` (always the
+    /// encoding with context; an ablation).
+    #[arg(long, value_enum, default_value = "gate", hide = true)]
+    context_fusion: ContextFusionArg,
     /// Do not decode the bundle's "other" prototypes: every entity the model finds gets the
     /// most likely active type, even an entity of a kind that is not active (more recall, less
     /// precision).
@@ -309,11 +335,29 @@ fn predict(args: PredictArgs) -> Result<()> {
                 len,
             )
         };
-    let mode = if args.paragraphs {
-        DocumentMode::Paragraphs
-    } else {
-        DocumentMode::Lines
+    let mode = match (args.input_format, args.paragraphs) {
+        (InputFormat::Text, false) => DocumentMode::Lines,
+        (InputFormat::Text, true) => DocumentMode::Paragraphs,
+        (InputFormat::Jsonl, false) => DocumentMode::Jsonl,
+        (InputFormat::Tsv, false) => DocumentMode::TextContext,
+        (_, true) => {
+            return Err(Error::Usage(
+                "--paragraphs applies to --input-format text only".into(),
+            ))
+        }
     };
+    if args.doc_context > 0 && args.input_format != InputFormat::Text {
+        return Err(Error::Usage(
+            "--doc-context applies to --input-format text; jsonl and tsv input give each \
+             document its own context"
+                .into(),
+        ));
+    }
+    let replace = args.context_fusion == ContextFusionArg::Replace;
+    if args.doc_context > 0 {
+        tagger.enable_context(&bundle, replace)?;
+    }
+    let mut previous = PreviousDocuments::new(args.doc_context);
     let mut segments =
         SegmentReader::new(reader, &source, mode, args.lossy, DEFAULT_MAX_SEGMENT_BYTES);
     let stdout = std::io::stdout().lock();
@@ -331,8 +375,17 @@ fn predict(args: PredictArgs) -> Result<()> {
         if block.is_empty() {
             break;
         }
+        if args.doc_context > 0 {
+            for seg in &mut block {
+                seg.context = previous.context_for(seg);
+            }
+        }
         let texts: Vec<&str> = block.iter().map(|s| s.text.as_str()).collect();
-        let tagged = tagger.tag(&texts, args.threads)?;
+        let contexts: Vec<Option<&str>> = block.iter().map(|s| s.context.as_deref()).collect();
+        if tagger.context_fusion().is_none() && contexts.iter().any(Option::is_some) {
+            tagger.enable_context(&bundle, replace)?;
+        }
+        let tagged = tagger.tag_in_context(&texts, &contexts, args.threads)?;
         for (seg, t) in block.iter().zip(&tagged) {
             if args.verbose {
                 if t.windows > 1 {
@@ -366,6 +419,59 @@ fn predict(args: PredictArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bytes kept of each earlier document for `--doc-context`: more than any encoder window holds
+/// beside a text (the context is cut to the words nearest the text that fit).
+const CONTEXT_BYTES: usize = 4096;
+
+/// The last documents seen, for `--doc-context`.
+struct PreviousDocuments {
+    keep: usize,
+    texts: std::collections::VecDeque<String>,
+    /// Text of the document being read, segment by segment.
+    current: String,
+}
+
+impl PreviousDocuments {
+    fn new(keep: usize) -> Self {
+        PreviousDocuments {
+            keep,
+            texts: std::collections::VecDeque::new(),
+            current: String::new(),
+        }
+    }
+
+    /// The context of `seg`: up to `keep` earlier documents since the last empty one, joined
+    /// by spaces; then records `seg`.
+    fn context_for(&mut self, seg: &Segment) -> Option<String> {
+        let context = (!self.texts.is_empty()).then(|| {
+            let parts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
+            parts.join(" ")
+        });
+        if seg.first {
+            self.current.clear();
+        }
+        self.current.push_str(&seg.text);
+        if self.current.len() > CONTEXT_BYTES {
+            let mut cut = self.current.len() - CONTEXT_BYTES;
+            while !self.current.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.current.drain(..cut);
+        }
+        if seg.last {
+            if self.current.trim().is_empty() {
+                self.texts.clear();
+            } else {
+                self.texts.push_back(std::mem::take(&mut self.current));
+                while self.texts.len() > self.keep {
+                    self.texts.pop_front();
+                }
+            }
+        }
+        context
+    }
 }
 
 /// A one-line progress report on stderr, only when stderr is a terminal and the input size is known.

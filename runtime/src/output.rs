@@ -227,6 +227,7 @@ mod tests {
             text: text.to_string(),
             first,
             last,
+            context: None,
         }
     }
 
@@ -240,6 +241,7 @@ mod tests {
                 score: 0.87654,
             }],
             windows: 1,
+            context_opening: None,
         }
     }
 
@@ -285,12 +287,14 @@ mod tests {
                 score: 0.5,
             }],
             windows: 1,
+            context_opening: None,
         };
         let ta = TaggedText {
             words: std::iter::once(0..4).collect(),
             labels: vec![0],
             entities: vec![],
             windows: 1,
+            context_opening: None,
         };
         let out = render(Format::Jsonl, &[(a, ta), (b, tb)]);
         assert_eq!(out.lines().count(), 1);

@@ -5,6 +5,7 @@
 //! `encoder.trained_window` when that is shorter) are split into overlapping [`windows`] and
 //! their per-piece scores merged, so no input is ever truncated.
 
+pub mod fusion;
 pub mod heads;
 pub mod windows;
 
@@ -16,6 +17,7 @@ use crate::bundle::EncoderMeta;
 use crate::tokenizer::{Encoding, SHAPE_CLASSES, SHAPE_SCHEME};
 use crate::{Error, Result};
 
+pub use fusion::{ContextFusion, ContextGate, ContextWindow};
 pub use heads::Heads;
 pub use windows::{plan_windows, Window};
 

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
-use crate::encoder::{Encoder, Heads, PieceScores, PieceSeq, SpecialIds};
+use crate::encoder::{
+    ContextFusion, ContextGate, ContextWindow, Encoder, Heads, PieceScores, PieceSeq, SpecialIds,
+};
 use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::{spans, Error, Result};
@@ -48,6 +50,10 @@ pub struct TaggedText {
     pub entities: Vec<TaggedEntity>,
     /// Encoder windows the text needed (more than 1 means it was longer than the positions).
     pub windows: usize,
+    /// With context ([`Tagger::tag_in_context`]): the mean opening of the context gate over
+    /// the text's pieces (0: the context was ignored, 1: only the encoding with context was
+    /// used). `None` when the text was encoded without context.
+    pub context_opening: Option<f32>,
 }
 
 /// Time spent in each stage of [`Tagger::tag`] and [`Tagger::tag_words`] since the tagger was
@@ -171,6 +177,8 @@ pub struct Tagger {
     /// The bundle's "other" prototypes `[2, d]`: row 0 beside bank types, row 1 beside types
     /// adapted from examples.
     other: Option<Vec<f32>>,
+    /// How texts with context are scored; `None` until [`Tagger::enable_context`].
+    fusion: Option<ContextFusion>,
     clock: StageClock,
 }
 
@@ -342,6 +350,7 @@ impl Tagger {
             type_names,
             groups,
             other,
+            fusion: None,
             clock: StageClock::default(),
         })
     }
@@ -431,6 +440,173 @@ impl Tagger {
             heads.cloned(),
         )];
         Ok(())
+    }
+
+    /// Lets [`Tagger::tag_in_context`] use context: exposes the encoder's hidden state
+    /// ([`Tagger::expose_hidden`]) and takes the bundle's context gate, or with `replace` always
+    /// the encoding with context (the no-gate ablation). Errors ([`Error::Usage`]) when the
+    /// gate is asked for and `bundle` (the one the tagger was built from) has none.
+    pub fn enable_context(&mut self, bundle: &Bundle, replace: bool) -> Result<()> {
+        let fusion = if replace {
+            ContextFusion::Replace
+        } else {
+            let hidden = bundle.metadata().encoder.hidden;
+            match ContextGate::from_bundle(bundle, hidden)? {
+                Some(gate) => ContextFusion::Gate(gate),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "{} has no context gate (tensors {:?}, {:?}): it was not trained to use \
+                         context; tag without context, or use a bundle trained with \
+                         `ner-train context-gate`",
+                        bundle.name(),
+                        crate::encoder::fusion::GATE_WEIGHT,
+                        crate::encoder::fusion::GATE_BIAS
+                    )))
+                }
+            }
+        };
+        self.expose_hidden(bundle)?;
+        self.fusion = Some(fusion);
+        Ok(())
+    }
+
+    /// How texts with context are scored, once [`Tagger::enable_context`] was called.
+    pub fn context_fusion(&self) -> Option<&ContextFusion> {
+        self.fusion.as_ref()
+    }
+
+    /// Tags texts, each with an optional context ([`crate::encoder::fusion`]): text `i` is
+    /// encoded alone and, when `contexts[i]` holds words, also after the end of its context in
+    /// one window; the gate mixes the two encodings per piece. Offsets refer to the text only.
+    /// Of a context, the words nearest the text that fit the window beside it are used (none
+    /// when the text alone fills the window). Texts without context are tagged exactly as by
+    /// [`Tagger::tag`] in the same call; the result does not depend on `threads`.
+    ///
+    /// Errors ([`Error::Usage`]) when `contexts` and `texts` differ in length, or when a
+    /// context is given before [`Tagger::enable_context`].
+    pub fn tag_in_context(
+        &self,
+        texts: &[&str],
+        contexts: &[Option<&str>],
+        threads: usize,
+    ) -> Result<Vec<TaggedText>> {
+        let Some(fusion) = self.context_check(texts.len(), contexts)? else {
+            return self.tag(texts, threads);
+        };
+        let start = Instant::now();
+        let encodings = on_threads(texts, threads, |part| {
+            Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
+        })?;
+        StageClock::add(&self.clock.tokenize, start);
+        self.tag_encoded_in_context(fusion, texts, encodings, contexts, threads)
+    }
+
+    /// [`Tagger::tag_words`] with a context per sentence, as [`Tagger::tag_in_context`].
+    pub fn tag_words_in_context(
+        &self,
+        sentences: &[Vec<&str>],
+        contexts: &[Option<&str>],
+        threads: usize,
+    ) -> Result<Vec<TaggedText>> {
+        let Some(fusion) = self.context_check(sentences.len(), contexts)? else {
+            return self.tag_words(sentences, threads);
+        };
+        let start = Instant::now();
+        let encodings = on_threads(sentences, threads, |part| {
+            Ok(part
+                .iter()
+                .map(|w| self.tokenizer.encode_words(w))
+                .collect())
+        })?;
+        StageClock::add(&self.clock.tokenize, start);
+        let joined: Vec<String> = sentences.iter().map(|w| w.join(" ")).collect();
+        let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
+        self.tag_encoded_in_context(fusion, &texts, encodings, contexts, threads)
+    }
+
+    /// The fusion to tag `n` texts with `contexts` under, `None` when no context holds words
+    /// and fusion is off (tag without context).
+    fn context_check(&self, n: usize, contexts: &[Option<&str>]) -> Result<Option<&ContextFusion>> {
+        if contexts.len() != n {
+            return Err(Error::Usage(format!(
+                "{} contexts for {n} texts",
+                contexts.len()
+            )));
+        }
+        match &self.fusion {
+            Some(f) => Ok(Some(f)),
+            None if contexts.iter().any(|c| has_words(c)) => Err(Error::Usage(
+                "a context was given but context fusion is not enabled (Tagger::enable_context)"
+                    .into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn tag_encoded_in_context(
+        &self,
+        fusion: &ContextFusion,
+        texts: &[&str],
+        encodings: Vec<Encoding>,
+        contexts: &[Option<&str>],
+        threads: usize,
+    ) -> Result<Vec<TaggedText>> {
+        let start = Instant::now();
+        let context_encodings: Vec<Option<Encoding>> = on_threads(contexts, threads, |part| {
+            Ok(part
+                .iter()
+                .map(|c| has_words(c).then(|| self.tokenizer.encode(c.unwrap_or(""))))
+                .collect())
+        })?;
+        StageClock::add(&self.clock.tokenize, start);
+
+        let start = Instant::now();
+        let max = self.encoder.max_pieces();
+        let joined: Vec<Option<ContextWindow>> = encodings
+            .iter()
+            .zip(&context_encodings)
+            .map(|(text, ctx)| ContextWindow::new(ctx.as_ref()?, text, max))
+            .collect();
+        let mut seqs: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
+        seqs.extend(joined.iter().flatten().map(|j| PieceSeq {
+            ids: &j.ids,
+            shapes: &j.shapes,
+        }));
+        let (mut scores, mut windows) = self.encoder.encode_on(&seqs, threads)?;
+        let with_context = scores.split_off(texts.len());
+        windows.truncate(texts.len());
+        let heads = self.encoder.heads().ok_or_else(|| {
+            Error::Encoder("context fusion needs the encoder's hidden state".into())
+        })?;
+        let h = heads.hidden;
+        let mut openings = vec![None; texts.len()];
+        let mut fused = Vec::new();
+        let mut next = with_context.into_iter();
+        for (i, j) in joined.iter().enumerate() {
+            let (Some(j), sc) = (j, &mut scores[i]) else {
+                continue;
+            };
+            let ctx = next.next().ok_or_else(|| {
+                Error::Encoder("the encoder returned fewer sequences than it was given".into())
+            })?;
+            let n = encodings[i].ids.len();
+            let c = ctx
+                .hidden
+                .get(j.offset * h..(j.offset + n) * h)
+                .ok_or_else(|| {
+                    Error::Encoder("hidden state of a context window is short".into())
+                })?;
+            let opened = fusion.fuse(h, &sc.hidden, c, &mut fused);
+            heads.apply(&fused, &mut sc.boundary, &mut sc.types);
+            std::mem::swap(&mut sc.hidden, &mut fused);
+            openings[i] = Some(opened / n.max(1) as f32);
+        }
+        StageClock::add(&self.clock.encode, start);
+        let mut tagged = self.decode_scored(texts, encodings, scores, windows, threads)?;
+        for (t, o) in tagged.iter_mut().zip(openings) {
+            t.context_opening = o;
+        }
+        Ok(tagged)
     }
 
     /// Names of the active types, in label order (bundle group first, then each pack's).
@@ -523,6 +699,19 @@ impl Tagger {
         let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
         let (scores, windows) = self.encoder.encode_on(&ids, threads)?;
         StageClock::add(&self.clock.encode, start);
+        self.decode_scored(texts, encodings, scores, windows, threads)
+    }
+
+    /// Decodes each text from its encoding, piece scores and window count, on up to `threads`
+    /// threads.
+    fn decode_scored(
+        &self,
+        texts: &[&str],
+        encodings: Vec<Encoding>,
+        scores: Vec<PieceScores>,
+        windows: Vec<usize>,
+        threads: usize,
+    ) -> Result<Vec<TaggedText>> {
         let start = Instant::now();
         let items: Vec<(&str, Encoding, PieceScores, usize)> = texts
             .iter()
@@ -655,6 +844,7 @@ impl Tagger {
             labels,
             entities,
             windows,
+            context_opening: None,
         }
     }
 
@@ -753,6 +943,11 @@ fn normalise_exp(out: &mut [f64], max: f64) {
             *o /= z;
         }
     }
+}
+
+/// True when `context` holds something other than whitespace.
+fn has_words(context: &Option<&str>) -> bool {
+    context.is_some_and(|c| !c.trim().is_empty())
 }
 
 #[derive(Default)]
