@@ -36,6 +36,7 @@
 mod cluener;
 mod columns;
 mod conll;
+pub mod context;
 mod hou_episodes;
 pub mod metrics;
 mod seq_files;
@@ -71,6 +72,9 @@ pub struct Corpus {
     /// (after O, after another type, or at sentence start) and, for CLUENER read with
     /// [`Overlaps::KeepLongest`], nested spans dropped. 0 means the labels were used as-is.
     pub repairs: usize,
+    /// Index in `sentences` of the first sentence of each document marked by a `-DOCSTART-`
+    /// line (CoNLL-2003), in order; empty when the source marks no documents.
+    pub documents: Vec<usize>,
 }
 
 impl Corpus {
@@ -82,12 +86,32 @@ impl Corpus {
             sentences,
             types,
             repairs,
+            documents: Vec::new(),
         }
     }
 
     /// A corpus of the sentences the runtime's column parsers read from `name`.
     pub(crate) fn from_labelled(name: &str, labelled: Labelled) -> Self {
-        Corpus::new(name, labelled.sentences, labelled.repairs)
+        let mut corpus = Corpus::new(name, labelled.sentences, labelled.repairs);
+        corpus.documents = labelled.documents;
+        corpus
+    }
+
+    /// The sentence range of the document that holds sentence `i`: between the document
+    /// starts around it ([`Corpus::documents`]), the whole corpus when it marks none.
+    pub fn document_of(&self, i: usize) -> std::ops::Range<usize> {
+        let after = self.documents.partition_point(|&d| d <= i);
+        let start = if after == 0 {
+            0
+        } else {
+            self.documents[after - 1]
+        };
+        let end = self
+            .documents
+            .get(after)
+            .copied()
+            .unwrap_or(self.sentences.len());
+        start..end
     }
 
     /// Number of tokens over all sentences.

@@ -325,7 +325,7 @@ fn supervised_outcome(
         tagger.disable_other();
     }
     eprintln!("{name}: {} sentences …", test.len());
-    let mut r = eval::eval_supervised(&tagger, test, source, map, opts)?;
+    let mut r = eval::eval_supervised(&tagger, test, source, map, None, opts)?;
     r.name = name.to_string();
     r.notes.push(o.describe());
     log_result(&r);

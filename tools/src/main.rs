@@ -252,11 +252,39 @@ enum EvalProtocol {
         /// the model does on all-lower-case text such as social media).
         #[arg(long)]
         lowercase: bool,
+        /// Tag each sentence with a context: `document` (the sentences before it in its
+        /// `-DOCSTART-` document, or in the file) or `random` (sentences of another document).
+        /// Needs a bundle with a context gate unless `--context-fusion replace`.
+        #[arg(long, value_enum, default_value = "none")]
+        context: ContextArg,
+        /// Most sentences in one context.
+        #[arg(long, default_value_t = 3)]
+        context_sentences: usize,
+        /// `gate`: the bundle's context gate; `replace`: always the encoding with context (the
+        /// no-gate ablation, works with any bundle).
+        #[arg(long, value_enum, default_value = "gate")]
+        context_fusion: FusionArg,
+        /// Seed of the random contexts.
+        #[arg(long, default_value_t = 1)]
+        context_seed: u64,
         #[command(flatten)]
         common: CommonEval,
         #[command(flatten)]
         report: ReportArgs,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ContextArg {
+    None,
+    Document,
+    Random,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum FusionArg {
+    Gate,
+    Replace,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -590,6 +618,10 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             scheme,
             limit,
             lowercase,
+            context,
+            context_sentences,
+            context_fusion,
+            context_seed,
             common,
             report,
         } => {
@@ -622,7 +654,42 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
                 threads: common.threads,
                 other: !common.no_other,
             };
-            let mut r = eval::eval_supervised(&tagger, &corpus.sentences, &source, &map, opts)?;
+            let kind = match context {
+                ContextArg::None => ner_edge_corpus::context::ContextKind::None,
+                ContextArg::Document => ner_edge_corpus::context::ContextKind::Document,
+                ContextArg::Random => ner_edge_corpus::context::ContextKind::Random,
+            };
+            let contexts = (kind != ner_edge_corpus::context::ContextKind::None).then(|| {
+                ner_edge_corpus::context::sentence_contexts(
+                    &corpus,
+                    kind,
+                    context_sentences,
+                    context_seed,
+                )
+            });
+            if contexts.is_some() {
+                tagger.enable_context(&b, context_fusion == FusionArg::Replace)?;
+            }
+            let mut r = eval::eval_supervised(
+                &tagger,
+                &corpus.sentences,
+                &source,
+                &map,
+                contexts.as_deref(),
+                opts,
+            )?;
+            if contexts.is_some() {
+                let fusion = match context_fusion {
+                    FusionArg::Gate => "the bundle's context gate",
+                    FusionArg::Replace => {
+                        "none (encoding with context only, --context-fusion replace)"
+                    }
+                };
+                r.notes.push(format!(
+                    "context: {}; fusion: {fusion}",
+                    kind.describe(context_sentences, !corpus.documents.is_empty())
+                ));
+            }
             r.notes.push(overlap.describe());
             if lowercase {
                 r.notes

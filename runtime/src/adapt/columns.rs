@@ -44,6 +44,10 @@ pub struct Labelled {
     pub sentences: Vec<Sentence>,
     /// 1-based line of the first token of each sentence (parallel to `sentences`).
     pub starts: Vec<usize>,
+    /// Index in `sentences` of the first sentence after each `-DOCSTART-` line, in order
+    /// (a document start after the last sentence is `sentences.len()`); empty when the text
+    /// has no document markers.
+    pub documents: Vec<usize>,
     /// Stray `I-X` tags turned into `B-X` (see [`TagScheme::Bio`]).
     pub repairs: usize,
 }
@@ -111,6 +115,7 @@ fn parse_blocks<'a>(
     let mut tokens: Vec<&str> = Vec::new();
     let mut tags: Vec<&str> = Vec::new();
     let mut lines: Vec<usize> = Vec::new();
+    let mut documents = Vec::new();
     let mut flush =
         |tokens: &mut Vec<&str>, tags: &mut Vec<&str>, lines: &mut Vec<usize>| -> Result<()> {
             if tokens.is_empty() {
@@ -133,6 +138,9 @@ fn parse_blocks<'a>(
     for (line_no, line) in numbered_lines(text) {
         if line.trim_ascii().is_empty() || is_docstart(line) {
             flush(&mut tokens, &mut tags, &mut lines)?;
+            if is_docstart(line) {
+                documents.push(line_no);
+            }
             continue;
         }
         match classify(line).map_err(|m| input_error(source, line_no, m))? {
@@ -145,9 +153,14 @@ fn parse_blocks<'a>(
         }
     }
     flush(&mut tokens, &mut tags, &mut lines)?;
+    let documents = documents
+        .into_iter()
+        .map(|line| starts.partition_point(|&s| s < line))
+        .collect();
     Ok(Labelled {
         sentences,
         starts,
+        documents,
         repairs,
     })
 }
@@ -255,6 +268,12 @@ mod tests {
     #[test]
     fn imgid_and_docstart_end_sentences() {
         let text = "IMGID:1\na\tB-X\nIMGID:2\nb\tO\n-DOCSTART-\tO\nc\tI-Y\n";
+        let l = parse_token_tag(text, "t", TagScheme::Bio).unwrap();
+        assert_eq!(
+            l.documents,
+            vec![2],
+            "the document marker comes before sentence 3"
+        );
         let parsed = parse_token_tag(text, "mem", TagScheme::Bio).unwrap();
         let tokens: Vec<_> = parsed
             .sentences

@@ -325,19 +325,38 @@ pub fn eval_episodes(
 
 /// Runs the supervised protocol: every sentence of `test` (read from `source`) tagged by
 /// `tagger`, predicted type names replaced through `map` (bundle name → gold name; names not
-/// in `map` are kept, so they count as false positives unless the gold uses them too).
+/// in `map` are kept, so they count as false positives unless the gold uses them too). With
+/// `contexts` (one per sentence), sentences are tagged in context
+/// ([`Tagger::tag_words_in_context`]) and a note gives the gate's mean opening.
 pub fn eval_supervised(
     tagger: &Tagger,
     test: &[Sentence],
     source: &str,
     map: &[(String, String)],
+    contexts: Option<&[Option<String>]>,
     opts: EvalOptions,
 ) -> Result<EvalResult> {
     let start = Instant::now();
     let words = words_of(test);
-    let tagged = tagger
-        .tag_words(&words, opts.threads)
-        .with_context(|| source.to_string())?;
+    let tagged = match contexts {
+        Some(c) => {
+            let c: Vec<Option<&str>> = c.iter().map(Option::as_deref).collect();
+            tagger.tag_words_in_context(&words, &c, opts.threads)
+        }
+        None => tagger.tag_words(&words, opts.threads),
+    }
+    .with_context(|| source.to_string())?;
+    let mut notes = vec![other_note(tagger)];
+    if contexts.is_some() {
+        let openings: Vec<f32> = tagged.iter().filter_map(|t| t.context_opening).collect();
+        let mean =
+            openings.iter().map(|&g| f64::from(g)).sum::<f64>() / openings.len().max(1) as f64;
+        notes.push(format!(
+            "{} of {} sentences had context; mean gate opening over them {mean:.3}",
+            openings.len(),
+            test.len()
+        ));
+    }
     let mut scorer = Scorer::new();
     let mut confusion = Confusion::default();
     for (i, (sentence, t)) in test.iter().zip(&tagged).enumerate() {
@@ -378,7 +397,7 @@ pub fn eval_supervised(
         sentences: test.len(),
         words: test.iter().map(|s| s.tokens.len()).sum(),
         seconds: start.elapsed().as_secs_f64(),
-        notes: vec![other_note(tagger)],
+        notes,
     })
 }
 

@@ -192,7 +192,7 @@ fn supervised_scores_use_the_map_and_the_gold_words() {
         sentence("nothing here", "O O"),
     ];
     let map: Vec<(String, String)> = own.iter().map(|t| (t.clone(), "PER".to_string())).collect();
-    let r = eval_supervised(&tagger, &test, "t.txt", &map, opts(Scheme::Bio)).unwrap();
+    let r = eval_supervised(&tagger, &test, "t.txt", &map, None, opts(Scheme::Bio)).unwrap();
     assert_eq!((r.sentences, r.words), (2, 6));
     assert_eq!(r.scorer.micro().gold, 2);
     for (kind, p) in r.scorer.per_type() {
