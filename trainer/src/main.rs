@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use ner_edge_trainer::cuda::{self, Backend, BackendRequest};
 use ner_edge_trainer::train::{self, TrainConfig};
@@ -61,6 +61,43 @@ enum Command {
         /// Where rank 0 publishes the NCCL id (set by the launcher).
         #[arg(long, hide = true)]
         nccl_id_file: Option<PathBuf>,
+    },
+    /// Learn the context gate of a trained bundle (its encoder, heads and prototypes frozen)
+    /// from corpora with document context, and write the bundle with the gate added.
+    ///
+    /// Each chosen sentence is encoded alone, after the sentences before it in its document
+    /// (`-DOCSTART-` documents; else the file) and after sentences of a random other document;
+    /// the gate learns to use the first and ignore the second. Prints one line per epoch.
+    ContextGate {
+        /// The trained bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Training corpus (any format `ner-tools` reads; repeatable). Every type must have a
+        /// prototype in the bundle.
+        #[arg(long = "train", required = true)]
+        train: Vec<PathBuf>,
+        /// Held-out corpus: the epoch with the lowest loss on it is kept.
+        #[arg(long)]
+        validate: Option<PathBuf>,
+        /// Output bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// Most sentences in one context.
+        #[arg(long, default_value_t = 3)]
+        context_sentences: usize,
+        /// Sentences drawn from each corpus.
+        #[arg(long, default_value_t = 4000)]
+        sentences: usize,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 3e-3)]
+        lr: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -133,7 +170,96 @@ fn run(cli: Cli) -> Result<()> {
                 _ => train::run_meta_on(&cfg, &opts, backend),
             }
         }
+        Command::ContextGate {
+            bundle,
+            train,
+            validate,
+            out,
+            context_sentences,
+            sentences,
+            epochs,
+            batch,
+            lr,
+            seed,
+            threads,
+        } => context_gate(ContextGateArgs {
+            bundle,
+            train,
+            validate,
+            out,
+            opts: train::context_gate::GateOptions {
+                context_sentences,
+                sentences_per_corpus: sentences,
+                epochs,
+                batch,
+                lr,
+                seed,
+                threads,
+            },
+        }),
     }
+}
+
+struct ContextGateArgs {
+    bundle: PathBuf,
+    train: Vec<PathBuf>,
+    validate: Option<PathBuf>,
+    out: PathBuf,
+    opts: train::context_gate::GateOptions,
+}
+
+fn context_gate(args: ContextGateArgs) -> Result<()> {
+    use train::context_gate::{train_context_gate, write_with_gate};
+    let bundle = ner_edge::bundle::Bundle::open(&args.bundle)?;
+    let read = |p: &PathBuf| {
+        ner_edge_corpus::read_corpus(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let train = args.train.iter().map(read).collect::<Result<Vec<_>>>()?;
+    let validation = args.validate.as_ref().map(read).transpose()?;
+    let (gate, report) = train_context_gate(&bundle, &train, validation.as_ref(), &args.opts)?;
+    eprintln!(
+        "ner-train: {} examples ({} with true context), {} held out; encoded in {:.1} s",
+        report.examples, report.true_examples, report.validation_examples, report.encode_seconds
+    );
+    for (i, t) in report.train.iter().enumerate() {
+        let v = report
+            .validation
+            .get(i)
+            .map(|v| {
+                format!(
+                    "; held out: loss {:.4} / {:.4}, opening {:.3} / {:.3}",
+                    v.loss_true, v.loss_random, v.opening_true, v.opening_random
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "ner-train: epoch {}: loss true/random context {:.4} / {:.4}, opening {:.3} / {:.3}{v}",
+            i + 1,
+            t.loss_true,
+            t.loss_random,
+            t.opening_true,
+            t.opening_random
+        );
+    }
+    let names: Vec<String> = args.train.iter().map(|p| p.display().to_string()).collect();
+    let note = format!(
+        "Context gate: `ner-train context-gate` on {} ({} sentence/context examples, up to {} \
+         context sentences, true and random-document context), encoder and heads frozen, \
+         epoch {} of {} kept.",
+        names.join(", "),
+        report.examples,
+        args.opts.context_sentences,
+        report.kept_epoch,
+        args.opts.epochs
+    );
+    write_with_gate(&bundle, &gate, &note, &args.out)?;
+    eprintln!(
+        "ner-train: trained in {:.1} s; wrote {} (epoch {} kept)",
+        report.train_seconds,
+        args.out.display(),
+        report.kept_epoch
+    );
+    Ok(())
 }
 
 #[cfg(feature = "cuda")]

@@ -14,6 +14,7 @@
 pub mod attention;
 pub mod batch;
 pub mod embeddings;
+pub mod gate;
 pub mod gelu;
 mod gemm;
 pub mod layernorm;

@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
+pub mod context_gate;
 pub mod data;
 pub mod dense;
 pub mod export;
