@@ -960,3 +960,85 @@ fn wrappers_reject_mismatched_sizes_before_launching() {
     assert!(err.to_string().starts_with("layernorm_forward: "), "{err}");
     assert!(y.len() == 9 && down(g, &y).iter().all(|v| v.is_nan()));
 }
+
+#[test]
+fn context_gate_matches_cpu() {
+    use ner_edge_trainer::backprop::gate::{gate_backward, gate_forward, GateParams};
+    use ner_edge_trainer::cuda::ops::fusion::{self as fusion_ops, GateGrads, GateShape};
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(17);
+    for (rows, hidden) in [(1usize, 1usize), (7, 33), (130, 384), (3, 700)] {
+        for distance in [false, true] {
+            let shape = GateShape {
+                rows,
+                hidden,
+                distance,
+            };
+            let what = format!("rows={rows} hidden={hidden} distance={distance}");
+            let width = if distance { 6 } else { 4 } * hidden;
+            let p = GateParams {
+                hidden,
+                weight: rng.vec_f32(width, 0.05),
+                bias: [0.1f32, -0.2],
+            };
+            let e = rng.vec_f32(rows * hidden, 1.0);
+            let c = rng.vec_f32(rows * hidden, 1.0);
+            let (mut out, mut open) = (vec![0.0f32; rows * hidden], vec![0.0f32; rows]);
+            gate_forward(&p, &e, &c, &mut out, &mut open);
+            let (de_, dc_, dw_, db_) = (up(g, &e), up(g, &c), up(g, &p.weight), up(g, &p.bias));
+            let (mut go, mut gg) = (poison_f32(g, rows * hidden), poison_f32(g, rows));
+            fusion_ops::gate_forward(&g.k, &g.s, shape, &de_, &dc_, &dw_, &db_, &mut go, &mut gg)
+                .unwrap();
+            assert_close(&format!("gate forward {what}"), &down(g, &go), &out);
+            assert_close(&format!("gate openings {what}"), &down(g, &gg), &open);
+
+            let d_out = rng.vec_f32(rows * hidden, 1.0);
+            let mut grad = GateParams {
+                hidden,
+                weight: rng.vec_f32(width, 0.1),
+                bias: [0.3f32, 0.4],
+            };
+            let (g_w0, g_b0) = (grad.weight.clone(), grad.bias);
+            let (mut de, mut dc) = (vec![0.0f32; rows * hidden], vec![0.0f32; rows * hidden]);
+            gate_backward(
+                &p,
+                &e,
+                &c,
+                &open,
+                &d_out,
+                &mut grad,
+                Some((&mut de, &mut dc)),
+            );
+            let (mut gde, mut gdc) = (poison_f32(g, rows * hidden), poison_f32(g, rows * hidden));
+            let mut gdz = poison_f32(g, rows);
+            let (mut gdw, mut gdb) = (up(g, &g_w0), up(g, &g_b0));
+            let (d_open, d_d) = (up(g, &open), up(g, &d_out));
+            fusion_ops::gate_backward(
+                &g.k,
+                &g.s,
+                shape,
+                &de_,
+                &dc_,
+                &dw_,
+                &d_open,
+                &d_d,
+                GateGrads {
+                    d_alone: &mut gde,
+                    d_with_context: &mut gdc,
+                    dz: &mut gdz,
+                    d_weight: &mut gdw,
+                    d_bias: &mut gdb,
+                },
+            )
+            .unwrap();
+            assert_close(&format!("gate d_alone {what}"), &down(g, &gde), &de);
+            assert_close(&format!("gate d_with_context {what}"), &down(g, &gdc), &dc);
+            assert_close(
+                &format!("gate d_weight {what}"),
+                &down(g, &gdw),
+                &grad.weight,
+            );
+            assert_close(&format!("gate d_bias {what}"), &down(g, &gdb), &grad.bias);
+        }
+    }
+}

@@ -47,7 +47,7 @@ pub struct KernelSource {
 }
 
 /// The four kernel families, compiled at start-up.
-pub const KERNEL_SOURCES: [KernelSource; 4] = [
+pub const KERNEL_SOURCES: [KernelSource; 5] = [
     KernelSource {
         path: "trainer/kernels/encoder.cu",
         source: include_str!("../../kernels/encoder.cu"),
@@ -81,6 +81,15 @@ pub const KERNEL_SOURCES: [KernelSource; 4] = [
         path: "trainer/kernels/crf.cu",
         source: include_str!("../../kernels/crf.cu"),
         kernels: &["crf_forward", "crf_backward", "crf_viterbi"],
+    },
+    KernelSource {
+        path: "trainer/kernels/fusion.cu",
+        source: include_str!("../../kernels/fusion.cu"),
+        kernels: &[
+            "context_gate_forward",
+            "context_gate_backward",
+            "context_gate_param_backward",
+        ],
     },
     KernelSource {
         path: "trainer/kernels/optimiser.cu",

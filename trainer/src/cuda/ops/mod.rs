@@ -16,6 +16,7 @@ use super::CudaKernels;
 
 pub mod crf;
 pub mod encoder;
+pub mod fusion;
 pub mod optimiser;
 pub mod ot;
 
