@@ -292,3 +292,54 @@ fn doc_context_uses_the_previous_lines_of_the_paragraph() {
         "--doc-context",
     );
 }
+
+#[test]
+fn a_pack_in_context_leaves_the_bundle_types_unchanged() {
+    use ner_edge::adapt::{adapt, read_support, AdaptOptions, SupportFormat, TuneOptions};
+    use ner_edge::pack::{pack_to_bytes, LabelPack};
+    let b = Bundle::open(&gated_bundle()).unwrap();
+    let support = read_support(
+        &repo().join("fixtures/adapt/drugs.txt"),
+        SupportFormat::Auto,
+        1 << 20,
+    )
+    .unwrap();
+    for tune in [None, Some(TuneOptions::with_steps(10))] {
+        let opts = AdaptOptions {
+            tune,
+            ..AdaptOptions::default()
+        };
+        let a = adapt(&b, Some(&support), &opts).unwrap();
+        let bytes = pack_to_bytes(&a.metadata, &a.prototypes, a.heads.as_ref()).unwrap();
+        let pack = LabelPack::from_bytes(&bytes, "drug.nerp").unwrap();
+        let mut alone = Tagger::new(&b, None).unwrap();
+        let mut with = Tagger::with_packs(&b, std::slice::from_ref(&pack), None, false).unwrap();
+        alone.enable_context(&b, false).unwrap();
+        with.enable_context(&b, false).unwrap();
+        let texts = [
+            "Angela Merkel visited the Siemens plant in Erlangen on Tuesday.",
+            "Apple chief executive Tim Cook met investors in New York before flying to Tokyo.",
+        ];
+        let contexts = [
+            Some("The chancellor travelled south."),
+            Some("Markets were calm."),
+        ];
+        let x = alone.tag_in_context(&texts, &contexts, 1).unwrap();
+        let y = with.tag_in_context(&texts, &contexts, 1).unwrap();
+        let old = alone.type_names().len();
+        let mut n = 0;
+        for (p, q) in x.iter().zip(&y) {
+            let keep = |t: &ner_edge::pipeline::TaggedText| -> Vec<(usize, usize, usize, u32)> {
+                t.entities
+                    .iter()
+                    .filter(|e| e.type_index < old)
+                    .map(|e| (e.span.start, e.span.end, e.type_index, e.score.to_bits()))
+                    .collect()
+            };
+            assert_eq!(keep(p), keep(q));
+            assert_eq!(p.context_opening, q.context_opening);
+            n += keep(p).len();
+        }
+        assert!(n > 0, "the texts must have bundle-type entities");
+    }
+}

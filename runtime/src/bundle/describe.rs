@@ -52,6 +52,15 @@ pub fn describe(bundle: &Bundle) -> String {
             ""
         }
     );
+    let gate = match bundle.tensor_info(crate::encoder::fusion::GATE_WEIGHT) {
+        Ok(t) if t.shape.first() == Some(&(3 * enc.hidden)) => {
+            "learned gate over both encodings and their squared difference \
+             (predict --doc-context, jsonl/tsv context)"
+        }
+        Ok(_) => "learned gate over both encodings (predict --doc-context, jsonl/tsv context)",
+        Err(_) => "none (the bundle tags without context)",
+    };
+    let _ = writeln!(s, "context fusion:  {gate}");
     let _ = writeln!(s, "encoder source:  {}", meta.provenance.encoder_source);
     let _ = writeln!(s, "created by:      {}", meta.provenance.created_by);
 
