@@ -343,3 +343,45 @@ fn a_pack_in_context_leaves_the_bundle_types_unchanged() {
         assert!(n > 0, "the texts must have bundle-type entities");
     }
 }
+
+#[test]
+fn a_malformed_gate_is_refused_when_the_bundle_opens() {
+    let b = Bundle::open(&tiny()).unwrap();
+    let h = b.metadata().encoder.hidden;
+    let build = |gate: &[(&str, Vec<usize>)]| {
+        let mut w = BundleWriter::new(b.metadata().clone());
+        for t in b.tensors() {
+            w.add_raw(
+                &t.name,
+                t.dtype,
+                &t.shape,
+                b.bytes(&t.name).unwrap().to_vec(),
+            )
+            .unwrap();
+        }
+        for (name, shape) in gate {
+            let n: usize = shape.iter().product();
+            w.add_f32(name, shape, &vec![0.0; n]).unwrap();
+        }
+        Bundle::from_vec(w.to_bytes_unchecked().unwrap(), "bad.nerb")
+    };
+    let only_bias = build(&[(GATE_BIAS, vec![2])]).unwrap_err().to_string();
+    assert!(
+        only_bias.contains("bad.nerb") && only_bias.contains(GATE_WEIGHT),
+        "{only_bias}"
+    );
+    let wrong = build(&[(GATE_WEIGHT, vec![4 * h, 2]), (GATE_BIAS, vec![2])])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains(GATE_WEIGHT) && wrong.contains("encoder.hidden"),
+        "{wrong}"
+    );
+    let bias = build(&[(GATE_WEIGHT, vec![2 * h, 2]), (GATE_BIAS, vec![3])])
+        .unwrap_err()
+        .to_string();
+    assert!(bias.contains(GATE_BIAS), "{bias}");
+    for rows in [2 * h, 3 * h] {
+        build(&[(GATE_WEIGHT, vec![rows, 2]), (GATE_BIAS, vec![2])]).unwrap();
+    }
+}

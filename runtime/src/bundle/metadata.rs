@@ -29,6 +29,11 @@ pub mod tensor_names {
     pub const PRIOR_FC2_WEIGHT: &str = "prior.fc2.weight";
     /// Optional prior MLP, second layer bias: `[type_dim]`.
     pub const PRIOR_FC2_BIAS: &str = "prior.fc2.bias";
+    /// Optional context gate weight: f32 `[2 hidden, 2]` or `[3 hidden, 2]`
+    /// ([`crate::encoder::fusion`]).
+    pub const CONTEXT_GATE_WEIGHT: &str = "fusion.gate.weight";
+    /// Optional context gate bias: f32 `[2]`; present exactly when the weight is.
+    pub const CONTEXT_GATE_BIAS: &str = "fusion.gate.bias";
 }
 
 /// All metadata of a bundle.

@@ -601,7 +601,57 @@ fn validate(meta: &Metadata, tensors: &[TensorInfo], bytes: &[u8], name: &str) -
         }
     }
     validate_prior(tensors, enc.type_dim, name)?;
-    validate_other(tensors, enc.type_dim, name)
+    validate_other(tensors, enc.type_dim, name)?;
+    validate_gate(tensors, enc.hidden, name)
+}
+
+/// The optional context gate: none, or f32 weight `[2h, 2]` or `[3h, 2]` and f32 bias `[2]`
+/// (`h` = `encoder.hidden`).
+fn validate_gate(tensors: &[TensorInfo], h: usize, name: &str) -> Result<()> {
+    let find = |n: &str| tensors.iter().find(|t| t.name == n);
+    let weight = find(tensor_names::CONTEXT_GATE_WEIGHT);
+    let bias = find(tensor_names::CONTEXT_GATE_BIAS);
+    let (weight, bias) = match (weight, bias) {
+        (None, None) => return Ok(()),
+        (Some(w), Some(b)) => (w, b),
+        (w, _) => {
+            let missing = if w.is_none() {
+                tensor_names::CONTEXT_GATE_WEIGHT
+            } else {
+                tensor_names::CONTEXT_GATE_BIAS
+            };
+            return Err(bad_as(
+                name,
+                FormatProblem::MissingTensor {
+                    tensor: missing.to_string(),
+                },
+                format!(
+                    "context gate tensor {missing:?} is missing: the two fusion.gate.* tensors \
+                     are optional but come together"
+                ),
+            ));
+        }
+    };
+    let weight_ok =
+        weight.dtype == DType::F32 && (weight.shape == [2 * h, 2] || weight.shape == [3 * h, 2]);
+    if !weight_ok || bias.dtype != DType::F32 || bias.shape != [2] {
+        let (bad, want) = if weight_ok {
+            (bias, "f32 [2]".to_string())
+        } else {
+            (weight, format!("f32 [{}, 2] or [{}, 2]", 2 * h, 3 * h))
+        };
+        return Err(bad_as(
+            name,
+            FormatProblem::TensorShape {
+                tensor: bad.name.clone(),
+            },
+            format!(
+                "tensor {:?} is {} {:?}, expected {want} (encoder.hidden = {h})",
+                bad.name, bad.dtype, bad.shape
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The optional "other" prototypes: f16/f32 `[2, d]` (`d` = `encoder.type_dim`).

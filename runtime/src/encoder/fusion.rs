@@ -9,25 +9,28 @@
 //! the context does not help. Without context `C_t = E_t`, so `F_t = E_t` whatever the gate
 //! says: a text without context is scored exactly as by the plain graph.
 //!
-//! The gate lives in the bundle as two f32 tensors ([`GATE_WEIGHT`], [`GATE_BIAS`]); a bundle
-//! without them was not trained for context.
+//! The gate may also read the element-wise squared difference `(C_t − E_t)²`, how far the
+//! context moved each coordinate: `g_t = softmax(W [E_t ; C_t ; (C_t − E_t)²] + b)`. The gate
+//! lives in the bundle as two f32 tensors ([`GATE_WEIGHT`], [`GATE_BIAS`]); a bundle without
+//! them was not trained for context.
 
-use crate::bundle::Bundle;
+use crate::bundle::{tensor_names, Bundle};
 use crate::tokenizer::Encoding;
 use crate::{Error, Result};
 
-/// Gate weight: f32 `[2 hidden, 2]` row-major; rows `0..hidden` read `E_t` (the text alone),
-/// rows `hidden..2 hidden` read `C_t` (the text after its context); column 1 is the opening.
-pub const GATE_WEIGHT: &str = "fusion.gate.weight";
+/// Gate weight: f32 `[2 hidden, 2]` or `[3 hidden, 2]` row-major; rows `0..hidden` read `E_t`
+/// (the text alone), rows `hidden..2 hidden` read `C_t` (the text after its context), rows
+/// `2 hidden..3 hidden` (when present) read `(C_t − E_t)²`; column 1 is the opening.
+pub const GATE_WEIGHT: &str = tensor_names::CONTEXT_GATE_WEIGHT;
 /// Gate bias: f32 `[2]`.
-pub const GATE_BIAS: &str = "fusion.gate.bias";
+pub const GATE_BIAS: &str = tensor_names::CONTEXT_GATE_BIAS;
 
 /// The learned denoising gate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContextGate {
     /// Width of the hidden states it mixes.
     pub hidden: usize,
-    /// `[2 hidden, 2]` row-major.
+    /// `[2 hidden, 2]` or `[3 hidden, 2]` row-major.
     pub weight: Vec<f32>,
     /// `[2]`.
     pub bias: [f32; 2],
@@ -50,13 +53,15 @@ impl ContextGate {
         }
         let weight = bundle.to_f32_vec(GATE_WEIGHT)?;
         let bias = bundle.to_f32_vec(GATE_BIAS)?;
-        if weight.len() != 4 * hidden || bias.len() != 2 {
+        if (weight.len() != 4 * hidden && weight.len() != 6 * hidden) || bias.len() != 2 {
             return Err(Error::Bundle(format!(
-                "{}: context gate has {} weights and {} biases, expected {} and 2 (hidden {hidden})",
+                "{}: context gate has {} weights and {} biases, expected {} or {} and 2 \
+                 (hidden {hidden})",
                 bundle.name(),
                 weight.len(),
                 bias.len(),
-                4 * hidden
+                4 * hidden,
+                6 * hidden
             )));
         }
         if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
@@ -80,6 +85,14 @@ impl ContextGate {
         for (x, w) in alone.iter().chain(with_context).zip(rows).take(2 * h) {
             z0 += x * w[0];
             z1 += x * w[1];
+        }
+        if self.weight.len() == 6 * h {
+            let rows = self.weight.chunks_exact(2).skip(2 * h);
+            for ((&a, &b), w) in alone.iter().zip(with_context).zip(rows) {
+                let d = (b - a) * (b - a);
+                z0 += d * w[0];
+                z1 += d * w[1];
+            }
         }
         sigmoid(z1 - z0)
     }
