@@ -47,6 +47,8 @@ pub struct GateOptions {
     pub seed: u64,
     /// Encoder threads.
     pub threads: usize,
+    /// The gate also reads `(C − E)²` ([`crate::backprop::gate`]).
+    pub distance: bool,
 }
 
 impl Default for GateOptions {
@@ -59,6 +61,7 @@ impl Default for GateOptions {
             lr: 3e-3,
             seed: 1,
             threads: 1,
+            distance: true,
         }
     }
 }
@@ -103,6 +106,9 @@ pub struct GateReport {
     pub train: Vec<PassStats>,
     /// Validation statistics after each epoch (empty without validation data).
     pub validation: Vec<PassStats>,
+    /// Validation losses with the gate shut (the text alone) and fully open (only the encoding
+    /// with context), for comparison.
+    pub validation_shut_open: Option<(PassStats, PassStats)>,
     /// Epoch (1-based) whose gate was kept: best validation loss, else the last.
     pub kept_epoch: usize,
     /// Seconds spent encoding.
@@ -172,9 +178,22 @@ pub fn train_context_gate(
     report.true_examples = examples.iter().filter(|e| !e.random).count();
     report.validation_examples = held_out.len();
 
+    if !held_out.is_empty() {
+        let fixed = |bias: [f32; 2]| -> Result<PassStats> {
+            let mut g = GateParams::<f32>::zeros(hidden, false);
+            g.bias = bias;
+            let mut acc = Accumulator::default();
+            for ex in &held_out {
+                let (loss, opened) = example_loss(&frozen, &g, ex, None)?;
+                acc.add(ex, loss, opened);
+            }
+            Ok(acc.finish())
+        };
+        report.validation_shut_open = Some((fixed([40.0, -40.0])?, fixed([-40.0, 40.0])?));
+    }
     let start = Instant::now();
-    let mut gate = GateParams::<f32>::zeros(hidden);
-    let mut adam = Adam::new(4 * hidden + 2);
+    let mut gate = GateParams::<f32>::zeros(hidden, opts.distance);
+    let mut adam = Adam::new(gate.weight.len() + 2);
     let mut best: Option<(f64, GateParams, usize)> = None;
     let mut rng = SplitMix64::new(opts.seed ^ 0x6a7e);
     let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -184,7 +203,7 @@ pub fn train_context_gate(
         }
         let mut stats = Accumulator::default();
         for batch in order.chunks(opts.batch) {
-            let mut grad = GateParams::<f32>::zeros(hidden);
+            let mut grad = GateParams::<f32>::zeros(hidden, opts.distance);
             for &i in batch {
                 let (loss, opened) = example_loss(&frozen, &gate, &examples[i], Some(&mut grad))?;
                 stats.add(&examples[i], loss, opened);
@@ -227,8 +246,12 @@ pub fn write_with_gate(
     out: &std::path::Path,
 ) -> Result<()> {
     let mut meta = bundle.metadata().clone();
-    if !meta.provenance.notes.is_empty() {
-        meta.provenance.notes.push(' ');
+    let notes = &mut meta.provenance.notes;
+    if !notes.is_empty() {
+        if !notes.ends_with('.') {
+            notes.push('.');
+        }
+        notes.push(' ');
     }
     meta.provenance.notes.push_str(note);
     let mut writer = BundleWriter::new(meta);
@@ -238,7 +261,7 @@ pub fn write_with_gate(
         }
         writer.add_raw(&t.name, t.dtype, &t.shape, bundle.bytes(&t.name)?.to_vec())?;
     }
-    writer.add_f32(GATE_WEIGHT, &[2 * gate.hidden, 2], &gate.weight)?;
+    writer.add_f32(GATE_WEIGHT, &[gate.weight.len() / 2, 2], &gate.weight)?;
     writer.add_f32(GATE_BIAS, &[2], &gate.bias)?;
     writer
         .write(out)
