@@ -98,6 +98,9 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// A gate linear in the two encodings only, without the squared-difference features.
+        #[arg(long)]
+        linear_gate: bool,
     },
 }
 
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             lr,
             seed,
             threads,
+            linear_gate,
         } => context_gate(ContextGateArgs {
             bundle,
             train,
@@ -195,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                 lr,
                 seed,
                 threads,
+                distance: !linear_gate,
             },
         }),
     }
@@ -221,6 +226,13 @@ fn context_gate(args: ContextGateArgs) -> Result<()> {
         "ner-train: {} examples ({} with true context), {} held out; encoded in {:.1} s",
         report.examples, report.true_examples, report.validation_examples, report.encode_seconds
     );
+    if let Some((shut, open)) = report.validation_shut_open {
+        eprintln!(
+            "ner-train: held out, gate shut: loss {:.4} / {:.4}; gate open: loss {:.4} / {:.4} \
+             (true / random context)",
+            shut.loss_true, shut.loss_random, open.loss_true, open.loss_random
+        );
+    }
     for (i, t) in report.train.iter().enumerate() {
         let v = report
             .validation

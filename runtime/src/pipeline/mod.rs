@@ -479,8 +479,9 @@ impl Tagger {
     /// encoded alone and, when `contexts[i]` holds words, also after the end of its context in
     /// one window; the gate mixes the two encodings per piece. Offsets refer to the text only.
     /// Of a context, the words nearest the text that fit the window beside it are used (none
-    /// when the text alone fills the window). Texts without context are tagged exactly as by
-    /// [`Tagger::tag`] in the same call; the result does not depend on `threads`.
+    /// when the text alone fills the window). Texts without context are scored from the
+    /// encoder's own outputs, as by [`Tagger::tag`] (batching may move the last bits of a
+    /// score); the result does not depend on `threads`.
     ///
     /// Errors ([`Error::Usage`]) when `contexts` and `texts` differ in length, or when a
     /// context is given before [`Tagger::enable_context`].

@@ -2,34 +2,43 @@
 //! [`ner_edge::encoder::fusion`]): forward and backward over rows of hidden states.
 //!
 //! ```text
-//! x_t = [E_t ; C_t]                          (2H)
-//! g_t = σ(x_t · (W[:,1] − W[:,0]) + b1 − b0)  (= softmax(x_t W + b)[1])
+//! x_t = [E_t ; C_t]  or  [E_t ; C_t ; (C_t − E_t)²]   (2H or 3H)
+//! g_t = σ(x_t · (W[:,1] − W[:,0]) + b1 − b0)          (= softmax(x_t W + b)[1])
 //! F_t = E_t + g_t (C_t − E_t)
 //! ```
 //!
-//! `W` is `[2H, 2]` row-major, as stored in the bundle.
+//! `W` is `[2H, 2]` or `[3H, 2]` row-major, as stored in the bundle. The squared difference
+//! (element-wise) lets the gate see how far the context moved each token, which a gate linear
+//! in `E` and `C` cannot.
 
 use super::scalar::Real;
 
-/// Gate parameters (or their gradients): `weight` `[2 hidden, 2]`, `bias` `[2]`.
+/// Gate parameters (or their gradients): `weight` `[2 hidden, 2]` or, with the distance
+/// features, `[3 hidden, 2]`; `bias` `[2]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GateParams<R = f32> {
     /// Width of the hidden states.
     pub hidden: usize,
-    /// `[2 hidden, 2]` row-major.
+    /// `[2 hidden, 2]` or `[3 hidden, 2]` row-major.
     pub weight: Vec<R>,
     /// `[2]`.
     pub bias: [R; 2],
 }
 
 impl<R: Real> GateParams<R> {
-    /// All zeros: every opening is ½ (or a zero gradient).
-    pub fn zeros(hidden: usize) -> Self {
+    /// All zeros: every opening is ½ (or a zero gradient); with `distance`, the gate also
+    /// reads `(C − E)²`.
+    pub fn zeros(hidden: usize, distance: bool) -> Self {
         GateParams {
             hidden,
-            weight: vec![R::ZERO; 4 * hidden],
+            weight: vec![R::ZERO; if distance { 6 } else { 4 } * hidden],
             bias: [R::ZERO; 2],
         }
+    }
+
+    /// Whether the gate reads `(C − E)²`.
+    pub fn has_distance(&self) -> bool {
+        self.weight.len() == 6 * self.hidden
     }
 }
 
@@ -58,6 +67,12 @@ pub fn gate_forward<R: Real>(
         let mut z = p.bias[1] - p.bias[0];
         for (x, w) in e.iter().chain(c).zip(p.weight.chunks_exact(2)) {
             z += *x * (w[1] - w[0]);
+        }
+        if p.has_distance() {
+            let rows = p.weight.chunks_exact(2).skip(2 * h);
+            for ((&a, &b), w) in e.iter().zip(c).zip(rows) {
+                z += (b - a) * (b - a) * (w[1] - w[0]);
+            }
         }
         let g = sigmoid(z);
         *g_out = g;
@@ -95,13 +110,30 @@ pub fn gate_backward<R: Real>(
         }
         grad.bias[1] += dz;
         grad.bias[0] -= dz;
-        let rows = p.weight.chunks_exact(2);
-        if let Some((de, dc)) = d_inputs.as_mut() {
-            for ((o, &d), w) in de[t * h..(t + 1) * h].iter_mut().zip(df).zip(rows.clone()) {
-                *o = (R::ONE - g) * d + dz * (w[1] - w[0]);
+        let distance = p.has_distance();
+        if distance {
+            let rows = grad.weight.chunks_exact_mut(2).skip(2 * h);
+            for ((&a, &b), w) in e.iter().zip(c).zip(rows) {
+                w[1] += dz * (b - a) * (b - a);
+                w[0] -= dz * (b - a) * (b - a);
             }
-            for ((o, &d), w) in dc[t * h..(t + 1) * h].iter_mut().zip(df).zip(rows.skip(h)) {
-                *o = g * d + dz * (w[1] - w[0]);
+        }
+        if let Some((de, dc)) = d_inputs.as_mut() {
+            let two = R::ONE + R::ONE;
+            for i in 0..h {
+                let d = df[i];
+                let w_e = &p.weight[2 * i..2 * i + 2];
+                let w_c = &p.weight[2 * (h + i)..2 * (h + i) + 2];
+                let mut ge = (R::ONE - g) * d + dz * (w_e[1] - w_e[0]);
+                let mut gc = g * d + dz * (w_c[1] - w_c[0]);
+                if distance {
+                    let w_d = &p.weight[2 * (2 * h + i)..2 * (2 * h + i) + 2];
+                    let pull = dz * two * (c[i] - e[i]) * (w_d[1] - w_d[0]);
+                    ge -= pull;
+                    gc += pull;
+                }
+                de[t * h + i] = ge;
+                dc[t * h + i] = gc;
             }
         }
     }
@@ -128,11 +160,17 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
+        check_gradients(false);
+        check_gradients(true);
+    }
+
+    fn check_gradients(distance: bool) {
         let mut rng = SplitMix64::new(5);
         let (h, rows) = (4, 3);
+        let width = if distance { 6 } else { 4 } * h;
         let p = GateParams {
             hidden: h,
-            weight: random(4 * h, &mut rng).iter().map(|x| 3.0 * x).collect(),
+            weight: random(width, &mut rng).iter().map(|x| 3.0 * x).collect(),
             bias: [0.2, -0.1],
         };
         let e = random(rows * h, &mut rng);
@@ -141,7 +179,7 @@ mod tests {
         let mut out = vec![0.0; rows * h];
         let mut g = vec![0.0; rows];
         gate_forward(&p, &e, &c, &mut out, &mut g);
-        let mut grad = GateParams::zeros(h);
+        let mut grad = GateParams::zeros(h, distance);
         let mut de = vec![0.0; rows * h];
         let mut dc = vec![0.0; rows * h];
         gate_backward(&p, &e, &c, &g, &coef, &mut grad, Some((&mut de, &mut dc)));
@@ -153,7 +191,7 @@ mod tests {
                 "{what}: analytic {analytic} numeric {numeric}"
             );
         };
-        for i in 0..4 * h {
+        for i in 0..width {
             let (mut a, mut b) = (p.clone(), p.clone());
             a.weight[i] += eps;
             b.weight[i] -= eps;
@@ -181,35 +219,43 @@ mod tests {
 
     #[test]
     fn the_forward_is_the_runtime_fusion() {
-        let mut rng = SplitMix64::new(9);
-        let (h, rows) = (8, 5);
-        let weight: Vec<f32> = random(4 * h, &mut rng).iter().map(|&x| x as f32).collect();
-        let p = GateParams {
-            hidden: h,
-            weight: weight.clone(),
-            bias: [0.3f32, -0.4],
-        };
-        let e: Vec<f32> = random(rows * h, &mut rng)
-            .iter()
-            .map(|&x| x as f32)
-            .collect();
-        let c: Vec<f32> = random(rows * h, &mut rng)
-            .iter()
-            .map(|&x| x as f32)
-            .collect();
-        let mut out = vec![0.0f32; rows * h];
-        let mut g = vec![0.0f32; rows];
-        gate_forward(&p, &e, &c, &mut out, &mut g);
-        let runtime = ner_edge::encoder::ContextFusion::Gate(ner_edge::encoder::ContextGate {
-            hidden: h,
-            weight,
-            bias: [0.3, -0.4],
-        });
-        let mut fused = Vec::new();
-        let opened = runtime.fuse(h, &e, &c, &mut fused);
-        assert!((opened - g.iter().sum::<f32>()).abs() < 1e-5);
-        for (a, b) in out.iter().zip(&fused) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        for width in [4, 6] {
+            let mut rng = SplitMix64::new(9);
+            let (h, rows) = (8, 5);
+            let weight: Vec<f32> = random(width * h, &mut rng)
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let p = GateParams {
+                hidden: h,
+                weight: weight.clone(),
+                bias: [0.3f32, -0.4],
+            };
+            let e: Vec<f32> = random(rows * h, &mut rng)
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let c: Vec<f32> = random(rows * h, &mut rng)
+                .iter()
+                .map(|&x| 3.0 * x as f32)
+                .collect();
+            let mut out = vec![0.0f32; rows * h];
+            let mut g = vec![0.0f32; rows];
+            gate_forward(&p, &e, &c, &mut out, &mut g);
+            let runtime = ner_edge::encoder::ContextFusion::Gate(ner_edge::encoder::ContextGate {
+                hidden: h,
+                weight,
+                bias: [0.3, -0.4],
+            });
+            let mut fused = Vec::new();
+            let opened = runtime.fuse(h, &e, &c, &mut fused);
+            assert!(
+                (opened - g.iter().sum::<f32>()).abs() < 1e-5,
+                "width {width}"
+            );
+            for (a, b) in out.iter().zip(&fused) {
+                assert!((a - b).abs() < 1e-5, "width {width}: {a} vs {b}");
+            }
         }
     }
 }
