@@ -26,6 +26,7 @@
 //! | line-aligned `seq.in` / `seq.out` | [`read_seq_dir`] | ATIS, SNIPS |
 //! | JSON lines with char spans | [`read_cluener`] | CLUENER2020 |
 //! | episode JSON | [`read_hou_episodes`] | Hou et al. 2020 few-shot episodes |
+//! | corpus pack (`*.nerc`, binary) | [`CorpusPack::read`] | `ner-train pack-corpora` output |
 //!
 //! [`read_corpus`] picks the reader from the path and contents. Every `read_*` function has a
 //! `parse_*` twin that takes the text and a source name instead of a path.
@@ -39,6 +40,7 @@ mod conll;
 pub mod context;
 mod hou_episodes;
 pub mod metrics;
+pub mod pack;
 mod seq_files;
 
 use std::collections::BTreeSet;
@@ -57,6 +59,7 @@ pub use ner_edge::adapt::bio::{
     bioes_to_bio, io_to_bio, normalize_tags, Normalized, TagError, TagScheme,
 };
 pub use ner_edge::adapt::columns::Sentence;
+pub use pack::CorpusPack;
 pub use seq_files::{parse_seq_files, read_seq_dir};
 
 /// A labelled corpus read from one source.
