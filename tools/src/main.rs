@@ -75,6 +75,11 @@ enum Command {
         /// Download again even when a verified copy is already there.
         #[arg(long)]
         force: bool,
+        /// Also write a copy with f16 weights into this directory (about 45 MB instead of 91),
+        /// which `ner-train` reads as `[encoder] dir`: for a training machine the f32 file
+        /// cannot travel to (benches/gpu/stage.sh).
+        #[arg(long, value_name = "DIR")]
+        f16_copy: Option<PathBuf>,
     },
     /// Sample N-way K~2K-shot episodes (Few-NERD's greedy rule) into a JSONL file, one episode
     /// per line.
@@ -444,7 +449,11 @@ fn run(cli: Cli) -> Result<()> {
             text.push('\n');
             std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
         }
-        Command::FetchEncoder { dir, force } => {
+        Command::FetchEncoder {
+            dir,
+            force,
+            f16_copy,
+        } => {
             let dir = fetch_encoder::target_dir(dir)?;
             match fetch_encoder::fetch_encoder(&dir, force)? {
                 fetch_encoder::Outcome::AlreadyPresent => {
@@ -453,6 +462,11 @@ fn run(cli: Cli) -> Result<()> {
                 fetch_encoder::Outcome::Fetched => eprintln!("encoder fetched and verified"),
             }
             println!("{}", dir.display());
+            if let Some(out) = f16_copy {
+                let size = ner_edge_trainer::write_f16_copy(&dir, &out)?;
+                eprintln!("f16 copy written ({size} bytes of weights)");
+                println!("{}", out.display());
+            }
         }
         Command::SampleEpisodes {
             corpora,

@@ -11,7 +11,7 @@ pub mod model;
 pub mod train;
 
 pub use export::onnx::{export_onnx, WeightDtype};
-pub use import::{default_minilm_dir, import_minilm};
+pub use import::{default_minilm_dir, import_minilm, write_f16_copy};
 pub use model::{
     random_init, reference_forward, reference_forward_shaped, EncoderConfig, ForwardOutput,
     ModelWeights,

@@ -165,12 +165,8 @@ fn f16_export_matches_reference_on_f16_weights() {
 
 #[test]
 fn minilm_f16_export_matches_reference() {
-    let (w, reference) = match minilm_and_reference(128, 3) {
-        Ok(x) => x,
-        Err(reason) => {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+    let Some((w, reference)) = minilm_and_reference(128, 3) else {
+        return;
     };
     let bytes = export_onnx(&w, WeightDtype::F16).unwrap();
     let model = load(&bytes);

@@ -3,5 +3,5 @@
 pub mod minilm;
 pub mod safetensors;
 
-pub use minilm::{default_minilm_dir, import_minilm};
+pub use minilm::{default_minilm_dir, import_minilm, write_f16_copy};
 pub use safetensors::SafeTensors;

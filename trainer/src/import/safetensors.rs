@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
+use half::f16;
 use serde::Deserialize;
 
 /// Description of one tensor in a safetensors header.
@@ -114,26 +115,79 @@ impl SafeTensors {
         self.tensors.keys().map(String::as_str)
     }
 
-    /// Tensor `name` as f32 values, checking that it is stored as `F32` with exactly `shape`.
+    /// Tensor `name` as f32 values, checking that it is stored as `F32` or `F16` (widened
+    /// exactly) with exactly `shape`.
     pub fn f32_tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let info = self
             .tensors
             .get(name)
             .with_context(|| format!("tensor `{name}` is missing"))?;
-        if info.dtype != "F32" {
-            bail!("tensor `{name}`: expected dtype F32, found {}", info.dtype);
-        }
         ensure!(
             info.shape == shape,
             "tensor `{name}`: expected shape {shape:?}, found {:?}",
             info.shape
         );
+        let raw = self.raw(info);
+        match info.dtype.as_str() {
+            "F32" => Ok(raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()),
+            "F16" => Ok(raw
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()),
+            other => bail!("tensor `{name}`: expected dtype F32 or F16, found {other}"),
+        }
+    }
+
+    fn raw(&self, info: &TensorInfo) -> &[u8] {
         let [begin, end] = info.data_offsets;
-        let raw = &self.bytes[self.data_start + begin..self.data_start + end];
-        Ok(raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        &self.bytes[self.data_start + begin..self.data_start + end]
+    }
+
+    /// This file with every `F32` tensor stored as `F16` (round to nearest; other dtypes and
+    /// `__metadata__`-free header otherwise unchanged): half the bytes of an f32 checkpoint,
+    /// which [`SafeTensors::f32_tensor`] reads back widened. Fails when a value is finite in
+    /// f32 but out of f16's range, naming the tensor.
+    pub fn to_f16_bytes(&self) -> Result<Vec<u8>> {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, info) in &self.tensors {
+            let raw = self.raw(info);
+            let begin = data.len();
+            let dtype = if info.dtype == "F32" {
+                for b in raw.chunks_exact(4) {
+                    let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    let h = f16::from_f32(x);
+                    ensure!(
+                        h.is_finite() || !x.is_finite(),
+                        "tensor `{name}`: value {x} is out of the f16 range"
+                    );
+                    data.extend_from_slice(&h.to_le_bytes());
+                }
+                "F16"
+            } else {
+                data.extend_from_slice(raw);
+                info.dtype.as_str()
+            };
+            header.insert(
+                name.clone(),
+                serde_json::json!({
+                    "dtype": dtype,
+                    "shape": info.shape,
+                    "data_offsets": [begin, data.len()],
+                }),
+            );
+        }
+        let mut text = serde_json::to_vec(&header)?;
+        while (8 + text.len()) % 8 != 0 {
+            text.push(b' ');
+        }
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&text);
+        out.extend_from_slice(&data);
+        Ok(out)
     }
 }
 
@@ -146,6 +200,33 @@ mod tests {
         v.extend_from_slice(header.as_bytes());
         v.extend_from_slice(data);
         v
+    }
+
+    #[test]
+    fn an_f16_copy_reads_back_as_the_rounded_values() {
+        let values = [1.0f32, -2.5, 3.3333, 1e-3, -65504.0, 0.1];
+        let data: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
+        let header = r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"i":{"dtype":"I64","shape":[1],"data_offsets":[24,32]}}"#;
+        let mut bytes = data.clone();
+        bytes.extend_from_slice(&7i64.to_le_bytes());
+        let st = SafeTensors::parse(file(header, &bytes)).unwrap();
+        let half = SafeTensors::parse(st.to_f16_bytes().unwrap()).unwrap();
+        assert_eq!(half.info("w").unwrap().dtype, "F16");
+        assert_eq!(half.info("i").unwrap().dtype, "I64");
+        let back = half.f32_tensor("w", &[2, 3]).unwrap();
+        for (a, b) in values.iter().zip(&back) {
+            assert_eq!(*b, f16::from_f32(*a).to_f32());
+            assert!((a - b).abs() <= 1e-3 * a.abs().max(1e-3), "{a} vs {b}");
+        }
+        let too_big = file(
+            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            &1e6f32.to_le_bytes(),
+        );
+        let e = SafeTensors::parse(too_big)
+            .unwrap()
+            .to_f16_bytes()
+            .unwrap_err();
+        assert!(e.to_string().contains("out of the f16 range"), "{e}");
     }
 
     #[test]
