@@ -93,6 +93,42 @@ extern "C" __global__ void embedding_backward(const unsigned* __restrict__ ids,
     }
 }
 
+// out[i,:] += shape[shapes[i],:] for i < n: the word-shape (casing) rows added after
+// embedding_forward, so the sum is ((word + position) + token_type) + shape as on the CPU.
+// Rows with a shape id >= classes become NaN, as out-of-range ids do.
+extern "C" __global__ void shape_embedding_add(const float* __restrict__ shape,
+                                               const unsigned* __restrict__ shapes, int n, int d,
+                                               int classes, float* __restrict__ out) {
+    long long total = (long long)n * d;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        long long i = e / d;
+        int k = (int)(e - i * d);
+        unsigned s = shapes[i];
+        if (s >= (unsigned)classes) {
+            out[e] = __int_as_float(0x7fc00000);
+            continue;
+        }
+        out[e] += shape[(long long)s * d + k];
+    }
+}
+
+// Backward of shape_embedding_add: d_shape[shapes[i],:] += d_out[i,:] by atomicAdd; rows with
+// an out-of-range shape id are skipped.
+extern "C" __global__ void shape_embedding_backward(const unsigned* __restrict__ shapes,
+                                                    const float* __restrict__ d_out, int n, int d,
+                                                    int classes, float* __restrict__ d_shape) {
+    long long total = (long long)n * d;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        long long i = e / d;
+        int k = (int)(e - i * d);
+        unsigned s = shapes[i];
+        if (s >= (unsigned)classes) continue;
+        atomicAdd(&d_shape[(long long)s * d + k], d_out[e]);
+    }
+}
+
 // out[k] += sum_i x[i,k] for k < d (x is [n, d]); one thread per column, rows summed in order as
 // the CPU does. Used for d_token_type and bias gradients (linear.rs).
 extern "C" __global__ void column_sum_accumulate(const float* __restrict__ x, int n, int d,

@@ -40,6 +40,17 @@ enum Command {
         /// Never draw a progress bar (it is drawn only on a terminal anyway).
         #[arg(long)]
         quiet: bool,
+        /// Read the config's corpus files from this corpus pack (written by `ner-train
+        /// pack-corpora` from the same config) instead of the disk: the run sees the same
+        /// sentences, so it trains the same model.
+        #[arg(long, value_name = "PACK")]
+        corpora: Option<PathBuf>,
+        /// Stop after the step that ends past this many seconds of wall time (counted from the
+        /// start, data loading included), then validate, checkpoint and export as at the last
+        /// step: for a run that must end inside a fixed budget (benches/gpu/train.sh). The
+        /// learning-rate schedule still follows `steps`. Not with --gpus.
+        #[arg(long, value_name = "SECONDS")]
+        time_limit_s: Option<f64>,
         /// Compute backend. auto: CUDA when a usable device is found, else the CPU, with one
         /// line on stderr saying why; cpu: the CPU reference; cuda: fail (exit 2) without a
         /// usable device. On CUDA the encoder's forward and backward (all episodes of a step in
@@ -61,6 +72,17 @@ enum Command {
         /// Where rank 0 publishes the NCCL id (set by the launcher).
         #[arg(long, hide = true)]
         nccl_id_file: Option<PathBuf>,
+    },
+    /// Write every corpus file a training config reads (training corpora, supervised and
+    /// sampled validation corpora), parsed, into one checksummed corpus pack (`*.nerc`), for
+    /// `meta --corpora` on a machine that does not have the files. Prints what it packed.
+    PackCorpora {
+        /// Training configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output pack.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Learn the context gate of a trained bundle (its encoder, heads and prototypes frozen)
     /// from corpora with document context, and write the bundle with the gate added.
@@ -122,6 +144,8 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             stop_after,
             quiet,
+            corpora,
+            time_limit_s,
             backend,
             gpus,
             rank,
@@ -132,6 +156,10 @@ fn run(cli: Cli) -> Result<()> {
                 ensure!(
                     rank.is_none(),
                     "--gpus starts the ranks itself; do not pass --rank"
+                );
+                ensure!(
+                    time_limit_s.is_none(),
+                    "--time-limit-s needs a single-rank run; it cannot be used with --gpus"
                 );
                 ensure!(
                     backend != BackendRequest::Cpu,
@@ -156,6 +184,10 @@ fn run(cli: Cli) -> Result<()> {
                 if quiet {
                     args.push("--quiet".into());
                 }
+                if let Some(p) = &corpora {
+                    args.push("--corpora".into());
+                    args.push(p.into());
+                }
                 return launch_ranks(gpus, &out, &args);
             }
             let backend = select_backend(backend)?;
@@ -165,6 +197,16 @@ fn run(cli: Cli) -> Result<()> {
                 resume,
                 stop_after,
                 progress: !quiet,
+                corpora,
+                time_limit: time_limit_s
+                    .map(|s| {
+                        ensure!(
+                            s.is_finite() && s > 0.0,
+                            "--time-limit-s must be a positive number of seconds, not {s}"
+                        );
+                        Ok(std::time::Duration::from_secs_f64(s))
+                    })
+                    .transpose()?,
             };
             match (rank, world_size, nccl_id_file) {
                 (Some(rank), Some(world), Some(id_file)) => {
@@ -172,6 +214,27 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 _ => train::run_meta_on(&cfg, &opts, backend),
             }
+        }
+        Command::PackCorpora { config, out } => {
+            let cfg = TrainConfig::load(&config)?;
+            let pack = train::data::pack_config(&cfg)?;
+            pack.write(&out)?;
+            for (key, c) in &pack.entries {
+                eprintln!(
+                    "ner-train: {key}: {} sentences, {} tokens",
+                    c.sentences.len(),
+                    c.token_count()
+                );
+            }
+            let size = std::fs::metadata(&out)
+                .with_context(|| format!("reading back {}", out.display()))?
+                .len();
+            eprintln!(
+                "ner-train: wrote {} ({} entries, {size} bytes)",
+                out.display(),
+                pack.entries.len()
+            );
+            Ok(())
         }
         Command::ContextGate {
             bundle,

@@ -1,8 +1,10 @@
 //! The CUDA training path against the CPU reference: (a) forward and backward of a small random
 //! model on odd-length sentences give the same outputs and parameter gradients to 1e-5
 //! relative (each tensor against its largest value, at least 1% of the model's largest
-//! gradient); (b) 20 meta-training steps on `fixtures/train/tiny.toml` give the same losses on
-//! both backends to 1e-4 relative.
+//! gradient), without and with word-shape input; (b) 20 meta-training steps on
+//! `fixtures/train/tiny.toml` (episodes) and on `fixtures/train/tiny-dense.toml` (the dense
+//! objective: word shapes, dense sequences, class vectors, the "other" type) give the same
+//! losses on both backends to 1e-4 relative.
 //!
 //! Without a usable CUDA device each test prints `skipped: no CUDA device (<reason>)` and
 //! passes, unless `NER_EDGE_REQUIRE_CUDA=1`, which turns the skip into a failure. Run from the
@@ -87,6 +89,13 @@ mod with_cuda {
             return;
         }
         let _guard = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        forward_and_backward(0);
+        forward_and_backward(5);
+    }
+
+    /// Part (a) with `shape_classes` word-shape rows (0: no shape input), random shapes.
+    fn forward_and_backward(shape_classes: usize) {
+        println!("== shape classes: {shape_classes}");
         let c = EncoderConfig {
             vocab_size: 57,
             hidden: 24,
@@ -96,7 +105,7 @@ mod with_cuda {
             max_positions: 19,
             type_dim: 7,
             layer_norm_eps: 1e-12,
-            shape_classes: 0,
+            shape_classes,
         };
         let w = weights(&c, 11);
         let mut rng = SplitMix64::new(3);
@@ -104,7 +113,14 @@ mod with_cuda {
             .iter()
             .map(|&len| (0..len).map(|_| (rng.next_u64() % 57) as u32).collect())
             .collect();
-        let batch = PieceBatch::new(&c, &sentences).unwrap();
+        let mut batch = PieceBatch::default();
+        for s in &sentences {
+            let shapes: Vec<u8> = s
+                .iter()
+                .map(|_| (rng.next_u64() % shape_classes.max(1) as u64) as u8)
+                .collect();
+            batch.push_shaped(&c, s, Some(&shapes)).unwrap();
+        }
         let n = batch.tokens();
         let d_boundary: Vec<f32> = (0..n * 3).map(|_| uniform(&mut rng)).collect();
         let d_types: Vec<f32> = (0..n * c.type_dim).map(|_| uniform(&mut rng)).collect();
@@ -221,11 +237,41 @@ mod with_cuda {
             return;
         }
         let _guard = GPU.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cfg = TrainConfig::load(&fixture("fixtures/train/tiny.toml")).unwrap();
+        twenty_steps("tiny.toml");
+    }
+
+    /// Part (b) on the dense objective: word shapes, dense sequences, class vectors and the
+    /// "other" type (`tiny-dense.toml`), dense loss compared too.
+    #[test]
+    fn twenty_dense_steps_match_the_cpu_losses() {
+        if !cuda_or_skip() {
+            return;
+        }
+        let _guard = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        twenty_steps("tiny-dense.toml");
+    }
+
+    fn dense_losses(out: &std::path::Path) -> Vec<f64> {
+        std::fs::read_to_string(out.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["dense"]["total"].as_f64()
+            })
+            .collect()
+    }
+
+    fn twenty_steps(name: &str) {
+        let mut cfg = TrainConfig::load(&fixture(&format!("fixtures/train/{name}"))).unwrap();
         cfg.steps = 20;
         cfg.checkpoint_every = 0;
         cfg.log_every = 1000;
-        let root = std::env::temp_dir().join(format!("ner-cuda-train-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!(
+            "ner-cuda-train-{}-{}",
+            std::process::id(),
+            name.trim_end_matches(".toml")
+        ));
         let mut runs = Vec::new();
         for backend in [Backend::Cpu, Backend::Cuda] {
             let out = root.join(backend.to_string());
@@ -235,15 +281,20 @@ mod with_cuda {
                 resume: false,
                 stop_after: None,
                 progress: false,
+                corpora: None,
+                time_limit: None,
             };
             run_meta_on(&cfg, &opts, backend).unwrap();
             assert!(out.join("model.nerb").is_file());
-            runs.push(losses(&out));
+            let mut all = losses(&out);
+            all.extend(dense_losses(&out));
+            runs.push(all);
         }
         let _ = std::fs::remove_dir_all(&root);
         let (cpu, gpu) = (&runs[0], &runs[1]);
-        assert_eq!(cpu.len(), 20);
-        assert_eq!(gpu.len(), 20);
+        let per_step = if cfg.dense_on() { 40 } else { 20 };
+        assert_eq!(cpu.len(), per_step, "{name}");
+        assert_eq!(gpu.len(), per_step, "{name}");
         let mut worst = 0.0f64;
         for (i, (a, b)) in cpu.iter().zip(gpu).enumerate() {
             let rel = (a - b).abs() / a.abs().max(1e-12);

@@ -586,3 +586,89 @@ fn distillation_pulls_the_student_towards_its_teacher() {
     assert!(e.contains("distill.teacher"), "{e}");
     std::fs::remove_dir_all(&teacher_out).ok();
 }
+
+/// `meta --corpora PACK` trains the model a run over the corpus files trains, bit for bit, with
+/// the files gone (the machine it is meant for does not have them), and a pack made from
+/// another config is refused with the missing entry named.
+#[test]
+fn a_run_from_a_corpus_pack_equals_the_run_from_the_files() {
+    let mut cfg = dense_fixture_config();
+    cfg.steps = 4;
+    cfg.checkpoint_every = 0;
+    let data = temp_dir("pack-data");
+    for c in &cfg.data.corpora {
+        for rel in &c.paths {
+            std::fs::copy(cfg.data.data_root.join(rel), data.join(rel)).unwrap();
+        }
+    }
+    cfg.data.data_root = data.clone();
+    cfg.data.validation_supervised = Some(data.join("toy_news.tsv"));
+
+    let from_files = temp_dir("pack-files");
+    run_meta(&cfg, &opts(&from_files)).unwrap();
+
+    let pack_path = temp_dir("pack-file").join("corpora.nerc");
+    ner_edge_trainer::train::data::pack_config(&cfg)
+        .unwrap()
+        .write(&pack_path)
+        .unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    let from_pack = temp_dir("pack-run");
+    run_meta(
+        &cfg,
+        &RunOptions {
+            corpora: Some(pack_path.clone()),
+            ..opts(&from_pack)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        checkpoint_bytes_without_log(&from_files),
+        checkpoint_bytes_without_log(&from_pack)
+    );
+    assert_eq!(losses(&from_files), losses(&from_pack));
+
+    let mut other = cfg.clone();
+    other.data.corpora[0].name = "renamed".into();
+    let err = run_meta(
+        &other,
+        &RunOptions {
+            corpora: Some(pack_path),
+            ..opts(&temp_dir("pack-other"))
+        },
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no entry \"corpus:renamed:"),
+        "{err:#}"
+    );
+}
+
+/// A run with a time limit it cannot meet stops after the step that crosses it, yet validates,
+/// checkpoints and exports a bundle as at the last step, and logs only the steps it ran.
+#[test]
+fn a_time_limit_ends_the_run_early_with_a_bundle() {
+    let mut cfg = dense_fixture_config();
+    cfg.steps = 1000;
+    cfg.checkpoint_every = 0;
+    let out = temp_dir("time-limit");
+    run_meta(
+        &cfg,
+        &RunOptions {
+            time_limit: Some(Duration::from_millis(1)),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    let logged = losses(&out);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(out.join("model.nerb").is_file());
+    Bundle::open(&out.join("model.nerb")).unwrap();
+    let state = load_state(&cfg, &out.join(CHECKPOINT)).unwrap();
+    assert_eq!(state.step, 1);
+    let validated = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    assert!(
+        validated.contains("validation_supervised_f1"),
+        "{validated}"
+    );
+}

@@ -158,7 +158,7 @@ fn run() -> Result<()> {
             .map(|i| episode(&mut rng, step * per_step + i))
             .collect();
         let t = Instant::now();
-        let out = trainer.step(&mut state, &episodes, &config, 1.0)?;
+        let out = trainer.step(&mut state, &episodes, &[], &config, 1.0)?;
         let wall = t.elapsed().as_secs_f64();
         for ((source, name), v) in out.pushes {
             state.memory.push(&source, &name, &v)?;

@@ -287,6 +287,85 @@ impl Gpu {
         Ok(())
     }
 
+    /// `out[i,:] += shape[shapes[i],:]` for `n` pieces of width `d` (the word-shape rows, after
+    /// [`Gpu::embedding_forward`]).
+    ///
+    /// # Safety
+    ///
+    /// `shape` must address a live `[classes, d]` f32 allocation, `shapes` `[n]` (`u32`) and
+    /// `out` `[n, d]`.
+    pub unsafe fn shape_embedding_add(
+        &self,
+        shape: DevPtr,
+        shapes: DevPtr,
+        n: usize,
+        d: usize,
+        classes: usize,
+        out: DevPtr,
+    ) -> Result<()> {
+        let (n32, d32, c32) = (
+            i32_of(n, "n")?,
+            i32_of(d, "d")?,
+            i32_of(classes, "classes")?,
+        );
+        // SAFETY: the arguments follow `shape_embedding_add` in `encoder.cu`; the caller
+        // guarantees (`# Safety`) live buffers of the stated shapes, and the kernel does not
+        // read rows past `classes`.
+        unsafe {
+            launch!(
+                self,
+                "shape_embedding_add",
+                grid_for(n * d),
+                &shape.0,
+                &shapes.0,
+                &n32,
+                &d32,
+                &c32,
+                &out.0
+            );
+        }
+        Ok(())
+    }
+
+    /// `d_shape[shapes[i],:] += d_out[i,:]` (atomics): the backward of
+    /// [`Gpu::shape_embedding_add`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Gpu::shape_embedding_add`], with `d_out` `[n, d]` and `d_shape` `[classes, d]`.
+    pub unsafe fn shape_embedding_backward(
+        &self,
+        shapes: DevPtr,
+        d_out: DevPtr,
+        n: usize,
+        d: usize,
+        classes: usize,
+        d_shape: DevPtr,
+    ) -> Result<()> {
+        let (n32, d32, c32) = (
+            i32_of(n, "n")?,
+            i32_of(d, "d")?,
+            i32_of(classes, "classes")?,
+        );
+        // SAFETY: the arguments follow `shape_embedding_backward` in `encoder.cu`; the caller
+        // guarantees (`# Safety`) live buffers of the stated shapes, and the kernel skips shape
+        // ids past `classes`.
+        unsafe {
+            launch!(
+                self,
+                "shape_embedding_backward",
+                grid_for(n * d),
+                &shapes.0,
+                &d_out.0,
+                &n32,
+                &d32,
+                &c32,
+                &d_shape.0
+            );
+        }
+        Ok(())
+    }
+
     /// `d_word[ids[i],:] += d_out[i,:]`, `d_position[pos[i],:] += d_out[i,:]` (atomics).
     ///
     /// # Safety

@@ -54,6 +54,8 @@ pub const KERNEL_SOURCES: [KernelSource; 5] = [
         kernels: &[
             "embedding_forward",
             "embedding_backward",
+            "shape_embedding_add",
+            "shape_embedding_backward",
             "column_sum_accumulate",
             "layernorm_forward",
             "layernorm_backward",

@@ -48,6 +48,8 @@ struct Layer {
 /// work buffers of the backward.
 struct Buffers {
     ids: DevBuf<u32>,
+    /// Word-shape id of each piece (only filled when the model has shape classes).
+    shapes: DevBuf<u32>,
     pos: DevBuf<i32>,
     offsets: DevBuf<i32>,
     lens: DevBuf<i32>,
@@ -145,6 +147,7 @@ impl CudaModel {
         let z = |len: usize| DevBuf::<f32>::zeros(s, len);
         let buf = Buffers {
             ids: DevBuf::zeros(s, 0)?,
+            shapes: DevBuf::zeros(s, 0)?,
             pos: DevBuf::zeros(s, 0)?,
             offsets: DevBuf::zeros(s, 1)?,
             lens: DevBuf::zeros(s, 0)?,
@@ -295,6 +298,7 @@ impl CudaModel {
         let probs = sh.n_sent * c.heads * sh.tmax * sh.tmax;
         let b = &mut self.buf;
         b.ids.fit(s, n)?;
+        b.shapes.fit(s, n)?;
         b.pos.fit(s, n)?;
         b.offsets.fit(s, sh.n_sent + 1)?;
         b.lens.fit(s, sh.n_sent)?;
@@ -395,6 +399,14 @@ impl CudaModel {
         let lens: Vec<i32> = offsets.windows(2).map(|w| (w[1] - w[0]) as i32).collect();
         let s = &self.gpu.stream;
         self.buf.ids.upload(s, 0, batch.ids())?;
+        if self.config.shape_classes > 0 {
+            let shapes: Vec<u32> = if batch.shapes().is_empty() {
+                vec![0; n]
+            } else {
+                batch.shapes().iter().map(|&x| u32::from(x)).collect()
+            };
+            self.buf.shapes.upload(s, 0, &shapes)?;
+        }
         self.buf.pos.upload(s, 0, &pos)?;
         self.buf.offsets.upload(s, 0, &off32)?;
         self.buf.lens.upload(s, 0, &lens)?;
@@ -451,6 +463,16 @@ impl CudaModel {
                 c.max_positions,
                 b.emb_sum.ptr(),
             )?;
+            if let Some(shape) = p.shape {
+                g.shape_embedding_add(
+                    shape,
+                    b.shapes.ptr(),
+                    n,
+                    d,
+                    c.shape_classes,
+                    b.emb_sum.ptr(),
+                )?;
+            }
             g.layernorm_forward(
                 b.emb_sum.ptr(),
                 p.embeddings_ln.gamma,
@@ -839,6 +861,9 @@ impl CudaModel {
                 gr.word,
                 gr.position,
             )?;
+            if let Some(d_shape) = gr.shape {
+                g.shape_embedding_backward(b.shapes.ptr(), d_pre, n, d, c.shape_classes, d_shape)?;
+            }
             g.blas
                 .column_sum_accumulate(d_pre, n, d, gr.token_type, ones)?;
         }

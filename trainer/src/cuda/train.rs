@@ -1,12 +1,14 @@
-//! One meta-training optimiser step with the encoder on the GPU and the episode losses on the
-//! CPU ([`CudaTrainer::step`]).
+//! One meta-training optimiser step with the encoder on the GPU and the losses on the CPU
+//! ([`CudaTrainer::step`]).
 //!
-//! Every sentence of every episode of the step goes through the encoder in one packed batch;
-//! the word-level head outputs come back to the host, where each episode's loss runs exactly
-//! as on the CPU path ([`crate::train::step::episode_head_loss`], spread over the configured
-//! threads); the piece-level output gradients go back to the device for one backward pass;
-//! the gradient norm, clipping and AdamW run on the device for the encoder and both token
-//! heads and on the host for the CDT numbers and the prior MLP. The host copies of the encoder
+//! Every sentence of every episode of the step and every dense sequence go through the
+//! encoder (word shapes included) in one packed batch; the word-level head outputs come back to
+//! the host, where each episode's and each dense sequence's loss runs exactly as on the CPU
+//! path ([`crate::train::step::episode_head_loss`], [`crate::train::step::dense_head_loss`],
+//! spread over the configured threads, [`step_losses`]); the piece-level output gradients go
+//! back to the device for one backward pass; the gradient norm, clipping and AdamW run on the
+//! device for the encoder and both token heads and on the host for the CDT numbers, the prior
+//! MLP and the class / "other" vectors. The host copies of the encoder
 //! weights and their AdamW moments are refreshed by [`CudaTrainer::sync_to_host`] (before a
 //! checkpoint, a validation or the export).
 
@@ -20,15 +22,17 @@ use super::model::CudaModel;
 use super::nccl::NcclRank;
 use super::DeviceInfo;
 use crate::backprop::PieceBatch;
-use crate::loss::{EpisodeLoss, HeadParams};
+use crate::loss::{ClassParams, EpisodeLoss, HeadParams, LossTerms, OTHER_BESIDE_SUPPORT};
 use crate::model::{EncoderConfig, BOUNDARY_LABELS};
 use crate::train::collective::{Collective, SingleRank};
 use crate::train::config::TrainConfig;
 use crate::train::data::EncodedEpisode;
+use crate::train::dense::DenseSeq;
 use crate::train::meta::{decays, is_head_tensor, TrainState};
 use crate::train::optimizer::{clip_factor, AdamW, ParamUpdate};
 use crate::train::step::{
-    episode_head_loss, gather_words_from, scatter_word_grads, EpisodeTerms, MemoryPushes,
+    dense_head_loss, episode_head_loss, gather_words_from, scatter_dense_grads, scatter_word_grads,
+    DenseGrads, EpisodeTerms, MemoryPushes,
 };
 
 /// Wall-clock seconds of the phases of one [`CudaTrainer::step`], each ended by a stream
@@ -71,6 +75,8 @@ pub struct StepOutcome {
     pub terms: Vec<EpisodeTerms>,
     /// Label-memory rows to push, in episode order.
     pub pushes: MemoryPushes,
+    /// Summed loss terms of the dense sequences.
+    pub dense: LossTerms,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
     /// Pieces in the step's batch.
@@ -78,9 +84,6 @@ pub struct StepOutcome {
     /// Time per phase.
     pub phases: PhaseTimes,
 }
-
-/// One episode's loss and its label-memory rows.
-type EpisodeOutcome = (EpisodeLoss, MemoryPushes);
 
 /// The GPU side of a training run: the model on the device, AdamW moments of its tensors, and
 /// reusable host buffers.
@@ -93,10 +96,9 @@ pub struct CudaTrainer {
     batch: PieceBatch,
     boundary: Vec<f32>,
     types: Vec<f32>,
-    d_boundary: Vec<f32>,
-    d_types: Vec<f32>,
-    head_grads: HeadParams,
+    grads: HostGrads,
     scale: f32,
+    dense_scale: f32,
     threads: usize,
     host_stale: bool,
 }
@@ -109,19 +111,14 @@ impl CudaTrainer {
 
     /// [`CudaTrainer::open`] on an opened device.
     pub fn new(gpu: Gpu, state: &TrainState, config: &TrainConfig) -> Result<CudaTrainer> {
-        ensure!(
-            state.weights.config.shape_classes == 0,
-            "the CUDA backend has no word-shape (casing) input yet; train this config with \
-             --backend cpu, or set encoder.casing = false"
-        );
         let model = CudaModel::new(gpu, &state.weights)?;
         let n_enc = model.table().len();
-        let n_heads = state.heads.tensors().len();
+        let n_host = state.heads.tensors().len() + state.classes.tensors().len();
         ensure!(
-            state.opt.m.len() == n_enc + n_heads && state.opt.v.len() == n_enc + n_heads,
+            state.opt.m.len() == n_enc + n_host && state.opt.v.len() == n_enc + n_host,
             "optimiser state has {} tensors, the model {}",
             state.opt.m.len(),
-            n_enc + n_heads
+            n_enc + n_host
         );
         let s = &model.gpu.stream;
         let m = DevBuf::from_host(s, &state.opt.m[..n_enc].concat())?;
@@ -141,10 +138,9 @@ impl CudaTrainer {
             batch: PieceBatch::default(),
             boundary: Vec::new(),
             types: Vec::new(),
-            d_boundary: Vec::new(),
-            d_types: Vec::new(),
-            head_grads: HeadParams::zeros(state.weights.config.type_dim),
+            grads: HostGrads::new(state),
             scale: 1.0 / config.episodes_per_step.max(1) as f32,
+            dense_scale: config.dense.weight / config.dense.sequences_per_step.max(1) as f32,
             threads: config.threads.max(1),
             host_stale: false,
             model,
@@ -191,29 +187,31 @@ impl CudaTrainer {
         &mut self,
         state: &mut TrainState,
         episodes: &[EncodedEpisode],
+        dense: &[DenseSeq],
         config: &TrainConfig,
         factor: f32,
     ) -> Result<StepOutcome> {
-        self.step_ranked(state, episodes, config, factor, &mut SingleRank)
+        self.step_ranked(state, episodes, dense, config, factor, &mut SingleRank)
     }
 
-    /// [`CudaTrainer::step`] on one rank of a data-parallel run: `episodes` are this rank's
-    /// share, and the gradients are summed over the ranks (in place on the device over NCCL,
-    /// through the host for any other [`Collective`]) before the norm, clipping and AdamW.
+    /// [`CudaTrainer::step`] on one rank of a data-parallel run: `episodes` and `dense` are
+    /// this rank's share, and the gradients are summed over the ranks (in place on the device
+    /// over NCCL, through the host for any other [`Collective`]) before the norm, clipping and
+    /// AdamW.
     pub fn step_ranked(
         &mut self,
         state: &mut TrainState,
         episodes: &[EncodedEpisode],
+        dense: &[DenseSeq],
         config: &TrainConfig,
         factor: f32,
         collective: &mut dyn Collective,
     ) -> Result<StepOutcome> {
         let mut ph = PhaseTimes::default();
         let c = state.weights.config.clone();
-        let dt = c.type_dim;
 
         let t = Instant::now();
-        let first = pack_step(&mut self.batch, episodes, &c)?;
+        let layout = pack_step(&mut self.batch, episodes, dense, &c)?;
         self.model.upload_batch(&self.batch)?;
         self.model.gpu.sync()?;
         ph.upload = t.elapsed().as_secs_f64();
@@ -230,29 +228,27 @@ impl CudaTrainer {
         let t = Instant::now();
         let outputs = StepOutputs {
             offsets: self.batch.offsets(),
-            first: &first,
+            first: &layout.first,
+            dense_first: layout.dense_first,
             boundary: &self.boundary,
             types: &self.types,
         };
-        let losses = episode_losses(state, episodes, &outputs, config, self.threads)?;
-        let n = self.batch.tokens();
-        let (terms, pushes) = scatter_losses(
-            losses,
+        let losses = step_losses(
+            state,
             episodes,
+            dense,
             &outputs,
-            self.scale,
-            dt,
-            &mut OutputGrads {
-                boundary: &mut self.d_boundary,
-                types: &mut self.d_types,
-                heads: &mut self.head_grads,
-            },
-        );
+            config,
+            self.threads,
+            (self.scale, self.dense_scale),
+            &mut self.grads,
+        )?;
+        let n = self.batch.tokens();
         ph.losses = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         self.model
-            .upload_output_grads(&self.d_boundary, &self.d_types)?;
+            .upload_output_grads(&self.grads.boundary, &self.grads.types)?;
         self.model.gpu.sync()?;
         ph.transfers += t.elapsed().as_secs_f64();
 
@@ -274,15 +270,16 @@ impl CudaTrainer {
         ph.optimiser = t.elapsed().as_secs_f64();
 
         Ok(StepOutcome {
-            terms,
-            pushes,
+            terms: losses.terms,
+            pushes: losses.pushes,
+            dense: losses.dense,
             grad_norm,
             tokens: n,
             phases: ph,
         })
     }
 
-    /// Sums the device gradients and the host CDT/prior gradients over the ranks.
+    /// Sums the device gradients and the host CDT/prior/class gradients over the ranks.
     fn all_reduce_grads(&mut self, collective: &mut dyn Collective) -> Result<()> {
         let n = self.model.parameter_count();
         let grads = self.model.grads_ptr();
@@ -298,7 +295,7 @@ impl CudaTrainer {
             collective.all_reduce_sum(&mut host)?;
             self.model.upload_grads_flat(&host)?;
         }
-        let mut heads = self.head_grads.tensors_mut();
+        let mut heads = self.grads.host_tensors_mut();
         let mut flat: Vec<f32> = heads.iter().flat_map(|(_, g)| g.iter().copied()).collect();
         collective.all_reduce_sum(&mut flat)?;
         let mut at = 0;
@@ -331,8 +328,8 @@ impl CudaTrainer {
         let mut device_sq = [0.0f64];
         self.total.download(s, 0, &mut device_sq)?;
         let head_sq: f64 = self
-            .head_grads
-            .tensors()
+            .grads
+            .host_tensors()
             .iter()
             .flat_map(|(_, g)| g.iter())
             .map(|&x| f64::from(x) * f64::from(x))
@@ -356,8 +353,8 @@ impl CudaTrainer {
 
         let n_enc = self.model.table().len();
         let scaled: Vec<Vec<f32>> = self
-            .head_grads
-            .tensors()
+            .grads
+            .host_tensors()
             .iter()
             .map(|(_, g)| g.iter().map(|x| x * clip).collect())
             .collect();
@@ -367,9 +364,9 @@ impl CudaTrainer {
             m: state.opt.m.split_off(n_enc),
             v: state.opt.v.split_off(n_enc),
         };
-        let mut updates: Vec<ParamUpdate<'_>> = state
-            .heads
-            .tensors_mut()
+        let mut host_params = state.heads.tensors_mut();
+        host_params.extend(state.classes.tensors_mut());
+        let mut updates: Vec<ParamUpdate<'_>> = host_params
             .into_iter()
             .zip(&scaled)
             .map(|((name, value), grad)| ParamUpdate {
@@ -425,13 +422,22 @@ impl CudaTrainer {
     }
 }
 
-/// Packs every sentence of `episodes` (each episode's support, then query sentences) into
-/// `batch`, returning the index of each episode's first sentence.
+/// Where a step's parts lie in its batch ([`pack_step`]).
+pub(crate) struct StepLayout {
+    /// Index of each episode's first sentence.
+    pub first: Vec<usize>,
+    /// Index of the first dense sequence (after every episode sentence).
+    pub dense_first: usize,
+}
+
+/// Packs every sentence of `episodes` (each episode's support, then query sentences) and then
+/// every dense sequence into `batch`, with their word shapes.
 pub(crate) fn pack_step(
     batch: &mut PieceBatch,
     episodes: &[EncodedEpisode],
+    dense: &[DenseSeq],
     c: &EncoderConfig,
-) -> Result<Vec<usize>> {
+) -> Result<StepLayout> {
     batch.clear();
     let mut first = Vec::with_capacity(episodes.len());
     for (i, ep) in episodes.iter().enumerate() {
@@ -443,11 +449,17 @@ pub(crate) fn pack_step(
         first.push(batch.len());
         for s in ep.support.iter().chain(&ep.query) {
             batch
-                .push(c, &s.ids)
+                .push_shaped(c, &s.ids, Some(&s.shapes))
                 .with_context(|| format!("episode {} of the step", i + 1))?;
         }
     }
-    Ok(first)
+    let dense_first = batch.len();
+    for (i, seq) in dense.iter().enumerate() {
+        batch
+            .push_shaped(c, &seq.sentence.ids, Some(&seq.sentence.shapes))
+            .with_context(|| format!("dense sequence {} of the step", i + 1))?;
+    }
+    Ok(StepLayout { first, dense_first })
 }
 
 /// Piece-level head outputs of a step's batch on the host.
@@ -456,48 +468,88 @@ pub(crate) struct StepOutputs<'a> {
     pub offsets: &'a [usize],
     /// First sentence of each episode.
     pub first: &'a [usize],
+    /// Sentence of the first dense sequence.
+    pub dense_first: usize,
     /// `[N, 3]`.
     pub boundary: &'a [f32],
     /// `[N, type_dim]`.
     pub types: &'a [f32],
 }
 
-/// Where [`scatter_losses`] puts the step's gradients.
-pub(crate) struct OutputGrads<'a> {
-    pub boundary: &'a mut Vec<f32>,
-    pub types: &'a mut Vec<f32>,
-    pub heads: &'a mut HeadParams,
+/// The host's gradient buffers of a step: piece-level output gradients for the device's
+/// backward pass, and the gradients of the parameters that live on the host.
+pub(crate) struct HostGrads {
+    /// `[N, 3]`.
+    pub boundary: Vec<f32>,
+    /// `[N, type_dim]`.
+    pub types: Vec<f32>,
+    /// CDT numbers and prior MLP.
+    pub heads: HeadParams,
+    /// Class and "other" vectors.
+    pub classes: ClassParams,
 }
 
-/// Each episode's loss from the step's head outputs, in episode order, spread over `threads`
-/// (episode `i` on thread `i % threads`).
-pub(crate) fn episode_losses(
-    state: &TrainState,
-    episodes: &[EncodedEpisode],
-    out: &StepOutputs<'_>,
-    config: &TrainConfig,
+impl HostGrads {
+    pub fn new(state: &TrainState) -> HostGrads {
+        HostGrads {
+            boundary: Vec::new(),
+            types: Vec::new(),
+            heads: HeadParams::zeros(state.weights.config.type_dim),
+            classes: state.classes.zeros_like(),
+        }
+    }
+
+    /// Head then class gradient tensors, in the order of the host AdamW moments.
+    pub fn host_tensors(&self) -> Vec<(String, &[f32])> {
+        let mut all = self.heads.tensors();
+        all.extend(self.classes.tensors());
+        all
+    }
+
+    /// [`HostGrads::host_tensors`], writable.
+    pub fn host_tensors_mut(&mut self) -> Vec<(String, &mut [f32])> {
+        let mut all = self.heads.tensors_mut();
+        all.extend(self.classes.tensors_mut());
+        all
+    }
+
+    fn reset(&mut self, tokens: usize, type_dim: usize) {
+        self.boundary.clear();
+        self.boundary.resize(tokens * BOUNDARY_LABELS, 0.0);
+        self.types.clear();
+        self.types.resize(tokens * type_dim, 0.0);
+        for (_, g) in self.host_tensors_mut() {
+            g.fill(0.0);
+        }
+    }
+}
+
+/// What the host half of a step returns besides the gradients.
+pub(crate) struct StepLosses {
+    /// Loss terms of each episode, in order.
+    pub terms: Vec<EpisodeTerms>,
+    /// Label-memory rows of the episodes, in episode order.
+    pub pushes: MemoryPushes,
+    /// Summed dense loss terms.
+    pub dense: LossTerms,
+}
+
+/// `f(i)` for `i < count`, spread over `threads` (index `i` on thread `i % threads`), results
+/// in index order; the first error (by index) is returned.
+fn fan_out<T: Send>(
+    count: usize,
     threads: usize,
-) -> Result<Vec<EpisodeOutcome>> {
-    let dt = state.weights.config.type_dim;
-    let threads = threads.min(episodes.len()).max(1);
-    let one = |i: usize| -> Result<EpisodeOutcome> {
-        let ep = &episodes[i];
-        let f = out.first[i];
-        let gather = |set, at| gather_words_from(out.boundary, out.types, out.offsets, set, at, dt);
-        let support = gather(&ep.support, f);
-        let query = gather(&ep.query, f + ep.support.len());
-        episode_head_loss(state, ep, &support, &query, &config.loss)
-            .with_context(|| format!("episode {} of the step", i + 1))
-    };
-    let mut slots: Vec<Option<EpisodeOutcome>> = (0..episodes.len()).map(|_| None).collect();
-    let results: Vec<Result<Vec<(usize, EpisodeOutcome)>>> = std::thread::scope(|scope| {
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let threads = threads.min(count).max(1);
+    let per_thread: Vec<Result<Vec<(usize, T)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
-                let one = &one;
+                let f = &f;
                 scope.spawn(move || {
-                    (w..episodes.len())
+                    (w..count)
                         .step_by(threads)
-                        .map(|i| one(i).map(|r| (i, r)))
+                        .map(|i| f(i).map(|r| (i, r)))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -510,56 +562,115 @@ pub(crate) fn episode_losses(
             })
             .collect()
     });
-    for r in results {
-        for (i, outcome) in r? {
-            slots[i] = Some(outcome);
+    let mut slots: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    for r in per_thread {
+        for (i, value) in r? {
+            slots[i] = Some(value);
         }
     }
     slots
         .into_iter()
         .enumerate()
-        .map(|(i, s)| s.with_context(|| format!("internal: no loss for episode {}", i + 1)))
+        .map(|(i, s)| s.with_context(|| format!("internal: no result for item {}", i + 1)))
         .collect()
 }
 
-/// Scatters `scale ·` each episode's word gradients into piece-level output gradients (resized
-/// to the batch and zeroed first) and sums its CDT/prior gradients into `grads.heads` (zeroed
-/// first), in episode order; returns the loss terms and memory rows in episode order.
-pub(crate) fn scatter_losses(
-    losses: Vec<EpisodeOutcome>,
+/// The host half of a step: every episode's and dense sequence's loss from the batch's head
+/// outputs (spread over `threads`), their gradients written into `grads` (reset first) with
+/// `scales` = (per episode, per dense sequence), in episode then sequence order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn step_losses(
+    state: &TrainState,
     episodes: &[EncodedEpisode],
+    dense: &[DenseSeq],
     out: &StepOutputs<'_>,
-    scale: f32,
-    type_dim: usize,
-    grads: &mut OutputGrads<'_>,
-) -> (Vec<EpisodeTerms>, MemoryPushes) {
+    config: &TrainConfig,
+    threads: usize,
+    scales: (f32, f32),
+    grads: &mut HostGrads,
+) -> Result<StepLosses> {
+    let dt = state.weights.config.type_dim;
+    let (scale, dense_scale) = scales;
+    let gather = |set: &[crate::train::data::EncodedSentence], at: usize| {
+        gather_words_from(out.boundary, out.types, out.offsets, set, at, dt)
+    };
+    let episode_losses = fan_out(episodes.len(), threads, |i| {
+        let ep = &episodes[i];
+        let f = out.first[i];
+        let support = gather(&ep.support, f);
+        let query = gather(&ep.query, f + ep.support.len());
+        episode_head_loss(state, ep, &support, &query, &config.loss)
+            .with_context(|| format!("episode {} of the step", i + 1))
+    })?;
+    let dense_losses = fan_out(dense.len(), threads, |i| {
+        let words = gather(
+            std::slice::from_ref(&dense[i].sentence),
+            out.dense_first + i,
+        );
+        dense_head_loss(state, &dense[i], &words[0], &config.loss)
+            .with_context(|| format!("dense sequence {} of the step", i + 1))
+    })?;
+
     let n = out.offsets.last().copied().unwrap_or(0);
-    grads.boundary.clear();
-    grads.boundary.resize(n * BOUNDARY_LABELS, 0.0);
-    grads.types.clear();
-    grads.types.resize(n * type_dim, 0.0);
-    for (_, g) in grads.heads.tensors_mut() {
-        g.fill(0.0);
-    }
+    grads.reset(n, dt);
     let mut terms = Vec::with_capacity(episodes.len());
     let mut pushes = Vec::new();
-    for ((ep, &f), (loss, p)) in episodes.iter().zip(out.first).zip(losses) {
-        scatter_word_grads(
-            &loss,
-            ep,
-            out.offsets,
-            f,
-            scale,
-            type_dim,
-            grads.boundary,
-            grads.types,
-        );
-        grads.heads.add_cdt_grad(&loss.cdt, scale);
-        grads.heads.prior.add_scaled(&loss.prior, scale);
+    for ((ep, &f), (loss, p)) in episodes.iter().zip(out.first).zip(episode_losses) {
+        scatter_episode(&loss, ep, out.offsets, f, scale, dt, grads);
         terms.push(loss.terms);
         pushes.extend(p);
     }
-    (terms, pushes)
+    let mut dense_terms = LossTerms::default();
+    for (i, (seq, loss)) in dense.iter().zip(&dense_losses).enumerate() {
+        scatter_dense_grads(
+            loss,
+            seq,
+            out.offsets[out.dense_first + i],
+            dense_scale,
+            dt,
+            &mut DenseGrads {
+                boundary: &mut grads.boundary,
+                types: &mut grads.types,
+                heads: &mut grads.heads,
+                classes: &mut grads.classes,
+            },
+        );
+        dense_terms.crf += loss.terms.crf;
+        dense_terms.span += loss.terms.span;
+        dense_terms.type_ce += loss.terms.type_ce;
+        dense_terms.total += loss.terms.total;
+    }
+    Ok(StepLosses {
+        terms,
+        pushes,
+        dense: dense_terms,
+    })
+}
+
+fn scatter_episode(
+    loss: &EpisodeLoss,
+    ep: &EncodedEpisode,
+    offsets: &[usize],
+    first: usize,
+    scale: f32,
+    type_dim: usize,
+    grads: &mut HostGrads,
+) {
+    scatter_word_grads(
+        loss,
+        ep,
+        offsets,
+        first,
+        scale,
+        type_dim,
+        &mut grads.boundary,
+        &mut grads.types,
+    );
+    grads.heads.add_cdt_grad(&loss.cdt, scale);
+    grads.heads.prior.add_scaled(&loss.prior, scale);
+    grads
+        .classes
+        .add_to_other(OTHER_BESIDE_SUPPORT, &loss.other, scale);
 }
 
 #[cfg(test)]
@@ -568,38 +679,64 @@ mod tests {
     use crate::backprop::{backward, forward, BackwardScratch, Tape};
     use crate::model::ModelWeights;
     use crate::train::data;
-    use crate::train::meta::{compute_gradients, fresh_state, initial_weights, step_episodes};
+    use crate::train::dense::DenseSampler;
+    use crate::train::meta::{
+        class_names, compute_gradients, dense_weights, fresh_state, initial_weights, step_dense,
+        step_episodes,
+    };
     use crate::train::step::StepWorker;
     use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
 
-    /// The host half of the CUDA step (one batch for all episodes, losses from gathered
-    /// outputs, gradients scattered back by episode offset), run with the CPU encoder, gives the
-    /// CPU path's loss terms, memory rows and gradients.
+    /// The host half of the CUDA step ([`step_losses`]: one batch for all episodes and dense
+    /// sequences, losses from gathered outputs, gradients scattered back by offset), run with
+    /// the CPU encoder, gives the CPU path's loss terms, memory rows and gradients: for the
+    /// episode-only objective (`tiny.toml`) and for the dense one with word shapes, class
+    /// vectors and the "other" type (`tiny-dense.toml`).
     #[test]
     fn one_batch_step_matches_per_episode_workers() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/train/tiny.toml");
+        for name in ["tiny.toml", "tiny-dense.toml"] {
+            one_batch_step_matches(name);
+        }
+    }
+
+    fn one_batch_step_matches(name: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/train")
+            .join(name);
         let config = TrainConfig::load(&path).unwrap();
         let (weights, origin) = initial_weights(&config).unwrap();
         let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text).unwrap();
         let training = data::load(&config.data, &tokenizer).unwrap();
-        let state = fresh_state(&config, weights, Vec::new()).unwrap();
+        let state = fresh_state(&config, weights, class_names(&config, &training)).unwrap();
         let encoded: Vec<EncodedEpisode> = step_episodes(&config, &training, 3)
             .unwrap()
             .iter()
             .map(|e| data::encode_episode(e, &tokenizer).unwrap())
             .collect();
+        let dense = if config.dense_on() {
+            let sampler = DenseSampler::new(
+                &training,
+                &state.classes,
+                &tokenizer,
+                &dense_weights(&config),
+            )
+            .unwrap();
+            step_dense(&config, &sampler, &tokenizer, 3).unwrap()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(dense.is_empty(), name == "tiny.toml");
         let c = state.weights.config.clone();
 
         let mut workers = vec![StepWorker::new(
             &c,
             &state.classes,
             config.episodes_per_step,
-            0,
-            0.0,
+            config.dense.sequences_per_step,
+            config.dense.weight,
         )];
-        let (want_terms, _, want_pushes) =
-            compute_gradients(&state, &encoded, &[], &mut workers, &config).unwrap();
+        let (want_terms, want_dense, want_pushes) =
+            compute_gradients(&state, &encoded, &dense, &mut workers, &config).unwrap();
         let want: Vec<Vec<f32>> = workers[0]
             .grads_flat()
             .iter()
@@ -607,61 +744,72 @@ mod tests {
             .collect();
 
         let mut batch = PieceBatch::default();
-        let first = pack_step(&mut batch, &encoded, &c).unwrap();
+        let layout = pack_step(&mut batch, &encoded, &dense, &c).unwrap();
         let mut tape = Tape::new();
         forward(&state.weights, &batch, &mut tape);
         let outputs = StepOutputs {
             offsets: batch.offsets(),
-            first: &first,
+            first: &layout.first,
+            dense_first: layout.dense_first,
             boundary: tape.boundary(),
             types: tape.types(),
         };
-        let losses = episode_losses(&state, &encoded, &outputs, &config, 3).unwrap();
-        let (mut d_boundary, mut d_types) = (Vec::new(), Vec::new());
-        let mut heads = HeadParams::zeros(c.type_dim);
-        let scale = 1.0 / config.episodes_per_step as f32;
-        let (terms, pushes) = scatter_losses(
-            losses,
-            &encoded,
-            &outputs,
-            scale,
-            c.type_dim,
-            &mut OutputGrads {
-                boundary: &mut d_boundary,
-                types: &mut d_types,
-                heads: &mut heads,
-            },
+        let mut grads = HostGrads::new(&state);
+        let scales = (
+            1.0 / config.episodes_per_step as f32,
+            config.dense.weight / config.dense.sequences_per_step.max(1) as f32,
         );
-        let mut grads = ModelWeights::zeros(&c);
+        let losses = step_losses(
+            &state, &encoded, &dense, &outputs, &config, 3, scales, &mut grads,
+        )
+        .unwrap();
+        let mut encoder_grads = ModelWeights::zeros(&c);
         backward(
             &state.weights,
             &batch,
             &tape,
-            &d_boundary,
-            &d_types,
-            &mut grads,
+            &grads.boundary,
+            &grads.types,
+            &mut encoder_grads,
             &mut BackwardScratch::new(),
         );
-        let mut got = grads.tensors();
-        got.extend(heads.tensors());
+        let mut got = encoder_grads.tensors();
+        got.extend(grads.host_tensors());
 
-        assert_eq!(terms.len(), want_terms.len());
-        for (a, b) in terms.iter().zip(&want_terms) {
+        assert_eq!(losses.terms.len(), want_terms.len());
+        for (a, b) in losses.terms.iter().zip(&want_terms) {
             assert!(
                 (a.total - b.total).abs() <= 1e-6 * b.total.abs().max(1.0),
-                "{a:?} {b:?}"
+                "{name}: {a:?} {b:?}"
             );
         }
-        assert_eq!(pushes.len(), want_pushes.len());
-        for (a, b) in pushes.iter().zip(&want_pushes) {
+        assert!(
+            (losses.dense.total - want_dense.total).abs() <= 1e-6 * want_dense.total.abs().max(1.0),
+            "{name}: dense {:?} vs {:?}",
+            losses.dense,
+            want_dense
+        );
+        assert_eq!(losses.pushes.len(), want_pushes.len());
+        for (a, b) in losses.pushes.iter().zip(&want_pushes) {
             assert_eq!(a.0, b.0);
             assert_eq!(a.1.len(), b.1.len());
         }
         assert_eq!(got.len(), want.len());
-        for ((name, g), w) in got.iter().zip(&want) {
+        for ((tensor, g), w) in got.iter().zip(&want) {
             let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
             for (x, y) in g.iter().zip(w) {
-                assert!((x - y).abs() <= 1e-4 * scale, "{name}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-4 * scale,
+                    "{name}: {tensor}: {x} vs {y}"
+                );
+            }
+            if name == "tiny-dense.toml"
+                && ["shape_embeddings", "classes.weight", "other.weight"].contains(&tensor.as_str())
+            {
+                assert!(
+                    g.iter().any(|&v| v != 0.0),
+                    "{name}: {tensor} has no gradient"
+                );
             }
         }
         assert!(want.iter().flatten().any(|&v| v != 0.0));

@@ -3,13 +3,95 @@
 //! indices).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ner_edge::tokenizer::Tokenizer;
-use ner_edge_corpus::{read_corpus, Corpus, Episode, Sentence};
+use ner_edge_corpus::{read_corpus, Corpus, CorpusPack, Episode, Sentence};
 use sha2::{Digest, Sha256};
 
-use super::config::DataConfig;
+use super::config::{DataConfig, TrainConfig};
+
+/// Where a run reads the corpus files its config names: from the disk, or from a corpus pack
+/// written by `ner-train pack-corpora` ([`pack_config`]) for a machine without the files.
+#[derive(Clone, Debug, Default)]
+pub enum CorpusFiles {
+    /// Each file from its path.
+    #[default]
+    Disk,
+    /// Each file from the pack, by its [`corpus_key`] (or [`VALIDATION_SUPERVISED_KEY`],
+    /// [`VALIDATION_SAMPLED_KEY`]).
+    Pack(CorpusPack),
+}
+
+/// Pack key of the supervised validation corpus (`data.validation_supervised`).
+pub const VALIDATION_SUPERVISED_KEY: &str = "validation:supervised";
+/// Pack key of the corpus validation episodes are sampled from (`data.validation_sampled`).
+pub const VALIDATION_SAMPLED_KEY: &str = "validation:sampled";
+
+/// Pack key of file `rel` (as written in the config, relative to `data_root`) of the training
+/// corpus named `name`.
+pub fn corpus_key(name: &str, rel: &Path) -> String {
+    format!("corpus:{name}:{}", rel.display())
+}
+
+impl CorpusFiles {
+    /// The corpus of `path` (from the disk) or of `key` (from the pack).
+    pub fn read(&self, key: &str, path: &Path) -> Result<Corpus> {
+        match self {
+            CorpusFiles::Disk => {
+                if !path.exists() {
+                    bail!("{} does not exist", path.display());
+                }
+                read_corpus(path).with_context(|| format!("reading {}", path.display()))
+            }
+            CorpusFiles::Pack(pack) => pack.get(key).cloned().with_context(|| {
+                format!(
+                    "the corpus pack has no entry {key:?} (for {}); pack the corpora again with \
+                     `ner-train pack-corpora` from this config",
+                    path.display()
+                )
+            }),
+        }
+    }
+}
+
+/// Every corpus file `config` reads (training corpora, supervised and sampled validation
+/// corpora), parsed, in one pack. JSONL validation episodes (`data.validation`) are not
+/// packed: a config with them is refused.
+pub fn pack_config(config: &TrainConfig) -> Result<CorpusPack> {
+    let data = &config.data;
+    if let Some(v) = &data.validation {
+        bail!(
+            "data.validation ({}) is a JSONL episode file, which corpus packs do not carry; \
+             use data.validation_sampled or data.validation_supervised",
+            v.display()
+        );
+    }
+    let mut pack = CorpusPack::default();
+    for entry in &data.corpora {
+        for rel in &entry.paths {
+            let corpus = CorpusFiles::Disk
+                .read("", &data.data_root.join(rel))
+                .with_context(|| format!("corpus {:?}", entry.name))?;
+            pack.entries.insert(corpus_key(&entry.name, rel), corpus);
+        }
+    }
+    if let Some(path) = &data.validation_supervised {
+        let corpus = CorpusFiles::Disk
+            .read("", path)
+            .context("validation_supervised")?;
+        pack.entries
+            .insert(VALIDATION_SUPERVISED_KEY.into(), corpus);
+    }
+    if let Some(v) = &data.validation_sampled {
+        let corpus = CorpusFiles::Disk
+            .read("", &v.path)
+            .context("validation_sampled")?;
+        pack.entries.insert(VALIDATION_SAMPLED_KEY.into(), corpus);
+    }
+    Ok(pack)
+}
 
 /// The training corpora after filtering, with what was left out.
 #[derive(Clone, Debug)]
@@ -23,9 +105,19 @@ pub struct TrainingData {
     pub sha256: String,
 }
 
-/// Reads every corpus of `config`, drops sentences whose piece count (without `[CLS]`/`[SEP]`)
-/// exceeds `config.max_pieces`, and hashes what is kept.
+/// Reads every corpus of `config` from the disk, drops sentences whose piece count (without
+/// `[CLS]`/`[SEP]`) exceeds `config.max_pieces`, and hashes what is kept.
 pub fn load(config: &DataConfig, tokenizer: &Tokenizer) -> Result<TrainingData> {
+    load_from(config, tokenizer, &CorpusFiles::Disk)
+}
+
+/// [`load`] with the corpus files read from `files`: the same files give the same
+/// [`TrainingData`] (sentences and `sha256`) from the disk and from their pack.
+pub fn load_from(
+    config: &DataConfig,
+    tokenizer: &Tokenizer,
+    files: &CorpusFiles,
+) -> Result<TrainingData> {
     let mut corpora = Vec::with_capacity(config.corpora.len());
     let mut dropped = Vec::with_capacity(config.corpora.len());
     let mut hasher = Sha256::new();
@@ -34,16 +126,15 @@ pub fn load(config: &DataConfig, tokenizer: &Tokenizer) -> Result<TrainingData> 
         let mut repairs = 0;
         for rel in &entry.paths {
             let path = config.data_root.join(rel);
-            if !path.exists() {
-                bail!(
-                    "corpus {:?}: {} does not exist (data_root is {})",
-                    entry.name,
-                    path.display(),
-                    config.data_root.display()
-                );
-            }
-            let corpus = read_corpus(&path)
-                .with_context(|| format!("corpus {:?} ({})", entry.name, path.display()))?;
+            let corpus = files
+                .read(&corpus_key(&entry.name, rel), &path)
+                .with_context(|| {
+                    format!(
+                        "corpus {:?} (data_root is {})",
+                        entry.name,
+                        config.data_root.display()
+                    )
+                })?;
             repairs += corpus.repairs;
             sentences.extend(corpus.sentences);
         }

@@ -37,6 +37,13 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Draw a progress line on stderr when it is a terminal.
     pub progress: bool,
+    /// Read the config's corpus files from this corpus pack (`ner-train pack-corpora`)
+    /// instead of the disk.
+    pub corpora: Option<PathBuf>,
+    /// Wall time (from the start of the run) after which the step that is running is the
+    /// last: it is validated, checkpointed and exported as the last step of `config.steps`
+    /// would be. Single-rank runs only. `None`: no limit.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// Everything that changes during training.
@@ -446,13 +453,13 @@ impl Engine {
             #[cfg(feature = "cuda")]
             Backend::Cuda => {
                 ensure!(
-                    !config.dense_on() && !config.other_type && teacher.is_none(),
-                    "the CUDA backend does not run dense supervision, the other type or \
-                     distillation yet; train this config with --backend cpu"
+                    teacher.is_none(),
+                    "the CUDA backend does not run distillation yet; train this config with \
+                     --backend cpu"
                 );
                 let t = crate::cuda::train::CudaTrainer::open(state, config)?;
                 eprintln!(
-                    "ner-train: training on CUDA device {} ({}, {}); episode losses on {} CPU threads",
+                    "ner-train: training on CUDA device {} ({}, {}); losses on {} CPU threads",
                     t.device().ordinal,
                     t.device().name,
                     t.device().arch,
@@ -493,13 +500,12 @@ impl Engine {
             }
             #[cfg(feature = "cuda")]
             Engine::Cuda(t) => {
-                let _ = dense;
-                let out = t.step_ranked(state, encoded, config, factor, collective)?;
+                let out = t.step_ranked(state, encoded, dense, config, factor, collective)?;
                 Ok((
                     StepShare {
                         terms: out.terms,
                         pushes: out.pushes,
-                        dense: LossTerms::default(),
+                        dense: out.dense,
                     },
                     out.grad_norm,
                 ))
@@ -537,6 +543,7 @@ pub fn run_meta_ranked(
     backend: Backend,
     collective: &mut dyn Collective,
 ) -> Result<()> {
+    let run_started = Instant::now();
     let rank = collective.rank();
     let world = collective.world_size();
     let lead = rank == 0;
@@ -545,7 +552,20 @@ pub fn run_meta_ranked(
     let (weights, origin) = initial_weights(config)?;
     let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text)
         .context("building the tokenizer from the encoder's vocabulary")?;
-    let data = data::load(&config.data, &tokenizer)?;
+    let files = match &opts.corpora {
+        Some(path) => {
+            let pack = ner_edge_corpus::CorpusPack::read(path)?;
+            if config.data.validation.is_some() {
+                bail!(
+                    "--corpora: data.validation (JSONL episodes) is not in corpus packs; use \
+                     data.validation_sampled or data.validation_supervised"
+                );
+            }
+            data::CorpusFiles::Pack(pack)
+        }
+        None => data::CorpusFiles::Disk,
+    };
+    let data = data::load_from(&config.data, &tokenizer, &files)?;
     for (c, dropped) in data.corpora.iter().zip(&data.dropped).filter(|_| lead) {
         eprintln!(
             "ner-train: {}: {} sentences, {} types{}",
@@ -587,10 +607,11 @@ pub fn run_meta_ranked(
             .context("writing config.toml")?;
         let _ = std::fs::remove_file(opts.out.join("log.jsonl"));
     }
-    let validation = load_validation(config, &tokenizer)?;
+    let validation = load_validation(config, &tokenizer, &files)?;
     let validation_supervised = match &config.data.validation_supervised {
         Some(path) => Some(
-            ner_edge_corpus::read_corpus(path)
+            files
+                .read(data::VALIDATION_SUPERVISED_KEY, path)
                 .with_context(|| format!("validation corpus {}", path.display()))?,
         ),
         None => None,
@@ -618,7 +639,12 @@ pub fn run_meta_ranked(
     let teacher = distill_teacher(config, &state.weights.config)?;
     let mut engine = Engine::new(backend, &state, config, teacher.as_ref())?;
     let warmup = config.warmup_steps();
+    ensure!(
+        opts.time_limit.is_none() || world == 1,
+        "a time limit needs a single-rank run (the ranks would not stop at the same step)"
+    );
     let end = opts.stop_after.unwrap_or(config.steps).min(config.steps);
+    let mut timed_out = false;
     let show_progress = opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = Instant::now();
     let first = state.step;
@@ -664,6 +690,8 @@ pub fn run_meta_ranked(
             state.memory.push(&key.0, &key.1, &vectors)?;
         }
         state.step += 1;
+        let out_of_time =
+            state.step < end && opts.time_limit.is_some_and(|l| run_started.elapsed() >= l);
         let seconds = t0.elapsed().as_secs_f64();
         let n = encoded.len() as f64;
         let mut entry = StepLog {
@@ -699,7 +727,9 @@ pub fn run_meta_ranked(
         };
         let validate_now = lead
             && config.data.validate_every > 0
-            && (state.step % config.data.validate_every == 0 || state.step == config.steps)
+            && (state.step % config.data.validate_every == 0
+                || state.step == config.steps
+                || out_of_time)
             && (validation.is_some() || validation_supervised.is_some());
         if validate_now {
             engine.sync(&mut state)?;
@@ -768,15 +798,25 @@ pub fn run_meta_ranked(
             }
         }
         let periodic = config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
-        if periodic || state.step == end {
+        if periodic || state.step == end || out_of_time {
             engine.sync(&mut state)?;
             save_checkpoint(&ckpt_path, config, &state, best, true)?;
+        }
+        if out_of_time {
+            timed_out = true;
+            break;
         }
     }
     if !lead {
         return Ok(());
     }
-    if state.step < config.steps {
+    if timed_out {
+        eprintln!(
+            "ner-train: time limit reached after step {} of {}; exporting (continue with \
+             --resume)",
+            state.step, config.steps
+        );
+    } else if state.step < config.steps {
         eprintln!(
             "ner-train: stopped after step {} of {}; continue with --resume",
             state.step, config.steps
@@ -1112,9 +1152,11 @@ fn load_checkpoint(
 fn load_validation(
     config: &TrainConfig,
     tokenizer: &Tokenizer,
+    files: &data::CorpusFiles,
 ) -> Result<Option<Vec<EncodedEpisode>>> {
     if let Some(v) = &config.data.validation_sampled {
-        let corpus = ner_edge_corpus::read_corpus(&v.path)
+        let corpus = files
+            .read(data::VALIDATION_SAMPLED_KEY, &v.path)
             .with_context(|| format!("validation corpus {}", v.path.display()))?;
         let mut sampler =
             EpisodeSampler::new(&corpus.sentences, v.seed).with_other_types(OtherTypes::Exclude);

@@ -10,7 +10,7 @@ use super::dense::DenseSeq;
 use super::meta::TrainState;
 use crate::backprop::{backward, forward, BackwardScratch, PieceBatch, Tape};
 use crate::loss::{
-    dense_loss, distill_loss, entity_vectors, episode_loss, ClassParams, DistillWeights,
+    dense_loss, distill_loss, entity_vectors, episode_loss, ClassParams, DenseLoss, DistillWeights,
     EpisodeLoss, HeadParams, LossTerms, LossWeights, SentenceGrad, SentenceRef,
     OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT,
 };
@@ -340,46 +340,21 @@ impl StepWorker {
         self.d_boundary.resize(tokens * 3, 0.0);
         self.d_types.clear();
         self.d_types.resize(tokens * dt, 0.0);
-        let classes = &state.classes;
-        let other = classes.other_row(OTHER_BESIDE_CLASSES);
         for (i, (seq, out)) in seqs.iter().zip(&outputs).enumerate() {
-            let mut protos: Vec<f32> = Vec::with_capacity((seq.classes.len() + 1) * dt);
-            for &row in &seq.classes {
-                protos.extend_from_slice(classes.class(row));
-            }
-            if let Some(o) = other {
-                protos.extend_from_slice(o);
-            }
-            let sentence = SentenceRef {
-                boundary: &out.boundary,
-                types: &out.types,
-                labels: &seq.sentence.labels,
-            };
-            let loss = dense_loss(&sentence, &protos, dt, &state.heads.cdt, weights)
-                .with_context(|| format!("dense sequence from corpus {}", seq.corpus))?;
-            let scale = self.dense_scale;
-            scatter_sentence_grad(
-                &loss.grad,
-                &seq.sentence,
+            let loss = dense_head_loss(state, seq, out, weights)?;
+            scatter_dense_grads(
+                &loss,
+                seq,
                 self.batch.offsets()[i],
-                scale,
+                self.dense_scale,
                 dt,
-                &mut self.d_boundary,
-                &mut self.d_types,
+                &mut DenseGrads {
+                    boundary: &mut self.d_boundary,
+                    types: &mut self.d_types,
+                    heads: &mut self.head_grads,
+                    classes: &mut self.class_grads,
+                },
             );
-            for (k, &row) in seq.classes.iter().enumerate() {
-                self.class_grads
-                    .add_to_class(row, &loss.d_prototypes[k * dt..(k + 1) * dt], scale);
-            }
-            if other.is_some() {
-                let k = seq.classes.len();
-                self.class_grads.add_to_other(
-                    OTHER_BESIDE_CLASSES,
-                    &loss.d_prototypes[k * dt..(k + 1) * dt],
-                    scale,
-                );
-            }
-            self.head_grads.add_cdt_grad(&loss.cdt, scale);
             sum.crf += loss.terms.crf;
             sum.span += loss.terms.span;
             sum.type_ce += loss.terms.type_ce;
@@ -400,6 +375,80 @@ impl StepWorker {
         self.backward(w);
         Ok(sum)
     }
+}
+
+/// The dense loss of one sequence from its gathered word outputs: its words scored against the
+/// class vectors of its types (and the "other" vector when the run has one) with the CDT-CRF.
+pub fn dense_head_loss(
+    state: &TrainState,
+    seq: &DenseSeq,
+    out: &WordOutputs,
+    weights: &LossWeights,
+) -> Result<DenseLoss> {
+    let dt = state.weights.config.type_dim;
+    let classes = &state.classes;
+    let mut protos: Vec<f32> = Vec::with_capacity((seq.classes.len() + 1) * dt);
+    for &row in &seq.classes {
+        protos.extend_from_slice(classes.class(row));
+    }
+    if let Some(o) = classes.other_row(OTHER_BESIDE_CLASSES) {
+        protos.extend_from_slice(o);
+    }
+    let sentence = SentenceRef {
+        boundary: &out.boundary,
+        types: &out.types,
+        labels: &seq.sentence.labels,
+    };
+    dense_loss(&sentence, &protos, dt, &state.heads.cdt, weights)
+        .with_context(|| format!("dense sequence from corpus {}", seq.corpus))
+}
+
+/// Where [`scatter_dense_grads`] adds a dense sequence's gradients.
+pub struct DenseGrads<'a> {
+    /// Piece-level `[N, 3]` boundary-logit gradients of the batch.
+    pub boundary: &'a mut [f32],
+    /// Piece-level `[N, type_dim]` type-vector gradients of the batch.
+    pub types: &'a mut [f32],
+    /// CDT (and prior) gradients.
+    pub heads: &'a mut HeadParams,
+    /// Class and "other" vector gradients.
+    pub classes: &'a mut ClassParams,
+}
+
+/// Adds `scale ·` the gradients of `loss` (of `seq`, sentence starting at piece `offset` of
+/// its batch) into `grads`.
+pub fn scatter_dense_grads(
+    loss: &DenseLoss,
+    seq: &DenseSeq,
+    offset: usize,
+    scale: f32,
+    type_dim: usize,
+    grads: &mut DenseGrads<'_>,
+) {
+    let dt = type_dim;
+    scatter_sentence_grad(
+        &loss.grad,
+        &seq.sentence,
+        offset,
+        scale,
+        dt,
+        grads.boundary,
+        grads.types,
+    );
+    for (k, &row) in seq.classes.iter().enumerate() {
+        grads
+            .classes
+            .add_to_class(row, &loss.d_prototypes[k * dt..(k + 1) * dt], scale);
+    }
+    if grads.classes.has_other() {
+        let k = seq.classes.len();
+        grads.classes.add_to_other(
+            OTHER_BESIDE_CLASSES,
+            &loss.d_prototypes[k * dt..(k + 1) * dt],
+            scale,
+        );
+    }
+    grads.heads.add_cdt_grad(&loss.cdt, scale);
 }
 
 /// The episode loss of `ep` from its gathered word outputs (support sentences, then query

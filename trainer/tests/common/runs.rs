@@ -29,6 +29,8 @@ pub fn run_options(out: &Path) -> RunOptions {
         resume: false,
         stop_after: None,
         progress: false,
+        corpora: None,
+        time_limit: None,
     }
 }
 
