@@ -58,14 +58,26 @@ fn static_library() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test executable in target/<profile>/deps");
-    let lib = profile_dir.join("libner_edge_c.a");
-    assert!(
-        lib.is_file(),
-        "{} not found: cargo builds it with the test (crate-type staticlib in \
-         bindings/c/Cargo.toml); is this test run from target/<profile>/deps?",
-        lib.display()
-    );
-    lib
+    // Cargo writes the staticlib into deps/ and copies it up to the profile folder only when
+    // the library itself was a requested target (`cargo build`, not `cargo test`); the newer
+    // of the two is the one this test was built with.
+    let candidates = [
+        profile_dir.join("deps").join("libner_edge_c.a"),
+        profile_dir.join("libner_edge_c.a"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "libner_edge_c.a not found in {} or its deps/: cargo builds it with the test \
+                 (crate-type staticlib in bindings/c/Cargo.toml); is this test run from \
+                 target/<profile>/deps?",
+                profile_dir.display()
+            )
+        })
 }
 
 /// The compiled C programs.
