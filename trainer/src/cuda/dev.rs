@@ -16,7 +16,9 @@ use cudarc::driver::{
 };
 
 use super::gemm::Blas;
+use super::kernels::TRAINING_KERNEL_FILES;
 use super::CudaKernels;
+use crate::train::optimizer::AdamWScalars;
 
 /// A raw device address (bytes). Pointer arithmetic is in elements of the buffer's type through
 /// [`DevPtr::f32_at`] and friends.
@@ -160,7 +162,7 @@ impl<T: DeviceRepr + ValidAsZeroBits> DevBuf<T> {
 
 /// The CUDA side of the trainer: loaded kernels, the stream and a cuBLAS handle on it.
 pub struct Gpu {
-    /// Every kernel, compiled and loaded into the device's context.
+    /// The training kernels, compiled and loaded into the device's context.
     pub kernels: CudaKernels,
     /// The context's default stream; every copy, launch and GEMM is queued on it.
     pub stream: Arc<CudaStream>,
@@ -207,10 +209,11 @@ macro_rules! launch {
 }
 
 impl Gpu {
-    /// Opens device `ordinal`, compiles and loads every kernel, and creates a cuBLAS handle with
-    /// plain f32 math (no TF32) on the context's default stream.
+    /// Opens device `ordinal`, compiles and loads the kernels training launches
+    /// ([`TRAINING_KERNEL_FILES`]), and creates a cuBLAS handle with plain f32 math (no TF32)
+    /// on the context's default stream.
     pub fn open(ordinal: usize) -> Result<Gpu> {
-        let kernels = CudaKernels::load(ordinal)?;
+        let kernels = CudaKernels::load_files(ordinal, &TRAINING_KERNEL_FILES)?;
         let stream = kernels.ctx.default_stream();
         let blas = Blas::new(&stream)?;
         Ok(Gpu {
@@ -812,12 +815,12 @@ impl Gpu {
         Ok(())
     }
 
-    /// One AdamW update of `len` values (see `adamw_update` in `optimiser.cu`).
+    /// One AdamW update of `len` values with the scalars `s` (see `adamw_update` in
+    /// `optimiser.cu`, [`AdamWScalars::apply`] on the CPU).
     ///
     /// # Safety
     ///
     /// `w`, `g`, `m`, `v` hold `len` live values each.
-    #[allow(clippy::too_many_arguments)]
     pub unsafe fn adamw(
         &self,
         w: DevPtr,
@@ -825,12 +828,7 @@ impl Gpu {
         m: DevPtr,
         v: DevPtr,
         len: usize,
-        step: f32,
-        inv_bc2: f32,
-        b1: f32,
-        b2: f32,
-        eps: f32,
-        decay: f32,
+        s: &AdamWScalars,
     ) -> Result<()> {
         if len == 0 {
             return Ok(());
@@ -849,12 +847,12 @@ impl Gpu {
                 &m.0,
                 &v.0,
                 &l,
-                &step,
-                &inv_bc2,
-                &b1,
-                &b2,
-                &eps,
-                &decay
+                &s.step,
+                &s.inv_bc2,
+                &s.beta1,
+                &s.beta2,
+                &s.eps,
+                &s.decay
             );
         }
         Ok(())

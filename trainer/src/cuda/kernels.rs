@@ -1,8 +1,9 @@
 //! Device probing and kernel loading through the CUDA driver.
 //!
-//! Not exercised without a GPU: on a CUDA machine, [`CudaKernels::load`] compiles every kernel
-//! family for the device's architecture and loads each listed kernel, so a missing or misnamed
-//! kernel fails at start-up rather than at first launch.
+//! Not exercised without a GPU: on a CUDA machine, [`CudaKernels::load`] compiles kernel
+//! families for the device's architecture and loads each listed kernel, so a missing or misnamed
+//! kernel fails at start-up rather than at first launch. Training compiles only the families it
+//! launches ([`TRAINING_KERNEL_FILES`]); the parity tests compile them all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,7 +68,12 @@ fn open_device(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), String>
     ))
 }
 
-/// Every kernel of [`KERNEL_SOURCES`], compiled for one device and loaded into its context.
+/// The kernel files whose kernels the training step launches (through [`super::dev::Gpu`]);
+/// the others (OT, CRF, context gate) are compiled only by the parity tests.
+pub const TRAINING_KERNEL_FILES: [&str; 2] =
+    ["trainer/kernels/encoder.cu", "trainer/kernels/optimiser.cu"];
+
+/// Kernels of [`KERNEL_SOURCES`], compiled for one device and loaded into its context.
 pub struct CudaKernels {
     /// The context the modules are loaded into; streams launching these kernels must belong
     /// to it.
@@ -82,10 +88,23 @@ impl CudaKernels {
     /// Opens device `ordinal`, compiles each kernel file with NVRTC for its architecture and
     /// loads every kernel. Errors name the file and line (compilation) or the kernel (loading).
     pub fn load(ordinal: usize) -> Result<CudaKernels> {
+        let all: Vec<&str> = KERNEL_SOURCES.iter().map(|k| k.path).collect();
+        CudaKernels::load_files(ordinal, &all)
+    }
+
+    /// [`CudaKernels::load`] of the kernel files named in `files` (paths as in
+    /// [`KERNEL_SOURCES`]) only; an unknown name is an error.
+    pub fn load_files(ordinal: usize, files: &[&str]) -> Result<CudaKernels> {
+        if let Some(unknown) = files
+            .iter()
+            .find(|f| !KERNEL_SOURCES.iter().any(|k| k.path == **f))
+        {
+            return Err(anyhow!("no kernel file {unknown} in KERNEL_SOURCES"));
+        }
         let (ctx, device) = open_device(ordinal).map_err(|e| anyhow!(e))?;
         let mut functions = HashMap::new();
         let mut modules = Vec::new();
-        for k in &KERNEL_SOURCES {
+        for k in KERNEL_SOURCES.iter().filter(|k| files.contains(&k.path)) {
             let cubin = nvrtc::compile_cubin(k, &device.arch)?;
             let module = ctx
                 .load_module(Ptx::from_binary(cubin))
@@ -108,8 +127,49 @@ impl CudaKernels {
 
     /// The loaded kernel `name`.
     pub fn function(&self, name: &str) -> Result<&CudaFunction> {
-        self.functions
-            .get(name)
-            .ok_or_else(|| anyhow!("no kernel named {name}"))
+        self.functions.get(name).ok_or_else(|| {
+            anyhow!("kernel {name} is not loaded (its file was not compiled at start-up)")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel the training launch layer (`dev.rs`) launches is in a file that
+    /// [`TRAINING_KERNEL_FILES`] compiles, so training never meets an unloaded kernel.
+    #[test]
+    fn every_kernel_training_launches_is_compiled_for_training() {
+        let dev = include_str!("dev.rs");
+        let launched: Vec<&str> = dev
+            .match_indices("launch!(")
+            .filter_map(|(at, _)| {
+                let rest = &dev[at..];
+                let open = rest.find('"')?;
+                let close = rest[open + 1..].find('"')?;
+                Some(&rest[open + 1..open + 1 + close])
+            })
+            .filter(|name| !name.contains('$'))
+            .collect();
+        assert!(launched.len() >= 15, "{launched:?}");
+        let training: Vec<&str> = KERNEL_SOURCES
+            .iter()
+            .filter(|k| TRAINING_KERNEL_FILES.contains(&k.path))
+            .flat_map(|k| k.kernels.iter().copied())
+            .collect();
+        for name in &launched {
+            assert!(
+                training.contains(name),
+                "{name} is launched but not compiled for training"
+            );
+        }
+        assert_eq!(
+            TRAINING_KERNEL_FILES
+                .iter()
+                .filter(|f| KERNEL_SOURCES.iter().any(|k| k.path == **f))
+                .count(),
+            TRAINING_KERNEL_FILES.len()
+        );
     }
 }

@@ -32,7 +32,7 @@ pub mod ops;
 pub mod train;
 
 #[cfg(feature = "cuda")]
-pub use kernels::{CudaKernels, DeviceInfo};
+pub use kernels::{CudaKernels, DeviceInfo, TRAINING_KERNEL_FILES};
 
 /// One kernel family: its file under `trainer/kernels/` and its source, embedded in the binary.
 #[derive(Clone, Copy, Debug)]

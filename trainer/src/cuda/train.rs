@@ -29,7 +29,7 @@ use crate::train::config::TrainConfig;
 use crate::train::data::EncodedEpisode;
 use crate::train::dense::DenseSeq;
 use crate::train::meta::{decays, is_head_tensor, TrainState};
-use crate::train::optimizer::{clip_factor, AdamW, ParamUpdate};
+use crate::train::optimizer::{clip_factor, AdamW, AdamWScalars, ParamUpdate};
 use crate::train::step::{
     dense_head_loss, episode_head_loss, gather_words_from, scatter_dense_grads, scatter_word_grads,
     DenseGrads, EpisodeTerms, MemoryPushes,
@@ -381,10 +381,7 @@ impl CudaTrainer {
         state.opt.v.append(&mut host_opt.v);
         host?;
 
-        let cfg = &state.opt.config;
         let t = state.opt.t + 1;
-        let bc1 = 1.0 - f64::from(cfg.beta1).powf(t as f64);
-        let bc2 = 1.0 - f64::from(cfg.beta2).powf(t as f64);
         // SAFETY: the gradient allocation holds `parameter_count` values; every slot below
         // lies inside the weight, gradient and moment allocations, which share one layout.
         unsafe {
@@ -392,26 +389,15 @@ impl CudaTrainer {
                 gpu.scale(grads, self.model.parameter_count(), clip)?;
             }
             for slot in self.model.table() {
-                let lr = lr_of(&slot.name);
-                let step = (f64::from(lr) / bc1) as f32;
-                let inv_bc2 = (1.0 / bc2) as f32;
-                let decay = if decays(&slot.name) {
-                    1.0 - lr * cfg.weight_decay
-                } else {
-                    1.0
-                };
+                let scalars =
+                    AdamWScalars::new(&state.opt.config, t, lr_of(&slot.name), decays(&slot.name));
                 gpu.adamw(
                     weights.f32_at(slot.offset),
                     grads.f32_at(slot.offset),
                     self.m.ptr().f32_at(slot.offset),
                     self.v.ptr().f32_at(slot.offset),
                     slot.len,
-                    step,
-                    inv_bc2,
-                    cfg.beta1,
-                    cfg.beta2,
-                    cfg.eps,
-                    decay,
+                    &scalars,
                 )?;
             }
         }

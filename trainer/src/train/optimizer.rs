@@ -60,6 +60,57 @@ pub struct AdamW {
     pub v: Vec<Vec<f32>>,
 }
 
+/// The per-tensor scalars of one AdamW update, computed in f64 and rounded to f32 once: the
+/// one place the bias corrections are formed, used by [`AdamW::step`] on the CPU and passed to
+/// the CUDA `adamw_update` kernel, so both backends apply the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWScalars {
+    /// `lr / (1 - beta1^t)`.
+    pub step: f32,
+    /// `1 / (1 - beta2^t)`.
+    pub inv_bc2: f32,
+    /// Decay of the first moment, [`AdamWConfig::beta1`].
+    pub beta1: f32,
+    /// Decay of the second moment, [`AdamWConfig::beta2`].
+    pub beta2: f32,
+    /// Added to `sqrt(v̂)` in the denominator, [`AdamWConfig::eps`].
+    pub eps: f32,
+    /// `1 - lr·weight_decay` for decayed tensors, else 1.
+    pub decay: f32,
+}
+
+impl AdamWScalars {
+    /// Scalars for update number `t` (1-based: [`AdamW::t`] after its increment) of a tensor
+    /// with learning rate `lr`, decayed or not.
+    pub fn new(config: &AdamWConfig, t: u64, lr: f32, decay: bool) -> AdamWScalars {
+        let bc1 = 1.0 - f64::from(config.beta1).powf(t as f64);
+        let bc2 = 1.0 - f64::from(config.beta2).powf(t as f64);
+        AdamWScalars {
+            step: (f64::from(lr) / bc1) as f32,
+            inv_bc2: (1.0 / bc2) as f32,
+            beta1: config.beta1,
+            beta2: config.beta2,
+            eps: config.eps,
+            decay: if decay {
+                1.0 - lr * config.weight_decay
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// One update of `w` (with its moments `m`, `v`) from gradient `g`, all the same length;
+    /// the arithmetic of the CUDA `adamw_update` kernel.
+    pub fn apply(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *w = *w * self.decay - self.step * *m / ((*v * self.inv_bc2).sqrt() + self.eps);
+        }
+    }
+}
+
 impl AdamW {
     /// Zero moments for tensors of the given lengths.
     pub fn new(config: AdamWConfig, sizes: &[usize]) -> AdamW {
@@ -90,26 +141,11 @@ impl AdamW {
             );
         }
         self.t += 1;
-        let c = &self.config;
-        let bc1 = 1.0 - f64::from(c.beta1).powf(self.t as f64);
-        let bc2 = 1.0 - f64::from(c.beta2).powf(self.t as f64);
-        let (b1, b2) = (c.beta1, c.beta2);
         for (p, (m, v)) in params
             .iter_mut()
             .zip(self.m.iter_mut().zip(self.v.iter_mut()))
         {
-            let step = (f64::from(p.lr) / bc1) as f32;
-            let inv_bc2 = (1.0 / bc2) as f32;
-            let decay = if p.decay {
-                1.0 - p.lr * c.weight_decay
-            } else {
-                1.0
-            };
-            for (((w, &g), m), v) in p.value.iter_mut().zip(p.grad).zip(m.iter_mut()).zip(v) {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *w = *w * decay - step * *m / ((*v * inv_bc2).sqrt() + c.eps);
-            }
+            AdamWScalars::new(&self.config, self.t, p.lr, p.decay).apply(p.value, p.grad, m, v);
         }
         Ok(())
     }

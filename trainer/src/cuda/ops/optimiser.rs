@@ -12,50 +12,12 @@ use super::{
     stride_config, to_i32, to_i64, DeviceIn, DeviceOut,
 };
 use crate::cuda::CudaKernels;
-use crate::train::optimizer::AdamWConfig;
+pub use crate::train::optimizer::AdamWScalars;
 
 /// Threads per block of the reductions.
 const REDUCE_THREADS: u32 = 256;
 /// Blocks of [`sum_squares`]' first pass, at most: the length its `partial` scratch needs.
 pub const SUM_SQUARES_MAX_BLOCKS: usize = 1024;
-
-/// The per-tensor scalars of one AdamW step, rounded from f64 exactly as `AdamW::step` does.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWScalars {
-    /// `lr / (1 - beta1^t)`.
-    pub step: f32,
-    /// `1 / (1 - beta2^t)`.
-    pub inv_bc2: f32,
-    /// Decay of the first moment, [`AdamWConfig::beta1`].
-    pub beta1: f32,
-    /// Decay of the second moment, [`AdamWConfig::beta2`].
-    pub beta2: f32,
-    /// Added to `sqrt(v̂)` in the denominator, [`AdamWConfig::eps`].
-    pub eps: f32,
-    /// `1 - lr·weight_decay` for decayed tensors, else 1.
-    pub decay: f32,
-}
-
-impl AdamWScalars {
-    /// Scalars for update number `t` (1-based: the CPU's `AdamW::t` after its increment) of a
-    /// tensor with learning rate `lr`, decayed or not.
-    pub fn new(config: &AdamWConfig, t: u64, lr: f32, decay: bool) -> AdamWScalars {
-        let bc1 = 1.0 - f64::from(config.beta1).powf(t as f64);
-        let bc2 = 1.0 - f64::from(config.beta2).powf(t as f64);
-        AdamWScalars {
-            step: (f64::from(lr) / bc1) as f32,
-            inv_bc2: (1.0 / bc2) as f32,
-            beta1: config.beta1,
-            beta2: config.beta2,
-            eps: config.eps,
-            decay: if decay {
-                1.0 - lr * config.weight_decay
-            } else {
-                1.0
-            },
-        }
-    }
-}
 
 /// One AdamW update of a tensor in place (`AdamW::step` for one `ParamUpdate`): `w`, `m`, `v`
 /// updated from `g`, all the same length.
