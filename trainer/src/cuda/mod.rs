@@ -5,8 +5,8 @@
 //! runs on machines without CUDA; [`detect`] probes, in this order and before any other CUDA
 //! call, for the driver library, a device, NVRTC, a context and cuBLAS, and says why it settles
 //! on the CPU. The CUDA training path ([`train`]) runs the encoder forward and backward on the GPU
-//! ([`model`], GEMMs through cuBLAS in [`gemm`], kernel launches in [`dev`]) and the episode
-//! losses on the CPU.
+//! ([`model`], GEMMs through cuBLAS in [`gemm`], kernel launches in [`dev`]) and the losses on
+//! the CPU, behind the loop's [`crate::train::backend::StepBackend`] interface.
 
 use std::fmt;
 
@@ -33,6 +33,18 @@ pub mod train;
 
 #[cfg(feature = "cuda")]
 pub use kernels::{CudaKernels, DeviceInfo, TRAINING_KERNEL_FILES};
+#[cfg(feature = "cuda")]
+pub use train::open_step_backend;
+
+/// Without the `cuda` feature there is no CUDA backend: opening it is an error.
+#[cfg(not(feature = "cuda"))]
+pub fn open_step_backend(
+    _state: &crate::train::meta::TrainState,
+    _config: &crate::train::config::TrainConfig,
+    _distilling: bool,
+) -> Result<Box<dyn crate::train::backend::StepBackend>> {
+    bail!("this binary was built without the `cuda` feature")
+}
 
 /// One kernel family: its file under `trainer/kernels/` and its source, embedded in the binary.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +58,8 @@ pub struct KernelSource {
     pub kernels: &'static [&'static str],
 }
 
-/// The four kernel families, compiled at start-up.
+/// The kernel families; training compiles the ones it launches ([`TRAINING_KERNEL_FILES`]),
+/// the parity tests all of them.
 pub const KERNEL_SOURCES: [KernelSource; 5] = [
     KernelSource {
         path: "trainer/kernels/encoder.cu",

@@ -24,7 +24,8 @@ use super::DeviceInfo;
 use crate::backprop::PieceBatch;
 use crate::loss::{ClassParams, EpisodeLoss, HeadParams, LossTerms, OTHER_BESIDE_SUPPORT};
 use crate::model::{EncoderConfig, BOUNDARY_LABELS};
-use crate::train::collective::{Collective, SingleRank};
+use crate::train::backend::StepBackend;
+use crate::train::collective::{Collective, SingleRank, StepShare};
 use crate::train::config::TrainConfig;
 use crate::train::data::EncodedEpisode;
 use crate::train::dense::DenseSeq;
@@ -405,6 +406,54 @@ impl CudaTrainer {
         state.opt.t = t;
         self.host_stale = true;
         Ok(norm)
+    }
+}
+
+/// Opens the CUDA trainer on device 0 as the training loop's [`StepBackend`] (distillation is
+/// refused: the teacher has no CUDA forward yet).
+pub fn open_step_backend(
+    state: &TrainState,
+    config: &TrainConfig,
+    distilling: bool,
+) -> Result<Box<dyn StepBackend>> {
+    ensure!(
+        !distilling,
+        "the CUDA backend does not run distillation yet; train this config with --backend cpu"
+    );
+    let t = CudaTrainer::open(state, config)?;
+    eprintln!(
+        "ner-train: training on CUDA device {} ({}, {}); losses on {} CPU threads",
+        t.device().ordinal,
+        t.device().name,
+        t.device().arch,
+        config.threads.max(1)
+    );
+    Ok(Box::new(t))
+}
+
+impl StepBackend for CudaTrainer {
+    fn step(
+        &mut self,
+        state: &mut TrainState,
+        episodes: &[EncodedEpisode],
+        dense: &[DenseSeq],
+        config: &TrainConfig,
+        factor: f32,
+        collective: &mut dyn Collective,
+    ) -> Result<(StepShare, f64)> {
+        let out = self.step_ranked(state, episodes, dense, config, factor, collective)?;
+        Ok((
+            StepShare {
+                terms: out.terms,
+                pushes: out.pushes,
+                dense: out.dense,
+            },
+            out.grad_norm,
+        ))
+    }
+
+    fn sync(&mut self, state: &mut TrainState) -> Result<()> {
+        self.sync_to_host(state)
     }
 }
 

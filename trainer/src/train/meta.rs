@@ -434,98 +434,6 @@ pub fn cpu_workers(
         .collect()
 }
 
-/// Where the forward and backward passes of a run execute.
-enum Engine {
-    Cpu(Vec<StepWorker>),
-    #[cfg(feature = "cuda")]
-    Cuda(Box<crate::cuda::train::CudaTrainer>),
-}
-
-impl Engine {
-    fn new(
-        backend: Backend,
-        state: &TrainState,
-        config: &TrainConfig,
-        teacher: Option<&Arc<ModelWeights>>,
-    ) -> Result<Engine> {
-        match backend {
-            Backend::Cpu => Ok(Engine::Cpu(cpu_workers(config, state, teacher))),
-            #[cfg(feature = "cuda")]
-            Backend::Cuda => {
-                ensure!(
-                    teacher.is_none(),
-                    "the CUDA backend does not run distillation yet; train this config with \
-                     --backend cpu"
-                );
-                let t = crate::cuda::train::CudaTrainer::open(state, config)?;
-                eprintln!(
-                    "ner-train: training on CUDA device {} ({}, {}); losses on {} CPU threads",
-                    t.device().ordinal,
-                    t.device().name,
-                    t.device().arch,
-                    config.threads.max(1)
-                );
-                Ok(Engine::Cuda(Box::new(t)))
-            }
-            #[cfg(not(feature = "cuda"))]
-            Backend::Cuda => bail!("this binary was built without the `cuda` feature"),
-        }
-    }
-
-    /// One optimiser step on this rank's share of the step's episodes and dense sequences:
-    /// gradients summed over the ranks, the update applied; returns the share's loss terms and
-    /// label-memory rows and the gradient norm of the whole step.
-    fn step(
-        &mut self,
-        state: &mut TrainState,
-        encoded: &[EncodedEpisode],
-        dense: &[DenseSeq],
-        config: &TrainConfig,
-        factor: f32,
-        collective: &mut dyn Collective,
-    ) -> Result<(StepShare, f64)> {
-        match self {
-            Engine::Cpu(workers) => {
-                let (terms, dense_terms, pushes) =
-                    compute_gradients(state, encoded, dense, workers, config)?;
-                let grad_norm = apply_update_ranked(state, workers, config, factor, collective)?;
-                Ok((
-                    StepShare {
-                        terms,
-                        pushes,
-                        dense: dense_terms,
-                    },
-                    grad_norm,
-                ))
-            }
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(t) => {
-                let out = t.step_ranked(state, encoded, dense, config, factor, collective)?;
-                Ok((
-                    StepShare {
-                        terms: out.terms,
-                        pushes: out.pushes,
-                        dense: out.dense,
-                    },
-                    out.grad_norm,
-                ))
-            }
-        }
-    }
-
-    /// Brings the host copy of `state` up to date (weights and optimiser moments).
-    fn sync(&mut self, state: &mut TrainState) -> Result<()> {
-        match self {
-            Engine::Cpu(_) => {
-                let _ = state;
-                Ok(())
-            }
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(t) => t.sync_to_host(state),
-        }
-    }
-}
-
 /// [`run_meta`] with the encoder's forward and backward on `backend` (the episode losses run
 /// on the CPU either way).
 pub fn run_meta_on(config: &TrainConfig, opts: &RunOptions, backend: Backend) -> Result<()> {
@@ -637,7 +545,7 @@ pub fn run_meta_ranked(
         }
     }
     let teacher = distill_teacher(config, &state.weights.config)?;
-    let mut engine = Engine::new(backend, &state, config, teacher.as_ref())?;
+    let mut engine = super::backend::open(backend, &state, config, teacher.as_ref())?;
     let warmup = config.warmup_steps();
     ensure!(
         opts.time_limit.is_none() || world == 1,

@@ -8,6 +8,7 @@
 //! supervision ([`config::DenseConfig`]) each step also trains on packed, fully annotated
 //! sequences ([`dense`]) scored against learned class vectors.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
