@@ -59,9 +59,8 @@ fn the_f16_copy_imports_to_within_f16_rounding_of_the_golden_output() {
         .copied()
         .collect();
     let diff = max_abs_diff(&got.hidden[0], &want);
-    let largest = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     println!("f16 MiniLM copy: {size} bytes (f32 {original}); max |diff| vs golden {diff:.3e}");
-    assert!(diff <= 2e-2 * largest.max(1.0), "max abs diff {diff}");
+    assert!(diff <= 1e-2, "max abs diff {diff} (3.1e-3 when written)");
     assert!(
         diff > 0.0,
         "the f16 copy should not be bit-identical to f32"
