@@ -670,10 +670,7 @@ pub(crate) fn step_losses(
                 classes: &mut grads.classes,
             },
         );
-        dense_terms.crf += loss.terms.crf;
-        dense_terms.span += loss.terms.span;
-        dense_terms.type_ce += loss.terms.type_ce;
-        dense_terms.total += loss.terms.total;
+        dense_terms += &loss.terms;
     }
     Ok(StepLosses {
         terms,

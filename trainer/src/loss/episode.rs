@@ -108,6 +108,18 @@ pub struct LossTerms {
     pub total: f64,
 }
 
+impl std::ops::AddAssign<&LossTerms> for LossTerms {
+    /// Adds every term (for sums over episodes or dense sequences).
+    fn add_assign(&mut self, other: &LossTerms) {
+        self.crf += other.crf;
+        self.span += other.span;
+        self.type_ce += other.type_ce;
+        self.kl += other.kl;
+        self.distill += other.distill;
+        self.total += other.total;
+    }
+}
+
 /// Gradient of the total loss wrt one sentence's word-level head outputs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SentenceGrad {

@@ -799,11 +799,7 @@ pub fn compute_gradients(
     for r in results {
         let (episode_terms, d) = r?;
         all.extend(episode_terms);
-        dense_sum.crf += d.crf;
-        dense_sum.span += d.span;
-        dense_sum.type_ce += d.type_ce;
-        dense_sum.distill += d.distill;
-        dense_sum.total += d.total;
+        dense_sum += &d;
     }
     all.sort_by_key(|(i, _, _)| *i);
     let mut terms = Vec::with_capacity(all.len());

@@ -355,10 +355,7 @@ impl StepWorker {
                     classes: &mut self.class_grads,
                 },
             );
-            sum.crf += loss.terms.crf;
-            sum.span += loss.terms.span;
-            sum.type_ce += loss.terms.type_ce;
-            sum.total += loss.terms.total;
+            sum += &loss.terms;
         }
         if let Some(d) = self.distiller.as_mut() {
             let k = seqs.len();
