@@ -494,11 +494,7 @@ impl Tagger {
         let Some(fusion) = self.context_check(texts.len(), contexts)? else {
             return self.tag(texts, threads);
         };
-        let start = Instant::now();
-        let encodings = on_threads(texts, threads, |part| {
-            Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
-        })?;
-        StageClock::add(&self.clock.tokenize, start);
+        let encodings = self.encode_texts(texts, threads)?;
         self.tag_encoded_in_context(fusion, texts, encodings, contexts, threads)
     }
 
@@ -512,15 +508,7 @@ impl Tagger {
         let Some(fusion) = self.context_check(sentences.len(), contexts)? else {
             return self.tag_words(sentences, threads);
         };
-        let start = Instant::now();
-        let encodings = on_threads(sentences, threads, |part| {
-            Ok(part
-                .iter()
-                .map(|w| self.tokenizer.encode_words(w))
-                .collect())
-        })?;
-        StageClock::add(&self.clock.tokenize, start);
-        let joined: Vec<String> = sentences.iter().map(|w| w.join(" ")).collect();
+        let (encodings, joined) = self.encode_word_sentences(sentences, threads)?;
         let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
         self.tag_encoded_in_context(fusion, &texts, encodings, contexts, threads)
     }
@@ -644,11 +632,7 @@ impl Tagger {
     /// The result does not depend on `threads`: the encoder batches are formed from all of
     /// `texts` ([`Encoder::encode_on`]), and tokenizing and decoding are per text.
     pub fn tag(&self, texts: &[&str], threads: usize) -> Result<Vec<TaggedText>> {
-        let start = Instant::now();
-        let encodings = on_threads(texts, threads, |part| {
-            Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
-        })?;
-        StageClock::add(&self.clock.tokenize, start);
+        let encodings = self.encode_texts(texts, threads)?;
         self.decode_all(texts, encodings, threads)
     }
 
@@ -658,6 +642,28 @@ impl Tagger {
     /// single spaces. Work is split over up to `threads` threads; results keep input order and
     /// do not depend on `threads` (as for [`Tagger::tag`]).
     pub fn tag_words(&self, sentences: &[Vec<&str>], threads: usize) -> Result<Vec<TaggedText>> {
+        let (encodings, joined) = self.encode_word_sentences(sentences, threads)?;
+        let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
+        self.decode_all(&texts, encodings, threads)
+    }
+
+    /// Tokenizes `texts` on up to `threads` threads, timed as the tokenize stage.
+    fn encode_texts(&self, texts: &[&str], threads: usize) -> Result<Vec<Encoding>> {
+        let start = Instant::now();
+        let encodings = on_threads(texts, threads, |part| {
+            Ok(part.iter().map(|t| self.tokenizer.encode(t)).collect())
+        })?;
+        StageClock::add(&self.clock.tokenize, start);
+        Ok(encodings)
+    }
+
+    /// Tokenizes already-split sentences as [`Tagger::tag_words`] does, with the text each
+    /// stands for (its words joined with single spaces).
+    fn encode_word_sentences(
+        &self,
+        sentences: &[Vec<&str>],
+        threads: usize,
+    ) -> Result<(Vec<Encoding>, Vec<String>)> {
         let start = Instant::now();
         let encodings = on_threads(sentences, threads, |part| {
             Ok(part
@@ -666,9 +672,7 @@ impl Tagger {
                 .collect())
         })?;
         StageClock::add(&self.clock.tokenize, start);
-        let joined: Vec<String> = sentences.iter().map(|w| w.join(" ")).collect();
-        let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
-        self.decode_all(&texts, encodings, threads)
+        Ok((encodings, sentences.iter().map(|w| w.join(" ")).collect()))
     }
 
     /// The BIO tag strings (`O`, `B-NAME`, `I-NAME`) of a result's [`TaggedText::labels`].
