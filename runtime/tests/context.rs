@@ -31,16 +31,7 @@ fn gated_bundle() -> PathBuf {
     }
     let b = Bundle::open(&tiny()).unwrap();
     let h = b.metadata().encoder.hidden;
-    let mut w = BundleWriter::new(b.metadata().clone());
-    for t in b.tensors() {
-        w.add_raw(
-            &t.name,
-            t.dtype,
-            &t.shape,
-            b.bytes(&t.name).unwrap().to_vec(),
-        )
-        .unwrap();
-    }
+    let mut w = BundleWriter::copy_of(&b, |_| true).unwrap();
     let weight: Vec<f32> = (0..4 * h)
         .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.05)
         .collect();
@@ -349,16 +340,7 @@ fn a_malformed_gate_is_refused_when_the_bundle_opens() {
     let b = Bundle::open(&tiny()).unwrap();
     let h = b.metadata().encoder.hidden;
     let build = |gate: &[(&str, Vec<usize>)]| {
-        let mut w = BundleWriter::new(b.metadata().clone());
-        for t in b.tensors() {
-            w.add_raw(
-                &t.name,
-                t.dtype,
-                &t.shape,
-                b.bytes(&t.name).unwrap().to_vec(),
-            )
-            .unwrap();
-        }
+        let mut w = BundleWriter::copy_of(&b, |_| true).unwrap();
         for (name, shape) in gate {
             let n: usize = shape.iter().product();
             w.add_f32(name, shape, &vec![0.0; n]).unwrap();

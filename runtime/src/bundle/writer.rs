@@ -29,6 +29,16 @@ impl BundleWriter {
         }
     }
 
+    /// A writer holding `bundle`'s metadata and, in its order, every tensor whose name `keep`
+    /// accepts (bytes copied as stored): the start of a bundle derived from another one.
+    pub fn copy_of(bundle: &super::Bundle, keep: impl Fn(&str) -> bool) -> Result<Self> {
+        let mut writer = BundleWriter::new(bundle.metadata().clone());
+        for t in bundle.tensors().iter().filter(|t| keep(&t.name)) {
+            writer.add_raw(&t.name, t.dtype, &t.shape, bundle.bytes(&t.name)?.to_vec())?;
+        }
+        Ok(writer)
+    }
+
     /// The metadata that will be written.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata

@@ -245,22 +245,16 @@ pub fn write_with_gate(
     note: &str,
     out: &std::path::Path,
 ) -> Result<()> {
-    let mut meta = bundle.metadata().clone();
-    let notes = &mut meta.provenance.notes;
+    let mut writer =
+        BundleWriter::copy_of(bundle, |name| name != GATE_WEIGHT && name != GATE_BIAS)?;
+    let notes = &mut writer.metadata_mut().provenance.notes;
     if !notes.is_empty() {
         if !notes.ends_with('.') {
             notes.push('.');
         }
         notes.push(' ');
     }
-    meta.provenance.notes.push_str(note);
-    let mut writer = BundleWriter::new(meta);
-    for t in bundle.tensors() {
-        if t.name == GATE_WEIGHT || t.name == GATE_BIAS {
-            continue;
-        }
-        writer.add_raw(&t.name, t.dtype, &t.shape, bundle.bytes(&t.name)?.to_vec())?;
-    }
+    notes.push_str(note);
     writer.add_f32(GATE_WEIGHT, &[gate.weight.len() / 2, 2], &gate.weight)?;
     writer.add_f32(GATE_BIAS, &[2], &gate.bias)?;
     writer
