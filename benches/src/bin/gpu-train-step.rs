@@ -160,11 +160,11 @@ fn run() -> Result<()> {
         let t = Instant::now();
         let out = trainer.step(&mut state, &episodes, &[], &config, 1.0)?;
         let wall = t.elapsed().as_secs_f64();
-        for ((source, name), v) in out.pushes {
+        for ((source, name), v) in out.share.pushes {
             state.memory.push(&source, &name, &v)?;
         }
         state.step += 1;
-        let loss = out.terms.iter().map(|t| t.total).sum::<f64>() / per_step as f64;
+        let loss = out.share.terms.iter().map(|t| t.total).sum::<f64>() / per_step as f64;
         let p = out.phases;
         println!(
             "{} {step}: {:.1} ms, {} pieces, loss {loss:.4}, |g| {:.3}",

@@ -33,7 +33,7 @@ use crate::train::meta::{decays, is_head_tensor, TrainState};
 use crate::train::optimizer::{clip_factor, AdamW, AdamWScalars, ParamUpdate};
 use crate::train::step::{
     dense_head_loss, episode_head_loss, gather_words_from, scatter_dense_grads, scatter_word_grads,
-    DenseGrads, EpisodeTerms, MemoryPushes,
+    DenseGrads,
 };
 
 /// Wall-clock seconds of the phases of one [`CudaTrainer::step`], each ended by a stream
@@ -72,12 +72,8 @@ impl PhaseTimes {
 /// What one step produced.
 #[derive(Clone, Debug)]
 pub struct StepOutcome {
-    /// Loss terms per episode, in episode order.
-    pub terms: Vec<EpisodeTerms>,
-    /// Label-memory rows to push, in episode order.
-    pub pushes: MemoryPushes,
-    /// Summed loss terms of the dense sequences.
-    pub dense: LossTerms,
+    /// Loss terms of the episodes and dense sequences, label-memory rows to push.
+    pub share: StepShare,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
     /// Pieces in the step's batch.
@@ -271,9 +267,7 @@ impl CudaTrainer {
         ph.optimiser = t.elapsed().as_secs_f64();
 
         Ok(StepOutcome {
-            terms: losses.terms,
-            pushes: losses.pushes,
-            dense: losses.dense,
+            share: losses,
             grad_norm,
             tokens: n,
             phases: ph,
@@ -442,14 +436,7 @@ impl StepBackend for CudaTrainer {
         collective: &mut dyn Collective,
     ) -> Result<(StepShare, f64)> {
         let out = self.step_ranked(state, episodes, dense, config, factor, collective)?;
-        Ok((
-            StepShare {
-                terms: out.terms,
-                pushes: out.pushes,
-                dense: out.dense,
-            },
-            out.grad_norm,
-        ))
+        Ok((out.share, out.grad_norm))
     }
 
     fn sync(&mut self, state: &mut TrainState) -> Result<()> {
@@ -559,16 +546,6 @@ impl HostGrads {
     }
 }
 
-/// What the host half of a step returns besides the gradients.
-pub(crate) struct StepLosses {
-    /// Loss terms of each episode, in order.
-    pub terms: Vec<EpisodeTerms>,
-    /// Label-memory rows of the episodes, in episode order.
-    pub pushes: MemoryPushes,
-    /// Summed dense loss terms.
-    pub dense: LossTerms,
-}
-
 /// `f(i)` for `i < count`, spread over `threads` (index `i` on thread `i % threads`), results
 /// in index order; the first error (by index) is returned.
 fn fan_out<T: Send>(
@@ -611,7 +588,7 @@ fn fan_out<T: Send>(
 }
 
 /// The host half of a step: every episode's and dense sequence's loss from the batch's head
-/// outputs (spread over `threads`), their gradients written into `grads` (reset first) with
+/// outputs (returned as this rank's [`StepShare`]) (spread over `threads`), their gradients written into `grads` (reset first) with
 /// `scales` = (per episode, per dense sequence), in episode then sequence order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_losses(
@@ -623,7 +600,7 @@ pub(crate) fn step_losses(
     threads: usize,
     scales: (f32, f32),
     grads: &mut HostGrads,
-) -> Result<StepLosses> {
+) -> Result<StepShare> {
     let dt = state.weights.config.type_dim;
     let (scale, dense_scale) = scales;
     let gather = |set: &[crate::train::data::EncodedSentence], at: usize| {
@@ -672,7 +649,7 @@ pub(crate) fn step_losses(
         );
         dense_terms += &loss.terms;
     }
-    Ok(StepLosses {
+    Ok(StepShare {
         terms,
         pushes,
         dense: dense_terms,
