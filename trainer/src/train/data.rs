@@ -36,8 +36,9 @@ pub fn corpus_key(name: &str, rel: &Path) -> String {
 }
 
 impl CorpusFiles {
-    /// The corpus of `path` (from the disk) or of `key` (from the pack).
-    pub fn read(&self, key: &str, path: &Path) -> Result<Corpus> {
+    /// The corpus of `path` (from the disk) or of `key` (taken out of the pack: a run reads
+    /// each entry once, so nothing is copied).
+    pub fn read(&mut self, key: &str, path: &Path) -> Result<Corpus> {
         match self {
             CorpusFiles::Disk => {
                 if !path.exists() {
@@ -45,10 +46,10 @@ impl CorpusFiles {
                 }
                 read_corpus(path).with_context(|| format!("reading {}", path.display()))
             }
-            CorpusFiles::Pack(pack) => pack.get(key).cloned().with_context(|| {
+            CorpusFiles::Pack(pack) => pack.entries.remove(key).with_context(|| {
                 format!(
-                    "the corpus pack has no entry {key:?} (for {}); pack the corpora again with \
-                     `ner-train pack-corpora` from this config",
+                    "the corpus pack has no entry {key:?} (for {}, or it was read already); \
+                     pack the corpora again with `ner-train pack-corpora` from this config",
                     path.display()
                 )
             }),
@@ -108,7 +109,7 @@ pub struct TrainingData {
 /// Reads every corpus of `config` from the disk, drops sentences whose piece count (without
 /// `[CLS]`/`[SEP]`) exceeds `config.max_pieces`, and hashes what is kept.
 pub fn load(config: &DataConfig, tokenizer: &Tokenizer) -> Result<TrainingData> {
-    load_from(config, tokenizer, &CorpusFiles::Disk)
+    load_from(config, tokenizer, &mut CorpusFiles::Disk)
 }
 
 /// [`load`] with the corpus files read from `files`: the same files give the same
@@ -116,7 +117,7 @@ pub fn load(config: &DataConfig, tokenizer: &Tokenizer) -> Result<TrainingData> 
 pub fn load_from(
     config: &DataConfig,
     tokenizer: &Tokenizer,
-    files: &CorpusFiles,
+    files: &mut CorpusFiles,
 ) -> Result<TrainingData> {
     let mut corpora = Vec::with_capacity(config.corpora.len());
     let mut dropped = Vec::with_capacity(config.corpora.len());

@@ -455,12 +455,16 @@ pub fn run_meta_ranked(
     let rank = collective.rank();
     let world = collective.world_size();
     let lead = rank == 0;
+    ensure!(
+        opts.time_limit.is_none() || world == 1,
+        "a time limit needs a single-rank run (the ranks would not stop at the same step)"
+    );
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let (weights, origin) = initial_weights(config)?;
     let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text)
         .context("building the tokenizer from the encoder's vocabulary")?;
-    let files = match &opts.corpora {
+    let mut files = match &opts.corpora {
         Some(path) => {
             let pack = ner_edge_corpus::CorpusPack::read(path)?;
             if config.data.validation.is_some() {
@@ -473,7 +477,7 @@ pub fn run_meta_ranked(
         }
         None => data::CorpusFiles::Disk,
     };
-    let data = data::load_from(&config.data, &tokenizer, &files)?;
+    let data = data::load_from(&config.data, &tokenizer, &mut files)?;
     for (c, dropped) in data.corpora.iter().zip(&data.dropped).filter(|_| lead) {
         eprintln!(
             "ner-train: {}: {} sentences, {} types{}",
@@ -515,7 +519,7 @@ pub fn run_meta_ranked(
             .context("writing config.toml")?;
         let _ = std::fs::remove_file(opts.out.join("log.jsonl"));
     }
-    let validation = load_validation(config, &tokenizer, &files)?;
+    let validation = load_validation(config, &tokenizer, &mut files)?;
     let validation_supervised = match &config.data.validation_supervised {
         Some(path) => Some(
             files
@@ -547,10 +551,6 @@ pub fn run_meta_ranked(
     let teacher = distill_teacher(config, &state.weights.config)?;
     let mut engine = super::backend::open(backend, &state, config, teacher.as_ref())?;
     let warmup = config.warmup_steps();
-    ensure!(
-        opts.time_limit.is_none() || world == 1,
-        "a time limit needs a single-rank run (the ranks would not stop at the same step)"
-    );
     let end = opts.stop_after.unwrap_or(config.steps).min(config.steps);
     let mut timed_out = false;
     let show_progress = opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -1056,7 +1056,7 @@ fn load_checkpoint(
 fn load_validation(
     config: &TrainConfig,
     tokenizer: &Tokenizer,
-    files: &data::CorpusFiles,
+    files: &mut data::CorpusFiles,
 ) -> Result<Option<Vec<EncodedEpisode>>> {
     if let Some(v) = &config.data.validation_sampled {
         let corpus = files
