@@ -6,7 +6,7 @@
 # bundle with a context gate (the cost of using context). Rounds alternate the three runs.
 # Usage: benches/scripts/context_speed.sh OLD_BIN GATED_BUNDLE [PLAIN_BUNDLE] [ROUNDS] [N]
 #   OLD_BIN: ner-edge built from the commit to compare with, e.g.
-#     git worktree add /tmp/old <rev> && (cd /tmp/old && cargo build --release -p ner-edge)
+#     git worktree add ../old <rev> && (cd ../old && cargo build --release -p ner-edge)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 old=${1:?old ner-edge binary}
