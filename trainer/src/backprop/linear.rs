@@ -81,6 +81,27 @@ pub fn linear_backward<T: Real>(
     }
 }
 
+/// The input half of [`linear_backward`]: `dx = dy Wᵀ` (assigned or accumulated per
+/// `dx_mode`) for a layer with `d_out` outputs, without the weight gradients (a frozen layer).
+pub fn linear_backward_input<T: Real>(
+    w: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dx_mode: GradMode,
+    d_out: usize,
+) {
+    let d_in = w.len() / d_out;
+    let n = dy.len() / d_out;
+    debug_assert_eq!(dx.len(), n * d_in);
+    gemm(
+        T::ONE,
+        &mat(dy, n, d_out, d_out),
+        &mat(w, d_in, d_out, d_out).t(),
+        dx_mode.beta(),
+        &mut mat_mut(dx, n, d_in, d_in),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{assert_grad_close, numeric_grad, random_vec, weighted_sum};

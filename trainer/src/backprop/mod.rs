@@ -19,6 +19,7 @@ pub mod gelu;
 mod gemm;
 pub mod layernorm;
 pub mod linear;
+pub mod prefix;
 pub mod model;
 pub mod residual;
 pub mod scalar;

@@ -8,7 +8,8 @@ use super::batch::PieceBatch;
 use super::embeddings::{embeddings_backward, embeddings_forward};
 use super::gelu::{gelu_backward, gelu_forward, gelu_recompute};
 use super::layernorm::{layernorm_backward, layernorm_forward};
-use super::linear::{linear_backward, linear_forward, GradMode};
+use super::linear::{linear_backward, linear_backward_input, linear_forward, GradMode};
+use super::prefix::{prefix_attention_backward, prefix_attention_forward, Prefixes};
 use super::residual::{residual_backward, residual_forward};
 use super::scalar::Real;
 
@@ -137,6 +138,10 @@ struct LayerTape<T> {
     h2_pre: Vec<T>,
     ln2_mean: Vec<T>,
     ln2_rstd: Vec<T>,
+    /// `[heads, N, P]`, the prefix softmax (forward passes with prefixes only).
+    prefix_probs: Vec<T>,
+    /// `[N, D]`, the ungated prefix term.
+    prefix_branch: Vec<T>,
 }
 
 /// Activations of one [`forward`] pass, kept for [`backward`], plus its outputs.
@@ -302,7 +307,67 @@ impl<T: Real> BackwardScratch<T> {
 /// with a larger vocabulary or `max_positions` than `w.config`.
 pub fn forward(w: &ModelWeights, batch: &PieceBatch, tape: &mut Tape) {
     debug_assert!(w.check().is_ok(), "forward: inconsistent weights");
-    forward_params(&Params::of(w), &w.config, batch, tape);
+    forward_params(&Params::of(w), &w.config, batch, None, tape);
+}
+
+/// [`forward`] with prompt-guided attention ([`super::prefix`]): every layer's context also
+/// gets its prefix term. Panics, besides as [`forward`], if `prefixes` does not cover every
+/// layer of `w` at its width and head count.
+pub fn forward_with_prefixes(
+    w: &ModelWeights,
+    batch: &PieceBatch,
+    prefixes: &Prefixes,
+    tape: &mut Tape,
+) {
+    check_prefixes(&w.config, prefixes);
+    forward_params(&Params::of(w), &w.config, batch, Some(prefixes), tape);
+}
+
+fn check_prefixes<T: Real>(c: &EncoderConfig, prefixes: &Prefixes<T>) {
+    let pd = c.layers * prefixes.len * c.hidden;
+    assert!(
+        prefixes.len > 0
+            && prefixes.key.len() == pd
+            && prefixes.value.len() == pd
+            && prefixes.gate.len() == c.layers * c.heads,
+        "prefixes do not fit the model config"
+    );
+}
+
+/// Backward of the last [`forward_with_prefixes`] on `tape` (same `w`, `batch`, `prefixes`)
+/// with the encoder frozen: adds `∂L/∂θ` into `prefix_grads` (same shape as `prefixes`) and
+/// into the two heads of `grads` (`+=`); no other tensor of `grads` is touched and no encoder
+/// weight gradient is computed. Panics as [`backward`] does, and if the prefix shapes differ.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_into_prefixes(
+    w: &ModelWeights,
+    batch: &PieceBatch,
+    tape: &Tape,
+    prefixes: &Prefixes,
+    d_boundary: &[f32],
+    d_types: &[f32],
+    grads: &mut ModelWeights,
+    prefix_grads: &mut Prefixes,
+    scratch: &mut BackwardScratch,
+) {
+    assert_eq!(
+        grads.config, w.config,
+        "backward: gradients and weights have different configs"
+    );
+    check_prefixes(&w.config, prefixes);
+    check_prefixes(&w.config, prefix_grads);
+    assert_eq!(prefixes.len, prefix_grads.len, "backward: prefix lengths differ");
+    backward_params(
+        &Params::of(w),
+        &w.config,
+        batch,
+        tape,
+        d_boundary,
+        d_types,
+        &mut Params::of_mut(grads),
+        scratch,
+        Some((prefixes, prefix_grads)),
+    );
 }
 
 /// Backward of the last [`forward`] on `tape` (same `w` and `batch`), given the loss gradients
@@ -337,6 +402,7 @@ pub fn backward(
         d_types,
         &mut Params::of_mut(grads),
         scratch,
+        None,
     );
 }
 
@@ -344,6 +410,7 @@ pub(crate) fn forward_params<T: Real>(
     p: &Params<&[T]>,
     c: &EncoderConfig,
     batch: &PieceBatch,
+    prefixes: Option<&Prefixes<T>>,
     tape: &mut Tape<T>,
 ) {
     assert!(
@@ -393,6 +460,16 @@ pub(crate) fn forward_params<T: Real>(
         linear_forward(x, lp.key.w, lp.key.b, &mut t.k);
         linear_forward(x, lp.value.w, lp.value.b, &mut t.v);
         attention_forward(&t.q, &t.k, &t.v, offsets, c.heads, &mut t.probs, &mut t.ctx);
+        if let Some(pf) = prefixes {
+            prefix_attention_forward(
+                &t.q,
+                pf.layer(l, c.hidden, c.heads),
+                c.heads,
+                &mut t.prefix_probs,
+                &mut t.prefix_branch,
+                &mut t.ctx,
+            );
+        }
         linear_forward(&t.ctx, lp.attn_output.w, lp.attn_output.b, &mut t.h1_pre);
         residual_forward(&mut t.h1_pre, x);
         let ln = &lp.attn_ln;
@@ -435,7 +512,9 @@ pub(crate) fn backward_params<T: Real>(
     d_types: &[T],
     g: &mut Params<&mut [T]>,
     s: &mut BackwardScratch<T>,
+    mut prefixes: Option<(&Prefixes<T>, &mut Prefixes<T>)>,
 ) {
+    let frozen = prefixes.is_some();
     let n = batch.tokens();
     let nd = n * c.hidden;
     assert!(
@@ -486,7 +565,8 @@ pub(crate) fn backward_params<T: Real>(
         );
         residual_backward(&s.d_pre, &mut s.d_h1);
         gelu_recompute(&t.ffn_pre, &t.ffn_cdf, &mut s.act);
-        linear_backward(
+        layer_linear_backward(
+            frozen,
             &s.act,
             lp.ffn_out.w,
             &s.d_pre,
@@ -496,7 +576,8 @@ pub(crate) fn backward_params<T: Real>(
             gl.ffn_out.b,
         );
         gelu_backward(&t.ffn_pre, &t.ffn_cdf, &mut s.d_act);
-        linear_backward(
+        layer_linear_backward(
+            frozen,
             &t.h1,
             lp.ffn_in.w,
             &s.d_act,
@@ -516,7 +597,8 @@ pub(crate) fn backward_params<T: Real>(
             gl.attn_ln.beta,
         );
         residual_backward(&s.d_pre, &mut s.d_x);
-        linear_backward(
+        layer_linear_backward(
+            frozen,
             &t.ctx,
             lp.attn_output.w,
             &s.d_pre,
@@ -538,7 +620,21 @@ pub(crate) fn backward_params<T: Real>(
             &mut s.dv,
             &mut s.d_probs,
         );
-        linear_backward(
+        if let Some((pf, pg)) = prefixes.as_mut() {
+            prefix_attention_backward(
+                &t.q,
+                pf.layer(l, c.hidden, c.heads),
+                c.heads,
+                &t.prefix_probs,
+                &t.prefix_branch,
+                &s.d_ctx,
+                &mut s.dq,
+                pg.layer_mut(l, c.hidden, c.heads),
+                &mut s.d_probs,
+            );
+        }
+        layer_linear_backward(
+            frozen,
             x,
             lp.query.w,
             &s.dq,
@@ -547,7 +643,8 @@ pub(crate) fn backward_params<T: Real>(
             gl.query.w,
             gl.query.b,
         );
-        linear_backward(
+        layer_linear_backward(
+            frozen,
             x,
             lp.key.w,
             &s.dk,
@@ -556,7 +653,8 @@ pub(crate) fn backward_params<T: Real>(
             gl.key.w,
             gl.key.b,
         );
-        linear_backward(
+        layer_linear_backward(
+            frozen,
             x,
             lp.value.w,
             &s.dv,
@@ -565,6 +663,9 @@ pub(crate) fn backward_params<T: Real>(
             gl.value.w,
             gl.value.b,
         );
+    }
+    if frozen {
+        return;
     }
     let ln = &p.embeddings_ln;
     layernorm_backward(
@@ -588,9 +689,30 @@ pub(crate) fn backward_params<T: Real>(
     );
 }
 
+/// [`linear_backward`], or only its input gradient when the encoder is `frozen`.
+#[allow(clippy::too_many_arguments)]
+fn layer_linear_backward<T: Real>(
+    frozen: bool,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dx_mode: GradMode,
+    dw: &mut [T],
+    db: &mut [T],
+) {
+    if frozen {
+        linear_backward_input(w, dy, dx, dx_mode, db.len());
+    } else {
+        linear_backward(x, w, dy, dx, dx_mode, dw, db);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_grad_close, random_vec, weighted_sum, FD_STEP};
+    use super::super::testutil::{
+        assert_grad_close, numeric_grad, random_vec, weighted_sum, FD_STEP,
+    };
     use super::*;
     use crate::model::{random_init, reference_forward_shaped};
 
@@ -767,7 +889,7 @@ mod tests {
         tape: &mut Tape<f64>,
     ) -> f64 {
         let p = Params::from_tensors(c.layers, tensors.iter().map(Vec::as_slice));
-        forward_params(&p, c, batch, tape);
+        forward_params(&p, c, batch, None, tape);
         weighted_sum(tape.boundary(), r_b) + weighted_sum(tape.types(), r_t)
     }
 
@@ -794,7 +916,7 @@ mod tests {
                 let p = Params::from_tensors(c.layers, tensors.iter().map(Vec::as_slice));
                 let mut g = Params::from_tensors(c.layers, grads.iter_mut().map(Vec::as_mut_slice));
                 let mut s = BackwardScratch::new();
-                backward_params(&p, &c, &batch, &tape, &r_b, &r_t, &mut g, &mut s);
+                backward_params(&p, &c, &batch, &tape, &r_b, &r_t, &mut g, &mut s, None);
             }
             let names: Vec<String> = w.tensors().into_iter().map(|(n, _)| n).collect();
             for (ti, name) in names.iter().enumerate() {
@@ -842,6 +964,7 @@ mod tests {
                 &r_t,
                 &mut g,
                 &mut BackwardScratch::new(),
+                None,
             );
         }
         let mut tape = Tape::new();
@@ -935,5 +1058,75 @@ mod tests {
             bwd * 1e3,
             (fwd + bwd) * 1e3
         );
+    }
+
+    /// Central differences of the same loss with respect to every prefix key, value and gate
+    /// and to the two heads, against [`backward_into_prefixes`]'s frozen-encoder backward; and
+    /// closed gates give the model without prefixes exactly.
+    #[test]
+    fn prefix_gradients_match_finite_differences() {
+        use super::super::prefix::Prefixes;
+        for (c, seed) in [(config(6, 2, 10, 2), 21), (shaped(config(9, 3, 5, 1)), 22)] {
+            let w = weights(&c, seed);
+            let batch = batch_for(&c);
+            let n = batch.tokens();
+            let tensors = to_f64(&w);
+            let p_len = 3;
+            let mut prefixes = Prefixes::<f64>::zeros(c.layers, p_len, c.hidden, c.heads);
+            let mut closed_tape = Tape::<f64>::new();
+            {
+                let p = Params::from_tensors(c.layers, tensors.iter().map(Vec::as_slice));
+                let mut open = Tape::<f64>::new();
+                forward_params(&p, &c, &batch, None, &mut open);
+                prefixes.key = random_vec(prefixes.key.len(), 1.0, seed + 1);
+                prefixes.value = random_vec(prefixes.value.len(), 1.0, seed + 2);
+                forward_params(&p, &c, &batch, Some(&prefixes), &mut closed_tape);
+                assert_eq!(open.boundary(), closed_tape.boundary());
+                assert_eq!(open.types(), closed_tape.types());
+            }
+            prefixes.gate = random_vec(prefixes.gate.len(), 1.0, seed + 3);
+            let r_b = random_vec(n * 3, 1.0, 11);
+            let r_t = random_vec(n * c.type_dim, 1.0, 12);
+            let loss = |tensors: &[Vec<f64>], pf: &Prefixes<f64>| {
+                let p = Params::from_tensors(c.layers, tensors.iter().map(Vec::as_slice));
+                let mut tape = Tape::<f64>::new();
+                forward_params(&p, &c, &batch, Some(pf), &mut tape);
+                weighted_sum(tape.boundary(), &r_b) + weighted_sum(tape.types(), &r_t)
+            };
+            let mut tape = Tape::<f64>::new();
+            let mut grads: Vec<Vec<f64>> = tensors.iter().map(|t| vec![0.0; t.len()]).collect();
+            let mut pg = Prefixes::<f64>::zeros(c.layers, p_len, c.hidden, c.heads);
+            {
+                let p = Params::from_tensors(c.layers, tensors.iter().map(Vec::as_slice));
+                forward_params(&p, &c, &batch, Some(&prefixes), &mut tape);
+                let mut g = Params::from_tensors(c.layers, grads.iter_mut().map(Vec::as_mut_slice));
+                let mut s = BackwardScratch::new();
+                let pair = Some((&prefixes, &mut pg));
+                backward_params(&p, &c, &batch, &tape, &r_b, &r_t, &mut g, &mut s, pair);
+            }
+            let fd = |which: usize| {
+                let base = [&prefixes.key, &prefixes.value, &prefixes.gate][which].clone();
+                numeric_grad(&base, |x| {
+                    let mut pf = prefixes.clone();
+                    *pf.tensors_mut()[which] = x.to_vec();
+                    loss(&tensors, &pf)
+                })
+            };
+            assert_grad_close("prefix key", &pg.key, &fd(0));
+            assert_grad_close("prefix value", &pg.value, &fd(1));
+            assert_grad_close("prefix gate", &pg.gate, &fd(2));
+            let names: Vec<String> = w.tensors().into_iter().map(|(n, _)| n).collect();
+            for (ti, name) in names.iter().enumerate() {
+                if !(name.starts_with("boundary.") || name.starts_with("types.")) {
+                    continue;
+                }
+                let numeric = numeric_grad(&tensors[ti], |x| {
+                    let mut t = tensors.clone();
+                    t[ti] = x.to_vec();
+                    loss(&t, &prefixes)
+                });
+                assert_grad_close(name, &grads[ti], &numeric);
+            }
+        }
     }
 }
