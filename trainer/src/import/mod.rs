@@ -1,5 +1,6 @@
 //! Import of pretrained encoders.
 
+pub mod bundle;
 pub mod minilm;
 pub mod safetensors;
 
