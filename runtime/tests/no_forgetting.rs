@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use ner_edge::adapt::{adapt, read_support, AdaptOptions, SupportFormat, TuneOptions};
 use ner_edge::bundle::Bundle;
-use ner_edge::pack::{pack_to_bytes, LabelPack};
+use ner_edge::encoder::Prompts;
+use ner_edge::pack::{pack_to_bytes, prompted_pack_to_bytes, LabelPack, PackPrompts};
 use ner_edge::pipeline::{TaggedText, Tagger};
 
 fn repo() -> PathBuf {
@@ -63,6 +64,46 @@ fn old_types_are_bit_identical_after_adding_a_pack_with_tuned_heads() {
     let tuned = drug_pack(&bundle, Some(TuneOptions::with_steps(20)));
     assert!(tuned.heads().is_some());
     assert_old_types_unchanged(&bundle, &tuned);
+}
+
+#[test]
+fn old_types_are_bit_identical_after_adding_a_pack_with_prompts() {
+    let bundle = Bundle::open(&repo().join("fixtures/bundles/tiny.nerb")).unwrap();
+    for tune in [None, Some(TuneOptions::with_steps(20))] {
+        let plain = drug_pack(&bundle, tune);
+        let e = &bundle.metadata().encoder;
+        let len = 4;
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * f).sin()).collect() };
+        let prompts = Prompts {
+            len,
+            layers: e.layers,
+            heads: e.heads,
+            hidden: e.hidden,
+            key: wave(e.layers * len * e.hidden, 0.37),
+            value: wave(e.layers * len * e.hidden, 0.11),
+            gate: wave(e.layers * e.heads, 0.7),
+        };
+        let mut metadata = plain.metadata().clone();
+        metadata.prompts = Some(PackPrompts {
+            len,
+            layers: e.layers,
+            heads: e.heads,
+            hidden: e.hidden,
+            steps: 0,
+            learning_rate: 0.0,
+            loss_before: 0.0,
+            loss_after: 0.0,
+        });
+        let prototypes: Vec<f32> = (0..plain.type_names().len())
+            .flat_map(|k| plain.prototype(k).unwrap().to_vec())
+            .collect();
+        let bytes =
+            prompted_pack_to_bytes(&metadata, &prototypes, plain.heads(), Some(&prompts)).unwrap();
+        let pack = LabelPack::from_bytes(&bytes, "drug-prompted.nerp").unwrap();
+        assert!(pack.prompts().is_some());
+        assert_old_types_unchanged(&bundle, &pack);
+    }
 }
 
 fn assert_old_types_unchanged(bundle: &Bundle, pack: &LabelPack) {

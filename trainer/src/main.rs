@@ -124,6 +124,43 @@ enum Command {
         #[arg(long)]
         linear_gate: bool,
     },
+    /// Learn prompt adapters (LightNER's prompt-guided attention) for new types on a support
+    /// set, with the bundle's encoder frozen, and write a label pack that carries them.
+    ///
+    /// The types' prototypes are those `ner-edge adapt` gives; the prompts (and with
+    /// `--tune-heads` the two heads) are trained on the support sentences' CRF likelihood.
+    /// `ner-edge predict --pack P` then scores the pack's types with the prompted encoder and
+    /// the bundle's types exactly as without the pack.
+    Prompt {
+        /// The trained bundle the pack is for.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Support file (CoNLL, token<TAB>tag, JSONL or inline markup, as `ner-edge adapt`).
+        #[arg(long)]
+        support: PathBuf,
+        /// Output label pack (.nerp).
+        #[arg(long)]
+        out: PathBuf,
+        /// Prompt vectors per layer.
+        #[arg(long, default_value_t = 10)]
+        len: usize,
+        /// Passes over the support set.
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+        /// Support sentences per Adam step.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Adam learning rate of the prompts.
+        #[arg(long, default_value_t = 1e-2)]
+        lr: f32,
+        /// Also tune the boundary head and type projection (as `ner-edge adapt --tune-heads`).
+        #[arg(long)]
+        tune_heads: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -265,7 +302,69 @@ fn run(cli: Cli) -> Result<()> {
                 distance: !linear_gate,
             },
         }),
+        Command::Prompt {
+            bundle,
+            support,
+            out,
+            len,
+            epochs,
+            batch,
+            lr,
+            tune_heads,
+            seed,
+            threads,
+        } => prompt(
+            &bundle,
+            &support,
+            &out,
+            &train::prompt::PromptOptions {
+                len,
+                epochs,
+                batch,
+                lr,
+                tune_heads,
+                seed,
+                threads: threads.max(1),
+                ..train::prompt::PromptOptions::default()
+            },
+        ),
     }
+}
+
+fn prompt(
+    bundle: &std::path::Path,
+    support: &std::path::Path,
+    out: &std::path::Path,
+    opts: &train::prompt::PromptOptions,
+) -> Result<()> {
+    use ner_edge::adapt::{read_support, AdaptOptions, SupportFormat, DEFAULT_MAX_SUPPORT_BYTES};
+    let bundle = ner_edge::bundle::Bundle::open(bundle)?;
+    let support = read_support(support, SupportFormat::Auto, DEFAULT_MAX_SUPPORT_BYTES)?;
+    let (adapted, prompts, report) =
+        train::prompt::train_prompts(&bundle, &support, &AdaptOptions::default(), opts)?;
+    ner_edge::pack::write_prompted_pack(
+        out,
+        &adapted.metadata,
+        &adapted.prototypes,
+        adapted.heads.as_ref(),
+        Some(&prompts),
+    )?;
+    let size = std::fs::metadata(out)
+        .with_context(|| format!("reading back {}", out.display()))?
+        .len();
+    eprintln!(
+        "ner-train: {} sentences ({} pieces), {} steps in {:.1} s: loss {:.4} -> {:.4}; wrote {} \
+         ({} types, {size} bytes)",
+        report.sentences,
+        report.pieces,
+        report.steps,
+        report.seconds,
+        report.loss_before,
+        report.loss_after,
+        out.display(),
+        adapted.metadata.types.len()
+    );
+    Ok(())
 }
 
 struct ContextGateArgs {

@@ -735,6 +735,7 @@ impl<'a> Adapter<'a> {
                     ..provenance
                 },
                 tuned_heads: None,
+                prompts: None,
             },
             prototypes,
             heads: None,

@@ -223,6 +223,89 @@ fn path_score(emissions: &[f32], labels: &[usize], t: &Transitions) -> f64 {
     score
 }
 
+/// The CRF negative log-likelihood of one sentence's gold `labels` (layout of
+/// [`crate::decode::labels`]) under the emissions `predict` computes from `boundary`
+/// (`[words, 3]`) and `types` (`[words, d]`) against `prototypes` (`[n_types, d]`) and
+/// `transitions`, times `scale`. With `grads`, also `scale · ∂NLL/∂boundary` and
+/// `scale · ∂NLL/∂types`, written into `grads.0` (`[words, 3]`) and `grads.1` (`[words, d]`)
+/// (both resized). Used by head tuning here and by prompt training in `ner-train prompt`,
+/// which takes these gradients back through the encoder.
+#[allow(clippy::too_many_arguments)]
+pub fn sentence_nll(
+    boundary: &[f32],
+    types: &[f32],
+    d: usize,
+    prototypes: &[f32],
+    n_types: usize,
+    transitions: &Transitions,
+    labels: &[usize],
+    scale: f64,
+    grads: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+) -> f64 {
+    let l = decode::label_count(n_types);
+    let mut em = Vec::new();
+    emissions(boundary, types, d, prototypes, n_types, &mut em);
+    let m = decode::marginals(&em, l, transitions);
+    let loss = scale * (m.log_z() - path_score(&em, labels, transitions));
+    let Some((g_boundary, g_types)) = grads else {
+        return loss;
+    };
+    let words = labels.len();
+    g_boundary.clear();
+    g_boundary.resize(words * 3, 0.0);
+    g_types.clear();
+    g_types.resize(words * d, 0.0);
+    let probs = m.probs();
+    let mut d_scores = vec![0.0f64; n_types];
+    let mut d_types = vec![0.0f64; d];
+    let mut type_probs = vec![0.0f64; n_types];
+    for (t, &gold) in labels.iter().enumerate() {
+        let gl = |label: usize| -> f64 {
+            let p = f64::from(probs[t * l + label]);
+            scale * (p - if label == gold { 1.0 } else { 0.0 })
+        };
+        let b = &boundary[t * 3..t * 3 + 3];
+        let bm = b[0].max(b[1]).max(b[2]);
+        let bz: f64 = b.iter().map(|&x| f64::from(x - bm).exp()).sum();
+        let mut d_lsb = [gl(0), 0.0, 0.0];
+        let mut d_lt_sum = 0.0;
+        for (k, ds) in d_scores.iter_mut().enumerate() {
+            let (gb, gi) = (gl(1 + 2 * k), gl(2 + 2 * k));
+            d_lsb[1] += gb;
+            d_lsb[2] += gi;
+            *ds = gb + gi;
+            d_lt_sum += gb + gi;
+        }
+        let d_lsb_sum: f64 = d_lsb.iter().sum();
+        for ((o, &dl), &bj) in g_boundary[t * 3..t * 3 + 3].iter_mut().zip(&d_lsb).zip(b) {
+            let p = f64::from(bj - bm).exp() / bz;
+            *o = (dl - p * d_lsb_sum) as f32;
+        }
+        d_types.fill(0.0);
+        if n_types > 0 {
+            let v = &types[t * d..(t + 1) * d];
+            let mut max = f64::NEG_INFINITY;
+            for (k, p) in prototypes.chunks_exact(d).take(n_types).enumerate() {
+                let s_k: f64 = v.iter().zip(p).map(|(&a, &b)| f64::from(a * b)).sum();
+                type_probs[k] = s_k;
+                max = max.max(s_k);
+            }
+            let z: f64 = type_probs.iter().map(|&s| (s - max).exp()).sum();
+            for (k, p) in prototypes.chunks_exact(d).take(n_types).enumerate() {
+                let pt = (type_probs[k] - max).exp() / z;
+                let ds = d_scores[k] - pt * d_lt_sum;
+                for (o, &pi) in d_types.iter_mut().zip(p) {
+                    *o += ds * f64::from(pi);
+                }
+            }
+        }
+        for (o, &v) in g_types[t * d..(t + 1) * d].iter_mut().zip(&d_types) {
+            *o = v as f32;
+        }
+    }
+    loss
+}
+
 /// `L(θ)` of the module docs; with `grad`, also its gradient (overwritten).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn loss_and_grad(
@@ -237,7 +320,6 @@ pub(crate) fn loss_and_grad(
 ) -> f64 {
     let h = theta.hidden;
     let d = theta.type_dim;
-    let l = decode::label_count(n_types);
     let counted = sentences.iter().filter(|s| !s.labels.is_empty()).count();
     let scale = 1.0 / counted.max(1) as f64;
     if let Some(g) = grad.as_deref_mut() {
@@ -247,71 +329,46 @@ pub(crate) fn loss_and_grad(
     }
     let mut boundary = Vec::new();
     let mut types = Vec::new();
-    let mut em = Vec::new();
-    let mut d_boundary = [0.0f64; 3];
-    let mut d_scores = vec![0.0f64; n_types];
-    let mut d_types = vec![0.0f64; d];
-    let mut d_types_f32 = vec![0.0f32; d];
-    let mut type_probs = vec![0.0f64; n_types];
+    let mut d_boundary = Vec::new();
+    let mut d_types = Vec::new();
     let mut loss = 0.0f64;
     for s in sentences.iter().filter(|s| !s.labels.is_empty()) {
         theta.apply(&s.hidden, &mut boundary, &mut types);
-        emissions(&boundary, &types, d, prototypes, n_types, &mut em);
-        let m = decode::marginals(&em, l, transitions);
-        loss += scale * (m.log_z() - path_score(&em, &s.labels, transitions));
         let Some(g) = grad.as_deref_mut() else {
+            loss += sentence_nll(
+                &boundary,
+                &types,
+                d,
+                prototypes,
+                n_types,
+                transitions,
+                &s.labels,
+                scale,
+                None,
+            );
             continue;
         };
-        let probs = m.probs();
-        for (t, &gold) in s.labels.iter().enumerate() {
-            let gl = |label: usize| -> f64 {
-                let p = f64::from(probs[t * l + label]);
-                scale * (p - if label == gold { 1.0 } else { 0.0 })
-            };
-            let b = &boundary[t * 3..t * 3 + 3];
-            let bm = b[0].max(b[1]).max(b[2]);
-            let bz: f64 = b.iter().map(|&x| f64::from(x - bm).exp()).sum();
-            let mut d_lsb = [gl(0), 0.0, 0.0];
-            let mut d_lt_sum = 0.0;
-            for (k, ds) in d_scores.iter_mut().enumerate() {
-                let (gb, gi) = (gl(1 + 2 * k), gl(2 + 2 * k));
-                d_lsb[1] += gb;
-                d_lsb[2] += gi;
-                *ds = gb + gi;
-                d_lt_sum += gb + gi;
-            }
-            let d_lsb_sum: f64 = d_lsb.iter().sum();
-            for ((o, &dl), &bj) in d_boundary.iter_mut().zip(&d_lsb).zip(b) {
-                let p = f64::from(bj - bm).exp() / bz;
-                *o = dl - p * d_lsb_sum;
-            }
-            d_types.fill(0.0);
-            if n_types > 0 {
-                let v = &types[t * d..(t + 1) * d];
-                let mut max = f64::NEG_INFINITY;
-                for (k, p) in prototypes.chunks_exact(d).take(n_types).enumerate() {
-                    let s_k: f64 = v.iter().zip(p).map(|(&a, &b)| f64::from(a * b)).sum();
-                    type_probs[k] = s_k;
-                    max = max.max(s_k);
-                }
-                let z: f64 = type_probs.iter().map(|&s| (s - max).exp()).sum();
-                for (k, p) in prototypes.chunks_exact(d).take(n_types).enumerate() {
-                    let pt = (type_probs[k] - max).exp() / z;
-                    let ds = d_scores[k] - pt * d_lt_sum;
-                    for (o, &pi) in d_types.iter_mut().zip(p) {
-                        *o += ds * f64::from(pi);
-                    }
-                }
-            }
-            let x = &s.hidden[t * h..(t + 1) * h];
-            let db = d_boundary.map(|v| v as f32);
-            for (o, &v) in d_types_f32.iter_mut().zip(&d_types) {
-                *o = v as f32;
-            }
-            for (o, &v) in g.boundary_bias.iter_mut().zip(&db) {
+        loss += sentence_nll(
+            &boundary,
+            &types,
+            d,
+            prototypes,
+            n_types,
+            transitions,
+            &s.labels,
+            scale,
+            Some((&mut d_boundary, &mut d_types)),
+        );
+        for ((x, db), dt) in s
+            .hidden
+            .chunks_exact(h)
+            .zip(d_boundary.chunks_exact(3))
+            .zip(d_types.chunks_exact(d))
+        {
+            for (o, &v) in g.boundary_bias.iter_mut().zip(db) {
                 *o += v;
             }
-            for (o, &v) in g.types_bias.iter_mut().zip(&d_types_f32) {
+            for (o, &v) in g.types_bias.iter_mut().zip(dt) {
                 *o += v;
             }
             for ((&xi, brow), trow) in x
@@ -319,10 +376,10 @@ pub(crate) fn loss_and_grad(
                 .zip(g.boundary_weight.chunks_exact_mut(3))
                 .zip(g.types_weight.chunks_exact_mut(d))
             {
-                for (o, &v) in brow.iter_mut().zip(&db) {
+                for (o, &v) in brow.iter_mut().zip(db) {
                     *o += xi * v;
                 }
-                for (o, &v) in trow.iter_mut().zip(&d_types_f32) {
+                for (o, &v) in trow.iter_mut().zip(dt) {
                     *o += xi * v;
                 }
             }

@@ -7,6 +7,7 @@
 
 pub mod fusion;
 pub mod heads;
+pub mod prompts;
 pub mod windows;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::{Error, Result};
 
 pub use fusion::{ContextFusion, ContextGate, ContextWindow};
 pub use heads::Heads;
+pub use prompts::Prompts;
 pub use windows::{plan_windows, Window};
 
 /// Per-piece encoder outputs of one sequence.
@@ -94,6 +96,30 @@ pub struct Encoder {
     heads: Option<Heads>,
     /// The graph takes `shape_ids` as its third input.
     shape_input: bool,
+    /// The graph takes prompts ([`prompts`]) of this length after its other inputs, and these
+    /// are the values fed.
+    prompts: Option<PromptValues>,
+}
+
+/// The prompt inputs fed on every run of a prompted plan.
+#[derive(Clone)]
+struct PromptValues {
+    len: usize,
+    key: Tensor,
+    value: Tensor,
+    gate: Tensor,
+}
+
+impl PromptValues {
+    fn new(p: &Prompts) -> Result<PromptValues> {
+        let err = |e: TractError| Error::Encoder(format!("prompt tensors: {e:#}"));
+        Ok(PromptValues {
+            len: p.len,
+            key: Tensor::from_shape(&[p.layers, p.len, p.hidden], &p.key).map_err(err)?,
+            value: Tensor::from_shape(&[p.layers, p.len, p.hidden], &p.value).map_err(err)?,
+            gate: Tensor::from_shape(&[p.layers, p.heads], &p.gate).map_err(err)?,
+        })
+    }
 }
 
 /// Upper bound on padded tokens (batch × length) per encoder call. Small batches keep the
@@ -106,7 +132,57 @@ impl Encoder {
     /// Parses and optimises `onnx` (the graph contract is documented on [`EncoderMeta`]) and
     /// checks its outputs against `meta`.
     pub fn load(onnx: &[u8], meta: &EncoderMeta, special: SpecialIds) -> Result<Encoder> {
-        Encoder::load_with(onnx, meta, special, false)
+        Encoder::load_with(onnx, meta, special, false, None)
+    }
+
+    /// [`Encoder::load`] (or [`Encoder::load_exposing_hidden`] when `expose_hidden`) of the
+    /// graph rewritten to take `prompts` ([`prompts::add_prompt_inputs`]), which every run
+    /// feeds. Errors when the prompts do not fit `meta` or the graph cannot take them.
+    pub fn load_with_prompts(
+        onnx: &[u8],
+        meta: &EncoderMeta,
+        special: SpecialIds,
+        expose_hidden: bool,
+        prompts: &Prompts,
+    ) -> Result<Encoder> {
+        Encoder::load_with(onnx, meta, special, expose_hidden, Some(prompts))
+    }
+
+    /// This encoder's plan fed with other `prompts` of the same length (no new plan is built).
+    /// Errors when the encoder takes no prompts or they differ in shape.
+    pub fn with_prompts(&self, prompts: &Prompts) -> Result<Encoder> {
+        match &self.prompts {
+            Some(v)
+                if v.len == prompts.len && v.gate.shape() == [prompts.layers, prompts.heads] =>
+            {
+                prompts.check("prompts")?;
+                let mut e = self.clone_plan();
+                e.prompts = Some(PromptValues::new(prompts)?);
+                Ok(e)
+            }
+            _ => Err(Error::Encoder(
+                "this encoder plan takes no prompts of that shape".into(),
+            )),
+        }
+    }
+
+    /// The length of the prompts this encoder feeds, if it takes any.
+    pub fn prompt_len(&self) -> Option<usize> {
+        self.prompts.as_ref().map(|p| p.len)
+    }
+
+    fn clone_plan(&self) -> Encoder {
+        Encoder {
+            plan: Arc::clone(&self.plan),
+            type_dim: self.type_dim,
+            max_pieces: self.max_pieces,
+            vocab_size: self.vocab_size,
+            special: self.special,
+            batch_tokens: self.batch_tokens,
+            heads: self.heads.clone(),
+            shape_input: self.shape_input,
+            prompts: self.prompts.clone(),
+        }
     }
 
     /// [`Encoder::load`], with the heads' input (the last hidden state) as a third graph output,
@@ -118,7 +194,7 @@ impl Encoder {
         meta: &EncoderMeta,
         special: SpecialIds,
     ) -> Result<Encoder> {
-        Encoder::load_with(onnx, meta, special, true)
+        Encoder::load_with(onnx, meta, special, true, None)
     }
 
     fn load_with(
@@ -126,6 +202,7 @@ impl Encoder {
         meta: &EncoderMeta,
         special: SpecialIds,
         expose_hidden: bool,
+        prompts: Option<&Prompts>,
     ) -> Result<Encoder> {
         let err = |stage: &str, e: TractError| Error::Encoder(format!("{stage}: {e:#}"));
         if meta.max_positions < 3 {
@@ -135,9 +212,24 @@ impl Encoder {
             )));
         }
         let framework = tract_onnx::onnx();
-        let proto = framework
+        let mut proto = framework
             .proto_model_for_read(&mut &onnx[..])
             .map_err(|e| err("cannot parse encoder.onnx", e))?;
+        let prompt_values = match prompts {
+            None => None,
+            Some(p) => {
+                p.check("prompts")?;
+                if (p.layers, p.heads, p.hidden) != (meta.layers, meta.heads, meta.hidden) {
+                    return Err(Error::Bundle(format!(
+                        "prompts for {} layers, {} heads, hidden {} do not fit an encoder of {} \
+                         layers, {} heads, hidden {}",
+                        p.layers, p.heads, p.hidden, meta.layers, meta.heads, meta.hidden
+                    )));
+                }
+                prompts::add_prompt_inputs(&mut proto, p.layers, p.heads, p.hidden, p.len)?;
+                Some(PromptValues::new(p)?)
+            }
+        };
         let parsed = framework
             .parse(&proto, None)
             .map_err(|e| err("cannot parse encoder.onnx", e))?;
@@ -196,11 +288,17 @@ impl Encoder {
         let model = model
             .into_optimized()
             .map_err(|e| err("cannot optimise encoder graph", e))?;
-        let want_inputs: &[&str] = if shape_input {
-            &["input_ids", "attention_mask", "shape_ids"]
-        } else {
-            &["input_ids", "attention_mask"]
-        };
+        let mut want_inputs = vec!["input_ids", "attention_mask"];
+        if shape_input {
+            want_inputs.push("shape_ids");
+        }
+        if prompt_values.is_some() {
+            want_inputs.extend([
+                prompts::PROMPT_KEY,
+                prompts::PROMPT_VALUE,
+                prompts::PROMPT_GATE,
+            ]);
+        }
         let want_outputs = if expose_hidden { 3 } else { 2 };
         if input_names != want_inputs || model.outputs.len() != want_outputs {
             return Err(Error::Encoder(format!(
@@ -253,6 +351,7 @@ impl Encoder {
             batch_tokens: DEFAULT_BATCH_TOKENS,
             heads,
             shape_input,
+            prompts: prompt_values,
         })
     }
 
@@ -370,6 +469,13 @@ impl Encoder {
                     .map_err(err)?
                     .into_tvalue(),
             );
+        }
+        if let Some(p) = &self.prompts {
+            inputs.extend([
+                p.key.clone().into_tvalue(),
+                p.value.clone().into_tvalue(),
+                p.gate.clone().into_tvalue(),
+            ]);
         }
         let outputs = self.plan.run(inputs).map_err(err)?;
         let boundary = outputs[0]

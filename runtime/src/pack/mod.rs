@@ -19,7 +19,7 @@ use crate::container::{
     TensorList,
 };
 use crate::decode::CdtParams;
-use crate::encoder::Heads;
+use crate::encoder::{Heads, Prompts};
 use crate::{Error, Result};
 
 /// First four bytes of every label pack.
@@ -38,6 +38,14 @@ pub const HEAD_BOUNDARY_BIAS: &str = "pack.head.boundary.bias";
 pub const HEAD_TYPES_WEIGHT: &str = "pack.head.types.weight";
 /// Tuned type projection bias `[base_bundle.type_dim]`, f32.
 pub const HEAD_TYPES_BIAS: &str = "pack.head.types.bias";
+
+/// Prompt keys `[prompts.layers, prompts.len, prompts.hidden]`, f16 or f32 (packs with
+/// prompts only; [`crate::encoder::prompts`]).
+pub const PROMPT_KEY_TENSOR: &str = "pack.prompt.key";
+/// Prompt values `[prompts.layers, prompts.len, prompts.hidden]`, f16 or f32.
+pub const PROMPT_VALUE_TENSOR: &str = "pack.prompt.value";
+/// Prompt gates `[prompts.layers, prompts.heads]`, f32.
+pub const PROMPT_GATE_TENSOR: &str = "pack.prompt.gate";
 
 const PACK_KIND: ContainerKind = ContainerKind {
     magic: PACK_MAGIC,
@@ -64,6 +72,31 @@ pub struct PackMetadata {
     /// (`adapt --tune-heads`); its types are then scored with them instead of the bundle's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuned_heads: Option<TunedHeads>,
+    /// Present when the pack carries prompt adapters (`ner-train prompt`): its types are then
+    /// scored by the encoder run with these prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<PackPrompts>,
+}
+
+/// The shape and training record of a pack's prompts ([`crate::encoder::prompts`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackPrompts {
+    /// Prompt vectors per layer, `P`.
+    pub len: usize,
+    /// Encoder layers; must equal the bundle's `encoder.layers`.
+    pub layers: usize,
+    /// Attention heads per layer; must equal the bundle's `encoder.heads`.
+    pub heads: usize,
+    /// Width of the hidden state; must equal the bundle's `encoder.hidden`.
+    pub hidden: usize,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// Training loss (mean CRF NLL per support sentence plus regularisers) before training.
+    pub loss_before: f64,
+    /// Training loss after the last step.
+    pub loss_after: f64,
 }
 
 /// How a pack's heads were tuned (`runtime/src/adapt/tune.rs`).
@@ -174,6 +207,7 @@ pub struct LabelPack {
     metadata: PackMetadata,
     prototypes: Vec<f32>,
     heads: Option<Heads>,
+    prompts: Option<Prompts>,
     tensors: Vec<TensorInfo>,
 }
 
@@ -204,7 +238,8 @@ fn bad_missing(name: &str, tensor: &str, msg: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Reads the f32 tensor `tensor` of exactly `shape` from a validated container's `bytes`.
+/// Reads the f32 tensor `tensor` of exactly `shape` from a validated container's `bytes`;
+/// `why` says which metadata field requires it.
 fn read_f32_tensor(
     bytes: &[u8],
     tensors: &[TensorInfo],
@@ -212,20 +247,37 @@ fn read_f32_tensor(
     tensor: &str,
     shape: &[usize],
 ) -> Result<Vec<f32>> {
+    read_tensor(bytes, tensors, name, tensor, shape, false, "tuned_heads")
+}
+
+/// Reads tensor `tensor` of exactly `shape`, f32 (or f16 when `f16_ok`), from a validated
+/// container's `bytes`; `why` names the metadata field that requires it.
+fn read_tensor(
+    bytes: &[u8],
+    tensors: &[TensorInfo],
+    name: &str,
+    tensor: &str,
+    shape: &[usize],
+    f16_ok: bool,
+    why: &str,
+) -> Result<Vec<f32>> {
     let info = tensors.iter().find(|t| t.name == tensor).ok_or_else(|| {
         bad_missing(
             name,
             tensor,
-            format!("tensor {tensor:?} is missing (tuned_heads is set)"),
+            format!("tensor {tensor:?} is missing ({why} is set)"),
         )
     })?;
-    if info.shape != shape || info.dtype != DType::F32 {
+    let dtype_ok = info.dtype == DType::F32 || (f16_ok && info.dtype == DType::F16);
+    if info.shape != shape || !dtype_ok {
         return Err(bad_shape(
             name,
             tensor,
             format!(
-                "tensor {tensor:?} is {} {:?}, expected f32 {shape:?}",
-                info.dtype, info.shape
+                "tensor {tensor:?} is {} {:?}, expected {} {shape:?}",
+                info.dtype,
+                info.shape,
+                if f16_ok { "f32 or f16" } else { "f32" }
             ),
         ));
     }
@@ -400,6 +452,42 @@ impl LabelPack {
                 Some(heads)
             }
         };
+        let prompts = match &meta.prompts {
+            None => None,
+            Some(p) => {
+                let dims = [p.layers, p.len, p.hidden];
+                if dims.contains(&0) || p.heads == 0 || p.hidden % p.heads != 0 {
+                    return Err(bad(
+                        name,
+                        format!(
+                            "metadata field prompts has len {}, layers {}, heads {}, hidden {}: \
+                             each must be at least 1 and hidden a multiple of heads",
+                            p.len, p.layers, p.heads, p.hidden
+                        ),
+                    ));
+                }
+                let dims = dims
+                    .iter()
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                    .filter(|&n| n <= (MAX_PACK_BYTES / 2) as usize)
+                    .map(|_| dims)
+                    .ok_or_else(|| bad(name, "metadata field prompts is larger than a pack"))?;
+                let read = |tensor: &str, shape: &[usize], f16_ok: bool| -> Result<Vec<f32>> {
+                    read_tensor(bytes, &c.tensors, name, tensor, shape, f16_ok, "prompts")
+                };
+                let prompts = Prompts {
+                    len: p.len,
+                    layers: p.layers,
+                    heads: p.heads,
+                    hidden: p.hidden,
+                    key: read(PROMPT_KEY_TENSOR, &dims, true)?,
+                    value: read(PROMPT_VALUE_TENSOR, &dims, true)?,
+                    gate: read(PROMPT_GATE_TENSOR, &[p.layers, p.heads], false)?,
+                };
+                prompts.check(name)?;
+                Some(prompts)
+            }
+        };
         Ok(LabelPack {
             name: name.to_string(),
             version: c.version,
@@ -407,6 +495,7 @@ impl LabelPack {
             metadata: meta,
             prototypes,
             heads,
+            prompts,
             tensors: c.tensors,
         })
     }
@@ -415,6 +504,11 @@ impl LabelPack {
     /// ([`PackMetadata::tuned_heads`]).
     pub fn heads(&self) -> Option<&Heads> {
         self.heads.as_ref()
+    }
+
+    /// The pack's prompt adapters, when it has them ([`PackMetadata::prompts`]).
+    pub fn prompts(&self) -> Option<&Prompts> {
+        self.prompts.as_ref()
     }
 
     /// The name given at construction (the path for [`LabelPack::open`]).
@@ -478,6 +572,25 @@ impl LabelPack {
                 ));
             }
         }
+        if let Some(p) = &self.metadata.prompts {
+            let e = &bundle.metadata().encoder;
+            if (p.layers, p.heads, p.hidden) != (e.layers, e.heads, e.hidden) {
+                return Err(bad(
+                    &self.name,
+                    format!(
+                        "prompts are for {} layers, {} heads, hidden {} but bundle {} has {} \
+                         layers, {} heads, hidden {}",
+                        p.layers,
+                        p.heads,
+                        p.hidden,
+                        bundle.name(),
+                        e.layers,
+                        e.heads,
+                        e.hidden
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -506,6 +619,19 @@ impl LabelPack {
             }
             None => {
                 let _ = writeln!(s, "heads:           the bundle's");
+            }
+        }
+        match &m.prompts {
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "prompts:         {} per layer x {} layers, {} steps (lr {}), loss {:.4} -> \
+                     {:.4}",
+                    p.len, p.layers, p.steps, p.learning_rate, p.loss_before, p.loss_after
+                );
+            }
+            None => {
+                let _ = writeln!(s, "prompts:         none");
             }
         }
         let _ = writeln!(s, "\ntypes ({}):", m.types.len());
@@ -555,6 +681,17 @@ pub fn pack_to_bytes(
     prototypes: &[f32],
     heads: Option<&Heads>,
 ) -> Result<Vec<u8>> {
+    prompted_pack_to_bytes(metadata, prototypes, heads, None)
+}
+
+/// [`pack_to_bytes`] with `prompts` exactly when `metadata.prompts` is set (and equal in
+/// shape); prompt keys and values are stored as f16, the gates as f32.
+pub fn prompted_pack_to_bytes(
+    metadata: &PackMetadata,
+    prototypes: &[f32],
+    heads: Option<&Heads>,
+    prompts: Option<&Prompts>,
+) -> Result<Vec<u8>> {
     let meta = serde_json::to_vec(metadata)
         .map_err(|e| Error::Bundle(format!("pack writer: cannot serialise metadata: {e}")))?;
     let mut tensors = TensorList::default();
@@ -577,6 +714,28 @@ pub fn pack_to_bytes(
             ))
         }
     }
+    match (&metadata.prompts, prompts) {
+        (Some(m), Some(p))
+            if (m.len, m.layers, m.heads, m.hidden) == (p.len, p.layers, p.heads, p.hidden) =>
+        {
+            p.check("pack writer")?;
+            let dims = [p.layers, p.len, p.hidden];
+            let half = |v: &[f32]| -> Vec<u8> {
+                v.iter()
+                    .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                    .collect()
+            };
+            tensors.add_raw(PROMPT_KEY_TENSOR, DType::F16, &dims, half(&p.key))?;
+            tensors.add_raw(PROMPT_VALUE_TENSOR, DType::F16, &dims, half(&p.value))?;
+            tensors.add_f32(PROMPT_GATE_TENSOR, &[p.layers, p.heads], &p.gate)?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Bundle(
+                "pack writer: prompts and metadata.prompts must come together, of one shape".into(),
+            ))
+        }
+    }
     let bytes = tensors.assemble(PACK_MAGIC, PACK_VERSION, &meta)?;
     LabelPack::from_bytes(&bytes, "pack writer output")?;
     Ok(bytes)
@@ -590,6 +749,20 @@ pub fn write_pack(
     heads: Option<&Heads>,
 ) -> Result<()> {
     write_atomically(path, &pack_to_bytes(metadata, prototypes, heads)?)
+}
+
+/// [`prompted_pack_to_bytes`], written to `path` atomically.
+pub fn write_prompted_pack(
+    path: &Path,
+    metadata: &PackMetadata,
+    prototypes: &[f32],
+    heads: Option<&Heads>,
+    prompts: Option<&Prompts>,
+) -> Result<()> {
+    write_atomically(
+        path,
+        &prompted_pack_to_bytes(metadata, prototypes, heads, prompts)?,
+    )
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ fn metadata(content_id: &str, names: &[&str], d: usize) -> PackMetadata {
             notes: String::new(),
         },
         tuned_heads: None,
+        prompts: None,
     }
 }
 
@@ -305,4 +306,95 @@ proptest! {
         let bytes = t.assemble(PACK_MAGIC, PACK_VERSION, &json).unwrap();
         let _ = LabelPack::from_bytes(&bytes, "fuzz");
     }
+}
+
+/// Metadata of two types with prompts of length 2 for 1 layer, 2 heads, hidden 4.
+fn prompted_metadata() -> PackMetadata {
+    let mut meta = metadata(ID, &["DRUG", "DOSE"], 4);
+    meta.prompts = Some(PackPrompts {
+        len: 2,
+        layers: 1,
+        heads: 2,
+        hidden: 4,
+        steps: 7,
+        learning_rate: 1e-2,
+        loss_before: 3.0,
+        loss_after: 1.5,
+    });
+    meta
+}
+
+fn sample_prompts() -> Prompts {
+    Prompts {
+        len: 2,
+        layers: 1,
+        heads: 2,
+        hidden: 4,
+        key: vec![0.5, -1.0, 0.25, 2.0, 1.0, 0.0, -0.5, 0.125],
+        value: vec![1.5, 1.0, -0.25, 0.0, 3.0, 0.5, 0.75, -2.0],
+        gate: vec![0.1, -0.2],
+    }
+}
+
+#[test]
+fn prompts_round_trip_and_are_described() {
+    let meta = prompted_metadata();
+    let prompts = sample_prompts();
+    let bytes = prompted_pack_to_bytes(
+        &meta,
+        &[1., 2., 3., 4., 5., 6., 7., 8.],
+        None,
+        Some(&prompts),
+    )
+    .unwrap();
+    let p = LabelPack::from_bytes(&bytes, "p.nerp").unwrap();
+    assert_eq!(p.prompts(), Some(&prompts), "values exact in f16 survive");
+    assert_eq!(p.metadata(), &meta);
+    assert!(p
+        .describe()
+        .contains("prompts:         2 per layer x 1 layers, 7 steps"));
+    let e = prompted_pack_to_bytes(&meta, &[0.0; 8], None, None).unwrap_err();
+    assert!(e.to_string().contains("must come together"), "{e}");
+    let mut wrong = prompts.clone();
+    wrong.len = 3;
+    assert!(prompted_pack_to_bytes(&meta, &[0.0; 8], None, Some(&wrong)).is_err());
+}
+
+#[test]
+fn hostile_prompt_tensors_are_named_errors() {
+    let meta = prompted_metadata();
+    let prompts = sample_prompts();
+    let json = serde_json::to_vec(&meta).unwrap();
+    let build = |key_shape: &[usize], with_gate: bool| {
+        let mut t = TensorList::default();
+        t.add_f32(PROTOTYPES_TENSOR, &[2, 4], &[0.0; 8]).unwrap();
+        let n: usize = key_shape.iter().product();
+        t.add_f32(PROMPT_KEY_TENSOR, key_shape, &vec![0.5; n])
+            .unwrap();
+        t.add_f32(PROMPT_VALUE_TENSOR, &[1, 2, 4], &prompts.value)
+            .unwrap();
+        if with_gate {
+            t.add_f32(PROMPT_GATE_TENSOR, &[1, 2], &prompts.gate)
+                .unwrap();
+        }
+        t.assemble(PACK_MAGIC, PACK_VERSION, &json).unwrap()
+    };
+    assert!(LabelPack::from_bytes(&build(&[1, 2, 4], true), "ok").is_ok());
+    let (problem, msg) = format_err(LabelPack::from_bytes(&build(&[2, 2, 2], true), "p"));
+    assert!(
+        matches!(problem, FormatProblem::TensorShape { ref tensor } if tensor == PROMPT_KEY_TENSOR),
+        "{msg}"
+    );
+    let (problem, msg) = format_err(LabelPack::from_bytes(&build(&[1, 2, 4], false), "p"));
+    assert!(
+        matches!(problem, FormatProblem::MissingTensor { ref tensor } if tensor == PROMPT_GATE_TENSOR),
+        "{msg}"
+    );
+    let mut huge = prompted_metadata();
+    huge.prompts.as_mut().unwrap().len = usize::MAX / 2;
+    let json = serde_json::to_vec(&huge).unwrap();
+    let mut t = TensorList::default();
+    t.add_f32(PROTOTYPES_TENSOR, &[2, 4], &[0.0; 8]).unwrap();
+    let bytes = t.assemble(PACK_MAGIC, PACK_VERSION, &json).unwrap();
+    assert!(LabelPack::from_bytes(&bytes, "p").is_err());
 }

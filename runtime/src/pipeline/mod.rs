@@ -15,7 +15,8 @@ use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
 use crate::encoder::{
-    ContextFusion, ContextGate, ContextWindow, Encoder, Heads, PieceScores, PieceSeq, SpecialIds,
+    plan_windows, ContextFusion, ContextGate, ContextWindow, Encoder, Heads, PieceScores, PieceSeq,
+    Prompts, SpecialIds,
 };
 use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
@@ -108,6 +109,9 @@ struct LabelGroup {
     cdt: CdtParams,
     /// The group's own heads (a pack with tuned heads); `None`: the bundle's.
     heads: Option<Heads>,
+    /// Which encoder pass scores the group: 0 the bundle's encoder, `i` the prompted encoder
+    /// `i - 1` of [`Tagger::prompted`] (a pack with prompts).
+    pass: usize,
 }
 
 impl LabelGroup {
@@ -133,7 +137,13 @@ impl LabelGroup {
             transitions: decode::unfold(cdt, decoded),
             cdt: cdt.clone(),
             heads,
+            pass: 0,
         }
+    }
+
+    /// Whether the group scores with type vectors of its own rather than the bundle encoder's.
+    fn own_vectors(&self) -> bool {
+        self.heads.is_some() || self.pass > 0
     }
 
     /// The same group decoded without its "other" prototype.
@@ -179,6 +189,8 @@ pub struct Tagger {
     other: Option<Vec<f32>>,
     /// How texts with context are scored; `None` until [`Tagger::enable_context`].
     fusion: Option<ContextFusion>,
+    /// The encoder run with each prompted pack's prompts, in pack order.
+    prompted: Vec<Encoder>,
     clock: StageClock,
 }
 
@@ -216,6 +228,31 @@ fn load_encoder(bundle: &Bundle, tokenizer: &Tokenizer, expose_hidden: bool) -> 
     } else {
         Encoder::load(onnx, meta, special)
     }?;
+    bundle.release_pages(tensor_names::ENCODER_ONNX)?;
+    Ok(encoder)
+}
+
+/// The encoder plan of `bundle` rewritten to take prompts and fed `prompts`
+/// ([`Encoder::load_with_prompts`]), then releases the graph's pages like [`load_encoder`].
+fn load_prompted_encoder(
+    bundle: &Bundle,
+    tokenizer: &Tokenizer,
+    expose_hidden: bool,
+    prompts: &Prompts,
+) -> Result<Encoder> {
+    let special = SpecialIds {
+        cls: tokenizer.cls_id(),
+        sep: tokenizer.sep_id(),
+        pad: tokenizer.pad_id(),
+    };
+    let onnx = bundle.bytes(tensor_names::ENCODER_ONNX)?;
+    let encoder = Encoder::load_with_prompts(
+        onnx,
+        &bundle.metadata().encoder,
+        special,
+        expose_hidden,
+        prompts,
+    )?;
     bundle.release_pages(tensor_names::ENCODER_ONNX)?;
     Ok(encoder)
 }
@@ -292,8 +329,9 @@ impl Tagger {
         };
         // Per source: its active types with their prototypes, its own heads, and which "other"
         // row its prototypes are decoded beside (0: bank prototypes, 1: adapted from examples).
-        let mut sources: Vec<(Vec<Candidate>, Option<Heads>, usize)> =
+        let mut sources: Vec<(Vec<Candidate>, Option<Heads>, usize, usize)> =
             Vec::with_capacity(active.len());
+        let mut prompted: Vec<Encoder> = Vec::new();
         for (i, names) in active.into_iter().enumerate() {
             let pack = i.checked_sub(1).map(|k| &packs[k]);
             let mut group = Vec::with_capacity(names.len());
@@ -308,12 +346,24 @@ impl Tagger {
                 None => (None, 0),
                 Some(p) => (p.heads().cloned(), 1),
             };
-            sources.push((group, heads, row));
+            let mut pass = 0;
+            if let (Some(p), false) = (pack.and_then(LabelPack::prompts), group.is_empty()) {
+                let shared = prompted.iter().find(|e| e.prompt_len() == Some(p.len));
+                let e = match shared {
+                    Some(e) => e.with_prompts(p)?,
+                    None => {
+                        load_prompted_encoder(bundle, &tokenizer, encoder.heads().is_some(), p)?
+                    }
+                };
+                prompted.push(e);
+                pass = prompted.len();
+            }
+            sources.push((group, heads, row, pass));
         }
 
         let mut type_names = Vec::new();
         let mut groups = Vec::new();
-        for (group, heads, row) in sources {
+        for (group, heads, row, pass) in sources {
             if group.is_empty() {
                 continue;
             }
@@ -325,14 +375,16 @@ impl Tagger {
                 prototypes.extend_from_slice(&c.prototype);
                 type_names.push(c.name);
             }
-            groups.push(LabelGroup::new(
+            let mut group = LabelGroup::new(
                 offset,
                 n_types,
                 prototypes,
                 other_row(row),
                 &meta.transitions,
                 heads,
-            ));
+            );
+            group.pass = pass;
+            groups.push(group);
         }
         if groups.is_empty() {
             groups.push(LabelGroup::new(
@@ -351,6 +403,7 @@ impl Tagger {
             groups,
             other,
             fusion: None,
+            prompted,
             clock: StageClock::default(),
         })
     }
@@ -540,6 +593,13 @@ impl Tagger {
         contexts: &[Option<&str>],
         threads: usize,
     ) -> Result<Vec<TaggedText>> {
+        if !self.prompted.is_empty() {
+            return Err(Error::Usage(
+                "label packs with prompts cannot be combined with context yet; tag without \
+                 context or without those packs"
+                    .into(),
+            ));
+        }
         let start = Instant::now();
         let context_encodings: Vec<Option<Encoding>> = on_threads(contexts, threads, |part| {
             Ok(part
@@ -591,6 +651,7 @@ impl Tagger {
             openings[i] = Some(opened / n.max(1) as f32);
         }
         StageClock::add(&self.clock.encode, start);
+        let scores = scores.into_iter().map(|sc| vec![sc]).collect();
         let mut tagged = self.decode_scored(texts, encodings, scores, windows, threads)?;
         for (t, o) in tagged.iter_mut().zip(openings) {
             t.context_opening = o;
@@ -702,7 +763,32 @@ impl Tagger {
     ) -> Result<Vec<TaggedText>> {
         let start = Instant::now();
         let ids: Vec<PieceSeq<'_>> = encodings.iter().map(PieceSeq::from).collect();
-        let (scores, windows) = self.encoder.encode_on(&ids, threads)?;
+        let passes = 1 + self.prompted.len();
+        let mut scores: Vec<Vec<PieceScores>> = vec![Vec::with_capacity(passes); ids.len()];
+        let mut windows = None;
+        for pass in 0..passes {
+            let encoder = match pass {
+                0 => &self.encoder,
+                p => &self.prompted[p - 1],
+            };
+            if !self.groups.iter().any(|g| g.pass == pass) {
+                scores
+                    .iter_mut()
+                    .for_each(|s| s.push(PieceScores::default()));
+                continue;
+            }
+            let (sc, w) = encoder.encode_on(&ids, threads)?;
+            windows.get_or_insert(w);
+            for (all, one) in scores.iter_mut().zip(sc) {
+                all.push(one);
+            }
+        }
+        let max = self.encoder.max_pieces();
+        let windows = windows.unwrap_or_else(|| {
+            ids.iter()
+                .map(|s| plan_windows(s.ids.len(), max).len())
+                .collect()
+        });
         StageClock::add(&self.clock.encode, start);
         self.decode_scored(texts, encodings, scores, windows, threads)
     }
@@ -713,12 +799,12 @@ impl Tagger {
         &self,
         texts: &[&str],
         encodings: Vec<Encoding>,
-        scores: Vec<PieceScores>,
+        scores: Vec<Vec<PieceScores>>,
         windows: Vec<usize>,
         threads: usize,
     ) -> Result<Vec<TaggedText>> {
         let start = Instant::now();
-        let items: Vec<(&str, Encoding, PieceScores, usize)> = texts
+        let items: Vec<(&str, Encoding, Vec<PieceScores>, usize)> = texts
             .iter()
             .zip(encodings)
             .zip(scores)
@@ -751,23 +837,24 @@ impl Tagger {
         &self,
         text: &str,
         enc: &Encoding,
-        sc: &PieceScores,
+        passes: &[PieceScores],
         windows: usize,
         s: &mut Scratch,
     ) -> TaggedText {
         let d = self.encoder.type_dim();
         let h = self.encoder.hidden_dim();
         let n_words = enc.words.len();
-        s.boundary.clear();
-        s.types.clear();
-        s.hidden.clear();
-        for &p in &enc.word_first_piece {
-            let p = p as usize;
-            s.boundary.extend_from_slice(&sc.boundary[p * 3..p * 3 + 3]);
-            s.types.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
-            if h > 0 {
-                s.hidden.extend_from_slice(&sc.hidden[p * h..(p + 1) * h]);
-            }
+        let first = &enc.word_first_piece;
+        if self.groups.iter().any(|g| g.pass == 0) {
+            gather_words(
+                &passes[0],
+                first,
+                d,
+                h,
+                &mut s.boundary,
+                &mut s.types,
+                &mut s.hidden,
+            );
         }
         if s.decoders.len() < self.groups.len() {
             s.decoders.resize_with(self.groups.len(), Decoder::default);
@@ -776,12 +863,28 @@ impl Tagger {
         let mut found: Vec<(usize, spans::Entity)> = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
             let n_labels = decode::label_count(group.decoded);
-            let (boundary, types) = match &group.heads {
-                Some(heads) => {
+            let (boundary, types) = match (&group.heads, group.pass) {
+                (Some(heads), 0) => {
                     heads.apply(&s.hidden, &mut s.group_boundary, &mut s.group_types[g]);
                     (&s.group_boundary, &s.group_types[g])
                 }
-                None => (&s.boundary, &s.types),
+                (None, 0) => (&s.boundary, &s.types),
+                (heads, pass) => {
+                    let own = &mut s.group_types[g];
+                    gather_words(
+                        &passes[pass],
+                        first,
+                        d,
+                        h,
+                        &mut s.group_boundary,
+                        own,
+                        &mut s.pass_hidden,
+                    );
+                    if let Some(heads) = heads {
+                        heads.apply(&s.pass_hidden, &mut s.group_boundary, own);
+                    }
+                    (&s.group_boundary, &s.group_types[g])
+                }
             };
             emissions(
                 boundary,
@@ -819,9 +922,9 @@ impl Tagger {
                 .groups
                 .iter()
                 .zip(&s.group_types)
-                .map(|(group, own)| match group.heads {
-                    Some(_) => own.as_slice(),
-                    None => s.types.as_slice(),
+                .map(|(group, own)| match group.own_vectors() {
+                    true => own.as_slice(),
+                    false => s.types.as_slice(),
                 })
                 .collect();
             found = merge::merge_groups(found, |e| self.conflict_score(e, &vectors, d));
@@ -955,8 +1058,35 @@ fn has_words(context: &Option<&str>) -> bool {
     context.is_some_and(|c| !c.trim().is_empty())
 }
 
+/// Clears the three buffers and fills them with the rows of each word's first piece (`first`)
+/// from `sc`: boundary logits `[words, 3]`, type vectors `[words, d]` and, when `h > 0`, hidden
+/// states `[words, h]`.
+fn gather_words(
+    sc: &PieceScores,
+    first: &[u32],
+    d: usize,
+    h: usize,
+    boundary: &mut Vec<f32>,
+    types: &mut Vec<f32>,
+    hidden: &mut Vec<f32>,
+) {
+    boundary.clear();
+    types.clear();
+    hidden.clear();
+    for &p in first {
+        let p = p as usize;
+        boundary.extend_from_slice(&sc.boundary[p * 3..p * 3 + 3]);
+        types.extend_from_slice(&sc.types[p * d..(p + 1) * d]);
+        if h > 0 {
+            hidden.extend_from_slice(&sc.hidden[p * h..(p + 1) * h]);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Scratch {
+    /// `[words, hidden]` first-piece hidden states of a prompted pass.
+    pass_hidden: Vec<f32>,
     boundary: Vec<f32>,
     types: Vec<f32>,
     /// `[words, hidden]` first-piece hidden states (only when the encoder exposes them).

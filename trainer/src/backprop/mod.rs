@@ -19,8 +19,8 @@ pub mod gelu;
 mod gemm;
 pub mod layernorm;
 pub mod linear;
-pub mod prefix;
 pub mod model;
+pub mod prefix;
 pub mod residual;
 pub mod scalar;
 #[cfg(test)]

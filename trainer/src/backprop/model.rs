@@ -205,6 +205,11 @@ impl<T: Real> Tape<T> {
         &self.types
     }
 
+    /// Layer `l`'s key and value projections `[N, D]` of the last forward pass.
+    pub fn layer_keys_values(&self, l: usize) -> (&[T], &[T]) {
+        (&self.layers[l].k, &self.layers[l].v)
+    }
+
     fn fit(&mut self, c: &EncoderConfig, batch: &PieceBatch) {
         let n = batch.tokens();
         let nd = n * c.hidden;
@@ -356,7 +361,10 @@ pub fn backward_into_prefixes(
     );
     check_prefixes(&w.config, prefixes);
     check_prefixes(&w.config, prefix_grads);
-    assert_eq!(prefixes.len, prefix_grads.len, "backward: prefix lengths differ");
+    assert_eq!(
+        prefixes.len, prefix_grads.len,
+        "backward: prefix lengths differ"
+    );
     backward_params(
         &Params::of(w),
         &w.config,

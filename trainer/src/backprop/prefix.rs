@@ -59,12 +59,7 @@ impl<T: Real> Prefixes<T> {
     }
 
     /// Layer `l`'s tensors as a gradient to accumulate into.
-    pub fn layer_mut(
-        &mut self,
-        l: usize,
-        hidden: usize,
-        heads: usize,
-    ) -> PrefixLayerGrad<'_, T> {
+    pub fn layer_mut(&mut self, l: usize, hidden: usize, heads: usize) -> PrefixLayerGrad<'_, T> {
         let pd = self.len * hidden;
         PrefixLayerGrad {
             key: &mut self.key[l * pd..(l + 1) * pd],
@@ -131,7 +126,10 @@ pub fn prefix_attention_forward<T: Real>(
         );
         let g = prefix.gate[h];
         for (c, b) in ctx.chunks_exact_mut(d).zip(branch.chunks_exact(d)) {
-            for (o, &v) in c[h * dh..(h + 1) * dh].iter_mut().zip(&b[h * dh..(h + 1) * dh]) {
+            for (o, &v) in c[h * dh..(h + 1) * dh]
+                .iter_mut()
+                .zip(&b[h * dh..(h + 1) * dh])
+            {
                 *o += g * v;
             }
         }
@@ -252,9 +250,8 @@ mod tests {
         let value = random_vec(P * D, 1.0, 3);
         let gate = vec![0.7, -1.3];
         let r = random_vec(N * D, 1.0, 4);
-        let loss = |q: &[f64], k: &[f64], v: &[f64], g: &[f64]| {
-            weighted_sum(&ctx_of(q, k, v, g), &r)
-        };
+        let loss =
+            |q: &[f64], k: &[f64], v: &[f64], g: &[f64]| weighted_sum(&ctx_of(q, k, v, g), &r);
         let mut ctx = vec![0.0; N * D];
         let (mut probs, mut branch) = (Vec::new(), Vec::new());
         let prefix = PrefixLayer {

@@ -121,7 +121,11 @@ pub fn weights_from_onnx(
         types: linear("head.types", h, meta.type_dim)?,
         shape_embeddings: match shape_classes {
             0 => Vec::new(),
-            n => reader.read("embeddings.shape", None, &[Some(n), Some(h)])?.0,
+            n => {
+                reader
+                    .read("embeddings.shape", None, &[Some(n), Some(h)])?
+                    .0
+            }
         },
         config,
     };
@@ -164,7 +168,10 @@ impl Reader<'_> {
         let shape = tensor.shape().to_vec();
         ensure!(
             shape.len() == want.len()
-                && shape.iter().zip(want).all(|(&s, w)| w.is_none_or(|w| w == s)),
+                && shape
+                    .iter()
+                    .zip(want)
+                    .all(|(&s, w)| w.is_none_or(|w| w == s)),
             "initializer {name:?} has shape {shape:?}, expected {want:?}"
         );
         let is_int8 = tensor.datum_type() == i8::datum_type();
@@ -179,7 +186,10 @@ impl Reader<'_> {
             let Some(scale) = scale else {
                 bail!("initializer {name:?} is int8 where the exporter writes floats");
             };
-            ensure!(shape.len() == 2, "int8 initializer {name:?} is not a matrix");
+            ensure!(
+                shape.len() == 2,
+                "int8 initializer {name:?} is not a matrix"
+            );
             let (rows, cols) = (shape[0], shape[1]);
             let scale_name = format!("{name}.scale");
             let len = match scale {
@@ -283,7 +293,9 @@ mod tests {
         let w = random_init(&c, 6);
         let mut model = build_model(&w, WeightDtype::F32).unwrap();
         let graph = model.graph.as_mut().unwrap();
-        graph.initializer.retain(|t| t.name != "layer0.ffn_in.weight");
+        graph
+            .initializer
+            .retain(|t| t.name != "layer0.ffn_in.weight");
         let err = weights_from_onnx(&model.encode_to_vec(), &meta(&c)).unwrap_err();
         assert!(
             format!("{err:#}").contains("\"layer0.ffn_in.weight\" is missing"),

@@ -18,6 +18,7 @@ pub mod dense;
 pub mod export;
 pub mod meta;
 pub mod optimizer;
+pub mod prompt;
 pub mod step;
 pub mod validate;
 
