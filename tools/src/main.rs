@@ -232,6 +232,57 @@ enum EvalProtocol {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// LightNER's low-resource protocol: learn a label pack from K training sentences per
+    /// type of a target corpus with each adaptation mode (gradient-free, head tuning, prompt
+    /// adapters, prompts + heads), tag the target's whole test set with the pack's types only,
+    /// and print a Markdown table of micro F1 (mean ± std over the random subsets).
+    LowResource {
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// The target's training file (the subsets are drawn from it).
+        #[arg(long)]
+        train: PathBuf,
+        /// The target's labelled test file.
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        format: CorpusFormat,
+        /// Training sentences per type; repeatable.
+        #[arg(long = "per-type", required = true)]
+        per_type: Vec<usize>,
+        /// Random subsets per K.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Modes, comma-separated: gradient-free, head-tune, prompts, prompts-heads.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "gradient-free,head-tune,prompts,prompts-heads"
+        )]
+        modes: Vec<LowResourceModeArg>,
+        /// Head-tuning steps (head-tune mode).
+        #[arg(long, default_value_t = 30)]
+        tune_steps: usize,
+        /// Prompt vectors per layer.
+        #[arg(long, default_value_t = 10)]
+        prompt_len: usize,
+        /// Passes over the subset when training prompts.
+        #[arg(long, default_value_t = 8)]
+        prompt_epochs: usize,
+        /// Adam learning rate of the prompts.
+        #[arg(long, default_value_t = ner_edge_trainer::train::prompt::DEFAULT_PROMPT_LR)]
+        prompt_lr: f32,
+        /// Evaluate on the first N test sentences only.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Write the Markdown table here as well as to standard output.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        common: CommonEval,
+    },
     /// Tag a whole labelled test set with the bundle's own types and score it.
     Supervised {
         #[command(flatten)]
@@ -277,6 +328,14 @@ enum EvalProtocol {
         #[command(flatten)]
         report: ReportArgs,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LowResourceModeArg {
+    GradientFree,
+    HeadTune,
+    Prompts,
+    PromptsHeads,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -559,8 +618,96 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+fn run_low_resource(protocol: EvalProtocol) -> Result<()> {
+    use eval::low_resource::{
+        eval_low_resource, low_resource_table, LowResourceMode, LowResourceOptions,
+    };
+    let EvalProtocol::LowResource {
+        bundle,
+        train,
+        test,
+        format,
+        per_type,
+        samples,
+        seed,
+        modes,
+        tune_steps,
+        prompt_len,
+        prompt_epochs,
+        prompt_lr,
+        limit,
+        report,
+        common,
+    } = protocol
+    else {
+        anyhow::bail!("not the low-resource protocol");
+    };
+    let b = Bundle::open(&bundle.bundle)?;
+    let train_corpus = read_corpus(&train, format)?;
+    let mut test_corpus = read_corpus(&test, format)?;
+    if let Some(n) = limit {
+        test_corpus.sentences.truncate(n);
+    }
+    let source = test.display().to_string();
+    let overlap = check_overlap(
+        &b,
+        test_corpus.sentences.iter(),
+        &source,
+        common.max_overlap,
+    )?;
+    let opts = LowResourceOptions {
+        per_type,
+        samples,
+        seed,
+        modes: modes
+            .iter()
+            .map(|m| match m {
+                LowResourceModeArg::GradientFree => LowResourceMode::GradientFree,
+                LowResourceModeArg::HeadTune => LowResourceMode::HeadTune,
+                LowResourceModeArg::Prompts => LowResourceMode::Prompts,
+                LowResourceModeArg::PromptsHeads => LowResourceMode::PromptsHeads,
+            })
+            .collect(),
+        tune: ner_edge::adapt::TuneOptions::with_steps(tune_steps),
+        prompt: ner_edge_trainer::train::prompt::PromptOptions {
+            len: prompt_len,
+            epochs: prompt_epochs,
+            lr: prompt_lr,
+            threads: common.threads.max(1),
+            ..Default::default()
+        },
+        eval: eval::EvalOptions {
+            scheme: ner_edge_corpus::metrics::Scheme::Bio,
+            threads: common.threads,
+            other: !common.no_other,
+        },
+    };
+    anyhow::ensure!(!opts.modes.is_empty(), "--modes is empty");
+    let runs = eval_low_resource(&b, &train_corpus, &test_corpus.sentences, &source, &opts)?;
+    let mut text = format!(
+        "Low-resource protocol: bundle {}, subsets of {} ({} samples per K, seeds {}..), test \
+         {} ({} sentences), pack types only active, conlleval micro F1 (BIO), mean ± std over \
+         samples; prompts: P = {prompt_len}, {prompt_epochs} epochs, lr {prompt_lr}; head \
+         tuning: {tune_steps} steps. {}\n\n",
+        bundle.bundle.display(),
+        train.display(),
+        samples,
+        seed,
+        test.display(),
+        test_corpus.sentences.len(),
+        overlap.describe()
+    );
+    text.push_str(&low_resource_table(&runs, &opts));
+    print!("{text}");
+    if let Some(path) = report {
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn run_eval(protocol: EvalProtocol) -> Result<()> {
     let (bundle_path, report_args, result, bundle) = match protocol {
+        p @ EvalProtocol::LowResource { .. } => return run_low_resource(p),
         EvalProtocol::Episodes {
             bundle,
             episodes,

@@ -151,7 +151,7 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         batch: usize,
         /// Adam learning rate of the prompts.
-        #[arg(long, default_value_t = 1e-2)]
+        #[arg(long, default_value_t = train::prompt::DEFAULT_PROMPT_LR)]
         lr: f32,
         /// Also tune the boundary head and type projection (as `ner-edge adapt --tune-heads`).
         #[arg(long)]

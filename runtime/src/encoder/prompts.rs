@@ -57,7 +57,7 @@ impl Prompts {
                 self.len, self.layers, self.heads, self.hidden
             )));
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(Error::Bundle(format!(
                 "{what}: hidden {} is not a multiple of {} heads",
                 self.hidden, self.heads
@@ -169,7 +169,7 @@ pub fn add_prompt_inputs(
     hidden: usize,
     len: usize,
 ) -> Result<()> {
-    if len == 0 || heads == 0 || hidden % heads != 0 {
+    if len == 0 || heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(graph_error(format!(
             "prompt length {len}, {heads} heads, hidden {hidden}"
         )));

@@ -456,7 +456,7 @@ impl LabelPack {
             None => None,
             Some(p) => {
                 let dims = [p.layers, p.len, p.hidden];
-                if dims.contains(&0) || p.heads == 0 || p.hidden % p.heads != 0 {
+                if dims.contains(&0) || p.heads == 0 || !p.hidden.is_multiple_of(p.heads) {
                     return Err(bad(
                         name,
                         format!(

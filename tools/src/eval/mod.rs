@@ -14,6 +14,7 @@
 //! predictions align one to one with the gold words. Scores are those of
 //! [`ner_edge_corpus::metrics`] (conlleval / seqeval default mode).
 
+pub mod low_resource;
 pub mod overlap;
 pub mod plots;
 pub mod report;
