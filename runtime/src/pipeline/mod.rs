@@ -15,8 +15,8 @@ use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
 use crate::emissions::emissions;
 use crate::encoder::{
-    plan_windows, ContextFusion, ContextGate, ContextWindow, Encoder, Heads, PieceScores, PieceSeq,
-    Prompts, SpecialIds,
+    ContextFusion, ContextGate, ContextWindow, Encoder, Heads, PieceScores, PieceSeq, Prompts,
+    SpecialIds,
 };
 use crate::pack::LabelPack;
 use crate::tokenizer::{Encoding, Tokenizer};
@@ -484,6 +484,7 @@ impl Tagger {
         check_group_size(n_types + usize::from(self.other.is_some()))?;
         let other = self.other.as_deref().map(|o| &o[d..2 * d]);
         self.type_names = names.to_vec();
+        self.prompted.clear();
         self.groups = vec![LabelGroup::new(
             0,
             n_types,
@@ -783,12 +784,8 @@ impl Tagger {
                 all.push(one);
             }
         }
-        let max = self.encoder.max_pieces();
-        let windows = windows.unwrap_or_else(|| {
-            ids.iter()
-                .map(|s| plan_windows(s.ids.len(), max).len())
-                .collect()
-        });
+        let windows = windows
+            .ok_or_else(|| Error::Encoder("no label group needed an encoder pass".into()))?;
         StageClock::add(&self.clock.encode, start);
         self.decode_scored(texts, encodings, scores, windows, threads)
     }

@@ -341,8 +341,10 @@ fn check_prefixes<T: Real>(c: &EncoderConfig, prefixes: &Prefixes<T>) {
 
 /// Backward of the last [`forward_with_prefixes`] on `tape` (same `w`, `batch`, `prefixes`)
 /// with the encoder frozen: adds `∂L/∂θ` into `prefix_grads` (same shape as `prefixes`) and
-/// into the two heads of `grads` (`+=`); no other tensor of `grads` is touched and no encoder
-/// weight gradient is computed. Panics as [`backward`] does, and if the prefix shapes differ.
+/// into the two heads of `grads` (`+=`). No encoder weight gradient is computed: the linear
+/// weights, biases and embeddings of `grads` are left alone, and its layer-norm tensors receive
+/// the layer norms' parameter gradients as a by-product (meaningless to the caller). Panics as
+/// [`backward`] does, and if the prefix shapes differ.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_into_prefixes(
     w: &ModelWeights,

@@ -169,7 +169,8 @@ pub fn train_prompts(
         head_l2: if opts.tune_heads { opts.head_l2 } else { 0.0 },
     };
     let all: Vec<usize> = (0..examples.len()).collect();
-    let loss_before = problem.loss(&w, &prefixes, &examples, &all, opts.threads, None)?;
+    let mut workers: Vec<Worker> = (0..opts.threads.max(1)).map(|_| Worker::new(&w)).collect();
+    let loss_before = problem.loss(&w, &prefixes, &examples, &all, &mut workers, None)?;
 
     let mut adam_prompts = Adam::new(&[
         prefixes.key.len(),
@@ -193,7 +194,7 @@ pub fn train_prompts(
                 &prefixes,
                 &examples,
                 chunk,
-                opts.threads,
+                &mut workers,
                 Some(&mut grads),
             )?;
             if !l.is_finite() {
@@ -231,7 +232,7 @@ pub fn train_prompts(
     for v in prefixes.key.iter_mut().chain(prefixes.value.iter_mut()) {
         *v = half::f16::from_f32(*v).to_f32();
     }
-    let loss_after = problem.loss(&w, &prefixes, &examples, &all, opts.threads, None)?;
+    let loss_after = problem.loss(&w, &prefixes, &examples, &all, &mut workers, None)?;
     if !loss_after.is_finite() {
         bail!("prompt training diverged: final loss {loss_after}");
     }
@@ -453,26 +454,26 @@ struct Problem<'a> {
 
 impl Problem<'_> {
     /// Mean NLL over the sentences `which` plus the head L2 term; with `grads`, adds the
-    /// gradient into it. The sentences are split over up to `threads` threads.
+    /// gradient into it. The sentences are split over the `workers`, one thread each.
     fn loss(
         &self,
         w: &ModelWeights,
         prefixes: &Prefixes,
         examples: &[Example],
         which: &[usize],
-        threads: usize,
+        workers: &mut [Worker],
         grads: Option<&mut Grads>,
     ) -> Result<f64> {
         let scale = 1.0 / which.len().max(1) as f64;
         let want_grads = grads.is_some();
-        let parts: Vec<&[usize]> = which
-            .chunks(which.len().div_ceil(threads.max(1)).max(1))
-            .collect();
+        let parts = which.chunks(which.len().div_ceil(workers.len().max(1)).max(1));
         let results: Vec<Result<(f64, Option<Grads>)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = parts
-                .iter()
-                .map(|part| {
-                    scope.spawn(move || self.part(w, prefixes, examples, part, scale, want_grads))
+                .zip(workers.iter_mut())
+                .map(|(part, worker)| {
+                    scope.spawn(move || {
+                        self.part(w, prefixes, examples, part, scale, want_grads, worker)
+                    })
                 })
                 .collect();
             handles
@@ -538,7 +539,8 @@ impl Problem<'_> {
         Ok(loss)
     }
 
-    /// One thread's share of [`Problem::loss`].
+    /// One thread's share of [`Problem::loss`], on `worker`'s buffers.
+    #[allow(clippy::too_many_arguments)]
     fn part(
         &self,
         w: &ModelWeights,
@@ -547,12 +549,13 @@ impl Problem<'_> {
         which: &[usize],
         scale: f64,
         want_grads: bool,
+        worker: &mut Worker,
     ) -> Result<(f64, Option<Grads>)> {
         let c = &w.config;
         let d = c.type_dim;
         let batch = batch_of(w, examples, which)?;
-        let mut tape = Tape::new();
-        forward_with_prefixes(w, &batch, prefixes, &mut tape);
+        let tape = &mut worker.tape;
+        forward_with_prefixes(w, &batch, prefixes, tape);
         let n = batch.tokens();
         let mut d_boundary = vec![0.0f32; if want_grads { n * 3 } else { 0 }];
         let mut d_types = vec![0.0f32; if want_grads { n * d } else { 0 }];
@@ -590,24 +593,53 @@ impl Problem<'_> {
         if !want_grads {
             return Ok((loss, None));
         }
-        let mut model_grads = ModelWeights::zeros(&w.config);
+        let held = &mut worker.grads;
+        for t in [
+            &mut held.boundary.weight,
+            &mut held.boundary.bias,
+            &mut held.types.weight,
+            &mut held.types.bias,
+        ] {
+            t.fill(0.0);
+        }
         let mut g = Grads::zeros(w, prefixes);
         backward_into_prefixes(
             w,
             &batch,
-            &tape,
+            tape,
             prefixes,
             &d_boundary,
             &d_types,
-            &mut model_grads,
+            held,
             &mut g.prefixes,
-            &mut BackwardScratch::new(),
+            &mut worker.scratch,
         );
-        g.heads.boundary_weight = model_grads.boundary.weight;
-        g.heads.boundary_bias = model_grads.boundary.bias;
-        g.heads.types_weight = model_grads.types.weight;
-        g.heads.types_bias = model_grads.types.bias;
+        g.heads
+            .boundary_weight
+            .copy_from_slice(&held.boundary.weight);
+        g.heads.boundary_bias.copy_from_slice(&held.boundary.bias);
+        g.heads.types_weight.copy_from_slice(&held.types.weight);
+        g.heads.types_bias.copy_from_slice(&held.types.bias);
         Ok((loss, Some(g)))
+    }
+}
+
+/// One training thread's reusable buffers: the activations, the backward's work space and a
+/// gradient holder of the model's shape (of which the frozen-encoder backward writes only the
+/// heads and layer norms), allocated once per run.
+struct Worker {
+    tape: Tape,
+    scratch: BackwardScratch,
+    grads: ModelWeights,
+}
+
+impl Worker {
+    fn new(w: &ModelWeights) -> Worker {
+        Worker {
+            tape: Tape::new(),
+            scratch: BackwardScratch::new(),
+            grads: ModelWeights::zeros(&w.config),
+        }
     }
 }
 
