@@ -334,20 +334,6 @@ pub(crate) fn loss_and_grad(
     let mut loss = 0.0f64;
     for s in sentences.iter().filter(|s| !s.labels.is_empty()) {
         theta.apply(&s.hidden, &mut boundary, &mut types);
-        let Some(g) = grad.as_deref_mut() else {
-            loss += sentence_nll(
-                &boundary,
-                &types,
-                d,
-                prototypes,
-                n_types,
-                transitions,
-                &s.labels,
-                scale,
-                None,
-            );
-            continue;
-        };
         loss += sentence_nll(
             &boundary,
             &types,
@@ -357,8 +343,11 @@ pub(crate) fn loss_and_grad(
             transitions,
             &s.labels,
             scale,
-            Some((&mut d_boundary, &mut d_types)),
+            grad.is_some().then_some((&mut d_boundary, &mut d_types)),
         );
+        let Some(g) = grad.as_deref_mut() else {
+            continue;
+        };
         for ((x, db), dt) in s
             .hidden
             .chunks_exact(h)

@@ -79,6 +79,10 @@ pub struct LowResourceRun {
     pub sentences: usize,
     /// Micro F1 (percent) on the test set.
     pub f1: f64,
+    /// Micro precision (percent).
+    pub precision: f64,
+    /// Micro recall (percent).
+    pub recall: f64,
     /// Seconds to learn the pack.
     pub adapt_seconds: f64,
     /// Bytes of the pack.
@@ -189,10 +193,15 @@ pub fn eval_low_resource(
                     tagger.disable_other();
                 }
                 let r = eval_supervised(&tagger, test, source, &[], None, opts.eval)?;
-                let f1 = 100.0 * r.scorer.micro().f1;
+                let micro = r.scorer.micro();
+                let (f1, precision, recall) = (
+                    100.0 * micro.f1,
+                    100.0 * micro.precision,
+                    100.0 * micro.recall,
+                );
                 eprintln!(
-                    "ner-tools: K={k} sample {} {}: {} sentences, F1 {f1:.2} (learnt in \
-                     {adapt_seconds:.1} s, tagged in {:.1} s)",
+                    "ner-tools: K={k} sample {} {}: {} sentences, F1 {f1:.2} (P {precision:.2} / \
+                     R {recall:.2}; learnt in {adapt_seconds:.1} s, tagged in {:.1} s)",
                     sample + 1,
                     mode.name(),
                     which.len(),
@@ -203,6 +212,8 @@ pub fn eval_low_resource(
                     mode,
                     sentences: which.len(),
                     f1,
+                    precision,
+                    recall,
                     adapt_seconds,
                     pack_bytes: bytes.len(),
                 });
@@ -276,6 +287,30 @@ pub fn low_resource_table(runs: &[LowResourceRun], opts: &LowResourceOptions) ->
             let f: Vec<f64> = of_k.iter().filter(|r| r.mode == m).map(|r| r.f1).collect();
             let (mean, std) = mean_std(&f);
             let _ = write!(s, " {mean:.2} ± {std:.2} |");
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "\nMean micro precision / recall:\n");
+    let _ = write!(s, "| K per type |");
+    for m in &opts.modes {
+        let _ = write!(s, " {} |", m.name());
+    }
+    let _ = writeln!(s);
+    let _ = write!(s, "|---:|");
+    for _ in &opts.modes {
+        let _ = write!(s, "---:|");
+    }
+    let _ = writeln!(s);
+    for &k in &opts.per_type {
+        let _ = write!(s, "| {k} |");
+        for &m in &opts.modes {
+            let of: Vec<&LowResourceRun> = runs
+                .iter()
+                .filter(|r| r.per_type == k && r.mode == m)
+                .collect();
+            let p: Vec<f64> = of.iter().map(|r| r.precision).collect();
+            let r: Vec<f64> = of.iter().map(|r| r.recall).collect();
+            let _ = write!(s, " {:.2} / {:.2} |", mean_std(&p).0, mean_std(&r).0);
         }
         let _ = writeln!(s);
     }
