@@ -84,7 +84,8 @@ pub struct SpecialIds {
     pub pad: u32,
 }
 
-/// A loaded, optimised encoder graph.
+/// A loaded, optimised encoder graph (cloning shares the plan).
+#[derive(Clone)]
 pub struct Encoder {
     plan: Arc<TypedSimplePlan>,
     type_dim: usize,
@@ -156,7 +157,7 @@ impl Encoder {
                 if v.len == prompts.len && v.gate.shape() == [prompts.layers, prompts.heads] =>
             {
                 prompts.check("prompts")?;
-                let mut e = self.clone_plan();
+                let mut e = self.clone();
                 e.prompts = Some(PromptValues::new(prompts)?);
                 Ok(e)
             }
@@ -169,20 +170,6 @@ impl Encoder {
     /// The length of the prompts this encoder feeds, if it takes any.
     pub fn prompt_len(&self) -> Option<usize> {
         self.prompts.as_ref().map(|p| p.len)
-    }
-
-    fn clone_plan(&self) -> Encoder {
-        Encoder {
-            plan: Arc::clone(&self.plan),
-            type_dim: self.type_dim,
-            max_pieces: self.max_pieces,
-            vocab_size: self.vocab_size,
-            special: self.special,
-            batch_tokens: self.batch_tokens,
-            heads: self.heads.clone(),
-            shape_input: self.shape_input,
-            prompts: self.prompts.clone(),
-        }
     }
 
     /// [`Encoder::load`], with the heads' input (the last hidden state) as a third graph output,

@@ -209,13 +209,19 @@ pub(crate) fn load_model(bundle: &Bundle, expose_hidden: bool) -> Result<(Tokeni
             meta.encoder.vocab_size
         )));
     }
-    let encoder = load_encoder(bundle, &tokenizer, expose_hidden)?;
+    let encoder = load_encoder(bundle, &tokenizer, expose_hidden, None)?;
     Ok((tokenizer, encoder))
 }
 
 /// Builds the encoder plan of `bundle`, whose tokenizer is `tokenizer` (for the special ids),
-/// then releases the pages of the graph's bytes ([`Bundle::release_pages`]).
-fn load_encoder(bundle: &Bundle, tokenizer: &Tokenizer, expose_hidden: bool) -> Result<Encoder> {
+/// rewritten to take `prompts` when given ([`Encoder::load_with_prompts`]), then releases the
+/// pages of the graph's bytes ([`Bundle::release_pages`]).
+fn load_encoder(
+    bundle: &Bundle,
+    tokenizer: &Tokenizer,
+    expose_hidden: bool,
+    prompts: Option<&Prompts>,
+) -> Result<Encoder> {
     let special = SpecialIds {
         cls: tokenizer.cls_id(),
         sep: tokenizer.sep_id(),
@@ -223,36 +229,11 @@ fn load_encoder(bundle: &Bundle, tokenizer: &Tokenizer, expose_hidden: bool) -> 
     };
     let meta = &bundle.metadata().encoder;
     let onnx = bundle.bytes(tensor_names::ENCODER_ONNX)?;
-    let encoder = if expose_hidden {
-        Encoder::load_exposing_hidden(onnx, meta, special)
-    } else {
-        Encoder::load(onnx, meta, special)
+    let encoder = match (prompts, expose_hidden) {
+        (Some(p), _) => Encoder::load_with_prompts(onnx, meta, special, expose_hidden, p),
+        (None, true) => Encoder::load_exposing_hidden(onnx, meta, special),
+        (None, false) => Encoder::load(onnx, meta, special),
     }?;
-    bundle.release_pages(tensor_names::ENCODER_ONNX)?;
-    Ok(encoder)
-}
-
-/// The encoder plan of `bundle` rewritten to take prompts and fed `prompts`
-/// ([`Encoder::load_with_prompts`]), then releases the graph's pages like [`load_encoder`].
-fn load_prompted_encoder(
-    bundle: &Bundle,
-    tokenizer: &Tokenizer,
-    expose_hidden: bool,
-    prompts: &Prompts,
-) -> Result<Encoder> {
-    let special = SpecialIds {
-        cls: tokenizer.cls_id(),
-        sep: tokenizer.sep_id(),
-        pad: tokenizer.pad_id(),
-    };
-    let onnx = bundle.bytes(tensor_names::ENCODER_ONNX)?;
-    let encoder = Encoder::load_with_prompts(
-        onnx,
-        &bundle.metadata().encoder,
-        special,
-        expose_hidden,
-        prompts,
-    )?;
     bundle.release_pages(tensor_names::ENCODER_ONNX)?;
     Ok(encoder)
 }
@@ -351,9 +332,7 @@ impl Tagger {
                 let shared = prompted.iter().find(|e| e.prompt_len() == Some(p.len));
                 let e = match shared {
                     Some(e) => e.with_prompts(p)?,
-                    None => {
-                        load_prompted_encoder(bundle, &tokenizer, encoder.heads().is_some(), p)?
-                    }
+                    None => load_encoder(bundle, &tokenizer, encoder.heads().is_some(), Some(p))?,
                 };
                 prompted.push(e);
                 pass = prompted.len();
@@ -430,7 +409,7 @@ impl Tagger {
     pub fn expose_hidden(&mut self, bundle: &Bundle) -> Result<()> {
         if self.encoder.heads().is_none() {
             let max_pieces = self.encoder.max_pieces();
-            let mut encoder = load_encoder(bundle, &self.tokenizer, true)?;
+            let mut encoder = load_encoder(bundle, &self.tokenizer, true, None)?;
             encoder.set_max_pieces(max_pieces);
             self.encoder = encoder;
         }

@@ -34,6 +34,7 @@ use crate::backprop::{forward, BackwardScratch, PieceBatch, Tape};
 use crate::import::bundle::weights_from_bundle;
 use crate::model::rng::SplitMix64;
 use crate::model::ModelWeights;
+use crate::train::optimizer::{AdamW, AdamWConfig, ParamUpdate};
 
 /// Default Adam learning rate of the prompts: chosen on ATIS valid (K = 10 sentences per type,
 /// CoNLL-only source model, `benches/RESULTS.md`), where 1e-2 / 3e-2 / 5e-2 / 1e-1 / 3e-1 gave
@@ -172,17 +173,27 @@ pub fn train_prompts(
     let mut workers: Vec<Worker> = (0..opts.threads.max(1)).map(|_| Worker::new(&w)).collect();
     let loss_before = problem.loss(&w, &prefixes, &examples, &all, &mut workers, None)?;
 
-    let mut adam_prompts = Adam::new(&[
-        prefixes.key.len(),
-        prefixes.value.len(),
-        prefixes.gate.len(),
-    ]);
-    let mut adam_heads = Adam::new(&[
-        w.boundary.weight.len(),
-        w.boundary.bias.len(),
-        w.types.weight.len(),
-        w.types.bias.len(),
-    ]);
+    let adam = AdamWConfig {
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    };
+    let mut adam_prompts = AdamW::new(
+        adam.clone(),
+        &[
+            prefixes.key.len(),
+            prefixes.value.len(),
+            prefixes.gate.len(),
+        ],
+    );
+    let mut adam_heads = AdamW::new(
+        adam,
+        &[
+            w.boundary.weight.len(),
+            w.boundary.bias.len(),
+            w.types.weight.len(),
+            w.types.bias.len(),
+        ],
+    );
     let mut order = all.clone();
     let mut steps = 0;
     for _ in 0..opts.epochs {
@@ -201,31 +212,26 @@ pub fn train_prompts(
                 bail!("prompt training diverged at step {}: loss {l}", steps + 1);
             }
             steps += 1;
-            adam_prompts.step(
-                [&mut prefixes.key, &mut prefixes.value, &mut prefixes.gate],
-                [
-                    &grads.prefixes.key,
-                    &grads.prefixes.value,
-                    &grads.prefixes.gate,
-                ],
-                opts.lr,
-            );
+            adam_prompts.step(&mut [
+                update(&mut prefixes.key, &grads.prefixes.key, opts.lr),
+                update(&mut prefixes.value, &grads.prefixes.value, opts.lr),
+                update(&mut prefixes.gate, &grads.prefixes.gate, opts.lr),
+            ])?;
             if opts.tune_heads {
-                adam_heads.step(
-                    [
+                adam_heads.step(&mut [
+                    update(
                         &mut w.boundary.weight,
-                        &mut w.boundary.bias,
-                        &mut w.types.weight,
-                        &mut w.types.bias,
-                    ],
-                    [
                         &grads.heads.boundary_weight,
+                        opts.head_lr,
+                    ),
+                    update(
+                        &mut w.boundary.bias,
                         &grads.heads.boundary_bias,
-                        &grads.heads.types_weight,
-                        &grads.heads.types_bias,
-                    ],
-                    opts.head_lr,
-                );
+                        opts.head_lr,
+                    ),
+                    update(&mut w.types.weight, &grads.heads.types_weight, opts.head_lr),
+                    update(&mut w.types.bias, &grads.heads.types_bias, opts.head_lr),
+                ])?;
             }
         }
     }
@@ -338,6 +344,16 @@ fn examples(
         });
     }
     Ok(out)
+}
+
+/// An Adam update without weight decay.
+fn update<'a>(value: &'a mut [f32], grad: &'a [f32], lr: f32) -> ParamUpdate<'a> {
+    ParamUpdate {
+        value,
+        grad,
+        lr,
+        decay: false,
+    }
 }
 
 /// The heads of `w` in the runtime's form.
@@ -639,42 +655,6 @@ impl Worker {
             tape: Tape::new(),
             scratch: BackwardScratch::new(),
             grads: ModelWeights::zeros(&w.config),
-        }
-    }
-}
-
-/// Adam with bias correction, β = (0.9, 0.999), ε = 1e-8, over a fixed list of tensors.
-struct Adam<const N: usize> {
-    m: [Vec<f32>; N],
-    v: [Vec<f32>; N],
-    t: i32,
-}
-
-impl<const N: usize> Adam<N> {
-    fn new(lens: &[usize; N]) -> Adam<N> {
-        Adam {
-            m: lens.map(|n| vec![0.0; n]),
-            v: lens.map(|n| vec![0.0; n]),
-            t: 0,
-        }
-    }
-
-    fn step(&mut self, params: [&mut Vec<f32>; N], grads: [&Vec<f32>; N], lr: f32) {
-        self.t += 1;
-        let (b1, b2) = (0.9f32, 0.999f32);
-        let c1 = 1.0 - b1.powi(self.t);
-        let c2 = 1.0 - b2.powi(self.t);
-        for (((p, g), m), v) in params
-            .into_iter()
-            .zip(grads)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            for (((x, &gi), mi), vi) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *mi = b1 * *mi + (1.0 - b1) * gi;
-                *vi = b2 * *vi + (1.0 - b2) * gi * gi;
-                *x -= lr * (*mi / c1) / ((*vi / c2).sqrt() + 1e-8);
-            }
         }
     }
 }
