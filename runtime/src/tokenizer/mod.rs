@@ -23,6 +23,7 @@ mod normalize;
 pub mod shape;
 #[rustfmt::skip]
 mod tables;
+pub mod unigram;
 mod vocab;
 
 use std::ops::Range;
