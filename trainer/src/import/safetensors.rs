@@ -191,6 +191,44 @@ impl SafeTensors {
     }
 }
 
+/// An f32 tensor to write: name, shape, values (row-major).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// A safetensors file of f32 tensors `(name, shape, values)`, in the given order. Fails when a
+/// tensor's value count differs from its shape's product, naming it.
+pub fn f32_safetensors(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let count: usize = shape.iter().product();
+        ensure!(
+            count == values.len(),
+            "tensor `{name}`: {} values for shape {shape:?}",
+            values.len()
+        );
+        let begin = data.len();
+        for v in values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": shape,
+                "data_offsets": [begin, data.len()],
+            }),
+        );
+    }
+    let mut text = serde_json::to_vec(&header)?;
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +265,19 @@ mod tests {
             .to_f16_bytes()
             .unwrap_err();
         assert!(e.to_string().contains("out of the f16 range"), "{e}");
+    }
+
+    #[test]
+    fn written_f32_files_read_back() {
+        let bytes = f32_safetensors(&[
+            ("a".into(), vec![2, 2], vec![1.0, -2.0, 3.5, 0.25]),
+            ("b".into(), vec![1], vec![7.0]),
+        ])
+        .unwrap();
+        let st = SafeTensors::parse(bytes).unwrap();
+        assert_eq!(st.f32_tensor("a", &[2, 2]).unwrap(), [1.0, -2.0, 3.5, 0.25]);
+        assert_eq!(st.f32_tensor("b", &[1]).unwrap(), [7.0]);
+        assert!(f32_safetensors(&[("c".into(), vec![3], vec![1.0])]).is_err());
     }
 
     #[test]

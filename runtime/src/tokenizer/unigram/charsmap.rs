@@ -25,7 +25,7 @@ impl CharsMap {
             .and_then(|h| h.try_into().ok())
             .ok_or_else(|| Error::Bundle("charsmap: shorter than its 4-byte header".into()))?;
         let trie_len = u32::from_le_bytes(header) as usize;
-        if trie_len % 4 != 0 {
+        if !trie_len.is_multiple_of(4) {
             return Err(Error::Bundle(format!(
                 "charsmap: double array length {trie_len} is not a multiple of 4"
             )));

@@ -47,6 +47,65 @@ pub struct UnigramSpec {
     pub charsmap: Vec<u8>,
 }
 
+#[derive(serde::Deserialize, serde::Serialize)]
+struct VocabFile {
+    unk_id: u32,
+    bos_id: u32,
+    eos_id: u32,
+    pad_id: u32,
+    unk_score: f32,
+    pieces: Vec<(String, f32, u32)>,
+}
+
+impl UnigramSpec {
+    /// Reads the JSON vocabulary form `{"unk_id", "bos_id", "eos_id", "pad_id", "unk_score",
+    /// "pieces": [[text, score, source_id], …]}` (ids index `pieces`; `source_id` is the piece's
+    /// id in the vocabulary it was pruned from) with the serialised normalisation map
+    /// `charsmap`. Returns the spec and the source ids. Fails with [`Error::Bundle`] on JSON
+    /// that does not have this shape; the contents are checked by [`UnigramTokenizer::new`].
+    pub fn from_json(text: &str, charsmap: Vec<u8>) -> Result<(UnigramSpec, Vec<u32>)> {
+        let file: VocabFile = serde_json::from_str(text)
+            .map_err(|e| Error::Bundle(format!("unigram vocabulary JSON: {e}")))?;
+        let source = file.pieces.iter().map(|p| p.2).collect();
+        let spec = UnigramSpec {
+            pieces: file.pieces.into_iter().map(|(p, s, _)| (p, s)).collect(),
+            unk_id: file.unk_id,
+            unk_score: file.unk_score,
+            bos_id: file.bos_id,
+            eos_id: file.eos_id,
+            pad_id: file.pad_id,
+            charsmap,
+        };
+        Ok((spec, source))
+    }
+
+    /// The JSON form [`UnigramSpec::from_json`] reads, with `source` ids (one per piece).
+    pub fn to_json(&self, source: &[u32]) -> Result<String> {
+        if source.len() != self.pieces.len() {
+            return Err(Error::Bundle(format!(
+                "{} source ids for {} pieces",
+                source.len(),
+                self.pieces.len()
+            )));
+        }
+        let file = VocabFile {
+            unk_id: self.unk_id,
+            bos_id: self.bos_id,
+            eos_id: self.eos_id,
+            pad_id: self.pad_id,
+            unk_score: self.unk_score,
+            pieces: self
+                .pieces
+                .iter()
+                .zip(source)
+                .map(|((p, s), &id)| (p.clone(), *s, id))
+                .collect(),
+        };
+        serde_json::to_string(&file)
+            .map_err(|e| Error::Bundle(format!("unigram vocabulary JSON: {e}")))
+    }
+}
+
 /// One piece of an encoding: its id and the byte range of the original text it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnigramPiece {
