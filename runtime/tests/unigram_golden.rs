@@ -15,30 +15,11 @@ fn fixture_dir() -> PathBuf {
 /// The fixture tokenizer, and the full-vocabulary id of each of its pieces.
 fn load() -> (UnigramTokenizer, Vec<u32>) {
     let dir = fixture_dir();
-    let vocab: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("vocab.json")).unwrap()).unwrap();
-    let mut pieces = Vec::new();
-    let mut source = Vec::new();
-    for p in vocab["pieces"].as_array().unwrap() {
-        pieces.push((
-            p[0].as_str().unwrap().to_string(),
-            p[1].as_f64().unwrap() as f32,
-        ));
-        source.push(p[2].as_u64().unwrap() as u32);
-    }
-    let local = |key: &str| {
-        let id = vocab[key].as_u64().unwrap() as u32;
-        source.iter().position(|&s| s == id).unwrap() as u32
-    };
-    let spec = UnigramSpec {
-        unk_id: local("unk_id"),
-        bos_id: local("bos_id"),
-        eos_id: local("eos_id"),
-        pad_id: local("pad_id"),
-        unk_score: vocab["unk_score"].as_f64().unwrap() as f32,
-        pieces,
-        charsmap: std::fs::read(dir.join("charsmap.bin")).unwrap(),
-    };
+    let (spec, source) = UnigramSpec::from_json(
+        &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
+        std::fs::read(dir.join("charsmap.bin")).unwrap(),
+    )
+    .unwrap();
     (UnigramTokenizer::new(spec).unwrap(), source)
 }
 
