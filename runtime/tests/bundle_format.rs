@@ -461,6 +461,7 @@ fn describe_lists_everything() {
     for needle in [
         "sample.nerb",
         "format version:  1",
+        "tokenizer:       wordpiece",
         &format!("{} bytes", b.file_len()),
         &b.content_id(),
         "labels.prototypes",

@@ -93,6 +93,7 @@ fn contents(type_dim: usize, type_names: &[&str], seed: u64) -> BundleContents {
     BundleContents {
         vocab_text: VOCAB.to_string(),
         tokenizer: bert_uncased_meta(),
+        charsmap: None,
         types,
         default_active: type_names.iter().map(|s| s.to_string()).collect(),
         transitions: CdtParams {

@@ -28,6 +28,37 @@ const TEXTS: &[&str] = &[
     "北京大学 hosted Prof. Ñúñez at 10:30 — see https://example.org/a?b=c",
 ];
 
+/// A small random model over a vocabulary of `vocab_size` ids.
+fn model_with_vocab(seed: u64, vocab_size: usize) -> ModelWeights {
+    let mut w = model(seed, false);
+    let cfg = EncoderConfig {
+        vocab_size,
+        ..w.config.clone()
+    };
+    let fresh = random_init(&cfg, seed);
+    w.config = cfg;
+    w.word_embeddings = fresh.word_embeddings;
+    w
+}
+
+/// The XLM-R fixture tokenizer (`fixtures/tokenizer/xlmr`) as a bundle stores it: `piece⇥score`
+/// lines, its settings and its normalisation map, and the number of pieces.
+fn unigram_parts() -> (String, ner_edge::bundle::TokenizerMeta, Vec<u8>, usize) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tokenizer/xlmr");
+    let (spec, _) = ner_edge::tokenizer::unigram::UnigramSpec::from_json(
+        &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
+        std::fs::read(dir.join("charsmap.bin")).unwrap(),
+    )
+    .unwrap();
+    let lines: String = spec
+        .pieces
+        .iter()
+        .map(|(p, s)| format!("{p}\t{s}\n"))
+        .collect();
+    let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
+    (lines, meta, spec.charsmap, spec.pieces.len())
+}
+
 /// A small random model; `shaped` gives it a word-shape table with large random rows, so that
 /// casing visibly changes its outputs.
 fn model(seed: u64, shaped: bool) -> ModelWeights {
@@ -69,6 +100,7 @@ fn contents(type_dim: usize, seed: u64) -> BundleContents {
     BundleContents {
         vocab_text: VOCAB.to_string(),
         tokenizer: bert_uncased_meta(),
+        charsmap: None,
         types,
         default_active: vec!["PER".into(), "ORG".into(), "LOC".into()],
         transitions: CdtParams {
@@ -433,4 +465,50 @@ fn non_finite_prototypes_do_not_panic() {
             assert!(text.get(e.span.clone()).is_some());
         }
     }
+}
+
+/// A bundle with a unigram tokenizer (XLM-R pieces, the precompiled map): the runtime reads it,
+/// tags Chinese and mixed text with every ideograph a word, and its labels equal Viterbi over
+/// the trainer's forward pass of the same pieces.
+#[test]
+fn unigram_bundles_tag_chinese_text_as_the_trainer_computes() {
+    let (vocab, meta, charsmap, n) = unigram_parts();
+    let w = model_with_vocab(17, n);
+    let mut c = contents(w.config.type_dim, 9);
+    c.vocab_text = vocab;
+    c.tokenizer = meta;
+    c.charsmap = Some(charsmap);
+    let bundle =
+        Bundle::from_vec(export_bundle(&w, &c, WeightDtype::F32).unwrap(), "zh.nerb").unwrap();
+    let tagger = Tagger::new(&bundle, None).unwrap();
+    let tok = tagger.tokenizer();
+    assert_eq!(tok.kind(), "unigram");
+    let texts = [
+        "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。",
+        "苹果公司CEO蒂姆·库克访问了北京。",
+        TEXTS[0],
+    ];
+    let tagged = tagger.tag(&texts, 1).unwrap();
+    let encodings: Vec<_> = texts.iter().map(|t| tok.encode(t)).collect();
+    let protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
+    let paths = reference_paths(&w, tok, &encodings, &protos, c.types.len(), &c.transitions);
+    let mut entities = 0;
+    for (i, (enc, path)) in encodings.iter().zip(paths).enumerate() {
+        assert_eq!(tagged[i].labels, path, "text {i}");
+        assert_eq!(tagged[i].words, enc.words);
+        for e in &tagged[i].entities {
+            assert!(
+                texts[i].is_char_boundary(e.span.start) && texts[i].is_char_boundary(e.span.end)
+            );
+            assert!(!texts[i][e.span.clone()].starts_with(' '));
+        }
+        entities += tagged[i].entities.len();
+    }
+    let first = &encodings[0];
+    assert_eq!(
+        first.words.len(),
+        texts[0].chars().count(),
+        "one word per ideograph or mark"
+    );
+    assert!(entities > 0, "the test model should produce entities");
 }

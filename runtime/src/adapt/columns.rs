@@ -35,6 +35,57 @@ impl Sentence {
     pub fn entity_count(&self) -> usize {
         self.tags.iter().filter(|t| t.starts_with("B-")).count()
     }
+
+    /// The text of a char-level sentence (CLUENER: one token per char of `text`, whitespace
+    /// included); `None` for a sentence of words.
+    pub fn char_level_text(&self) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        let mut chars = text.chars();
+        let matches = self.tokens.iter().all(|t| {
+            let mut tc = t.chars();
+            matches!((tc.next(), tc.next(), chars.next()), (Some(a), None, Some(b)) if a == b)
+        });
+        (matches && chars.next().is_none()).then_some(text)
+    }
+
+    /// Char-level BIO tags of `text` (one per char) from labelled words: `words[i]` (a byte
+    /// range of `text`) tagged `tags[i]`. A word's `B-` tag goes to its first char and `I-` to
+    /// the rest; chars outside every word are `O`, except between two words of one entity
+    /// (whitespace inside a name), which continue it.
+    pub fn char_tags(text: &str, words: &[std::ops::Range<usize>], tags: &[String]) -> Vec<String> {
+        let starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+        let char_of = |byte: usize| starts.partition_point(|&b| b < byte);
+        let mut out: Vec<Option<String>> = vec![None; starts.len()];
+        for (range, tag) in words.iter().zip(tags) {
+            let (first, end) = (char_of(range.start), char_of(range.end));
+            for (k, slot) in out.iter_mut().enumerate().take(end).skip(first) {
+                *slot = Some(match tag.split_once('-') {
+                    Some(("B", ty)) if k > first => format!("I-{ty}"),
+                    _ => tag.clone(),
+                });
+            }
+        }
+        let mut tags_out: Vec<String> = Vec::with_capacity(out.len());
+        for k in 0..out.len() {
+            let tag = match &out[k] {
+                Some(t) => t.clone(),
+                None => {
+                    let prev = tags_out.last();
+                    let next = out[k + 1..].iter().flatten().next();
+                    match (prev, next) {
+                        (Some(p), Some(n))
+                            if p != "O" && n.starts_with("I-") && p.get(2..) == n.get(2..) =>
+                        {
+                            n.clone()
+                        }
+                        _ => "O".to_string(),
+                    }
+                }
+            };
+            tags_out.push(tag);
+        }
+        tags_out
+    }
 }
 
 /// The sentences of one token-per-line text.

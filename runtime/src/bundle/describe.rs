@@ -36,6 +36,20 @@ pub fn describe(bundle: &Bundle) -> String {
         enc.type_dim,
         enc.weight_dtype
     );
+    let tk = &meta.tokenizer;
+    let _ = writeln!(
+        s,
+        "tokenizer:       {}{}",
+        tk.kind,
+        match tk.kind.as_str() {
+            "unigram" =>
+                " (SentencePiece; words: \u{2581}-units, each CJK ideograph alone)".to_string(),
+            _ => format!(
+                " (lowercase={} strip_accents={})",
+                tk.lowercase, tk.strip_accents
+            ),
+        }
+    );
     let _ = writeln!(
         s,
         "encoder input:   word pieces{}; windows of at most {} pieces{}",

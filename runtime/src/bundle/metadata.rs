@@ -11,8 +11,11 @@ pub use crate::decode::CdtParams;
 pub mod tensor_names {
     /// The encoder graph: ONNX protobuf bytes (dtype `bytes`).
     pub const ENCODER_ONNX: &str = "encoder.onnx";
-    /// WordPiece vocabulary: UTF-8 `vocab.txt` bytes, one token per line, id = line number.
+    /// Vocabulary, UTF-8, one token per line, id = line number: `vocab.txt` for WordPiece,
+    /// `piece⇥score` lines for unigram.
     pub const VOCAB: &str = "tokenizer.vocab";
+    /// `"unigram"` tokenizers only: the serialised precompiled normalisation map (bytes).
+    pub const CHARSMAP: &str = "tokenizer.charsmap";
     /// Prototype bank: `[n_types, type_dim]`, f16 or f32; row `i` belongs to `labels.types[i]`.
     pub const PROTOTYPES: &str = "labels.prototypes";
     /// Label memory: `[total_rows, type_dim]`, f16 or f32; slots index into it by row range.
@@ -96,7 +99,8 @@ pub struct EncoderMeta {
 /// BERT basic tokenisation + WordPiece settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenizerMeta {
-    /// Only `"wordpiece"` is defined in format v1.
+    /// `"wordpiece"` or `"unigram"` (SentencePiece unigram, with the normalisation map in
+    /// tensor `tokenizer.charsmap` and [`TokenizerMeta::unk_score`]).
     pub kind: String,
     /// Lower-case the text before WordPiece (uncased models).
     pub lowercase: bool,
@@ -116,6 +120,10 @@ pub struct TokenizerMeta {
     pub continuing_subword_prefix: String,
     /// Words longer than this many chars become `unk_token`.
     pub max_input_chars_per_word: usize,
+    /// `"unigram"` only: the score of an unknown char (the full vocabulary's lowest piece score
+    /// minus 10, kept when the vocabulary was pruned). Absent for WordPiece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unk_score: Option<f32>,
 }
 
 /// Entity types the bundle knows and which of them are active by default.

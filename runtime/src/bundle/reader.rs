@@ -451,11 +451,32 @@ fn validate(meta: &Metadata, tensors: &[TensorInfo], bytes: &[u8], name: &str) -
             enc.weight_dtype
         )));
     }
-    if meta.tokenizer.kind != "wordpiece" {
-        return Err(fail(format!(
-            "metadata field tokenizer.kind = {:?}; format v1 defines only \"wordpiece\"",
-            meta.tokenizer.kind
-        )));
+    let unigram = match meta.tokenizer.kind.as_str() {
+        "wordpiece" => false,
+        "unigram" => true,
+        other => {
+            return Err(fail(format!(
+                "metadata field tokenizer.kind = {other:?}; format v1 defines \"wordpiece\" and \"unigram\""
+            )))
+        }
+    };
+    if unigram {
+        let charsmap = find(tensor_names::CHARSMAP)?;
+        if charsmap.dtype != DType::Bytes {
+            return Err(shape(
+                charsmap,
+                format!(
+                    "tensor {:?} must have dtype bytes, found {}",
+                    charsmap.name, charsmap.dtype
+                ),
+            ));
+        }
+        if !meta.tokenizer.unk_score.is_some_and(f32::is_finite) {
+            return Err(fail(
+                "metadata field tokenizer.unk_score must be a finite number for a unigram tokenizer"
+                    .to_string(),
+            ));
+        }
     }
 
     let vocab_text = bytes
@@ -469,7 +490,16 @@ fn validate(meta: &Metadata, tensors: &[TensorInfo], bytes: &[u8], name: &str) -
                 vocab.offset + vocab.len
             ))
         })?;
-    let tokens: Vec<&str> = vocab_text.lines().collect();
+    let tokens: Vec<&str> = vocab_text
+        .lines()
+        .map(|l| {
+            if unigram {
+                l.rsplit_once('\t').map_or(l, |(piece, _)| piece)
+            } else {
+                l
+            }
+        })
+        .collect();
     if tokens.len() != enc.vocab_size {
         return Err(fail(format!(
             "tensor {:?} has {} lines but metadata field encoder.vocab_size = {}",

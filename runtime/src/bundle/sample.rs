@@ -66,6 +66,7 @@ pub fn sample_metadata(n_types: usize, type_dim: usize) -> Metadata {
             pad_token: "[PAD]".to_string(),
             continuing_subword_prefix: "##".to_string(),
             max_input_chars_per_word: 100,
+            unk_score: None,
         },
         labels: LabelInventory {
             types: names

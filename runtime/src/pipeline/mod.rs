@@ -200,7 +200,12 @@ pub(crate) fn load_model(bundle: &Bundle, expose_hidden: bool) -> Result<(Tokeni
     let meta = bundle.metadata();
     let vocab = std::str::from_utf8(bundle.bytes(tensor_names::VOCAB)?)
         .map_err(|e| Error::Bundle(format!("{}: vocabulary is not UTF-8: {e}", bundle.name())))?;
-    let tokenizer = Tokenizer::new(&meta.tokenizer, vocab)?;
+    let charsmap = if meta.tokenizer.kind == "unigram" {
+        Some(bundle.bytes(tensor_names::CHARSMAP)?)
+    } else {
+        None
+    };
+    let tokenizer = Tokenizer::from_parts(&meta.tokenizer, vocab, charsmap)?;
     if tokenizer.vocab_size() != meta.encoder.vocab_size {
         return Err(Error::Bundle(format!(
             "{}: vocabulary has {} tokens but the encoder expects {}",

@@ -339,15 +339,27 @@ pub fn eval_supervised(
 ) -> Result<EvalResult> {
     let start = Instant::now();
     let words = words_of(test);
-    let tagged = match contexts {
-        Some(c) => {
+    let char_texts: Option<Vec<&str>> = match (tagger.tokenizer().as_unigram(), contexts) {
+        (Some(_), None) => test.iter().map(Sentence::char_level_text).collect(),
+        _ => None,
+    };
+    let tagged = match (contexts, &char_texts) {
+        (Some(c), _) => {
             let c: Vec<Option<&str>> = c.iter().map(Option::as_deref).collect();
             tagger.tag_words_in_context(&words, &c, opts.threads)
         }
-        None => tagger.tag_words(&words, opts.threads),
+        (None, Some(texts)) => tagger.tag(texts, opts.threads),
+        (None, None) => tagger.tag_words(&words, opts.threads),
     }
     .with_context(|| source.to_string())?;
     let mut notes = vec![other_note(tagger)];
+    if char_texts.is_some() {
+        notes.push(
+            "char-level sentences tagged as raw text by the unigram tokenizer's units (every \
+             ideograph a unit); unit labels expanded to chars for scoring"
+                .into(),
+        );
+    }
     if contexts.is_some() {
         let openings: Vec<f32> = tagged.iter().filter_map(|t| t.context_opening).collect();
         let mean =
@@ -361,11 +373,11 @@ pub fn eval_supervised(
     let mut scorer = Scorer::new();
     let mut confusion = Confusion::default();
     for (i, (sentence, t)) in test.iter().zip(&tagged).enumerate() {
-        let pred: Vec<String> = tagger
-            .bio_tags(t)
-            .into_iter()
-            .map(|tag| map_tag(tag, map))
-            .collect();
+        let tags = match &char_texts {
+            Some(texts) => Sentence::char_tags(texts[i], &t.words, &tagger.bio_tags(t)),
+            None => tagger.bio_tags(t),
+        };
+        let pred: Vec<String> = tags.into_iter().map(|tag| map_tag(tag, map)).collect();
         score_sentence(
             &sentence.tags,
             &pred,

@@ -694,7 +694,6 @@ mod tests {
         step_episodes,
     };
     use crate::train::step::StepWorker;
-    use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
 
     /// The host half of the CUDA step ([`step_losses`]: one batch for all episodes and dense
     /// sequences, losses from gathered outputs, gradients scattered back by offset), run with
@@ -714,7 +713,7 @@ mod tests {
             .join(name);
         let config = TrainConfig::load(&path).unwrap();
         let (weights, origin) = initial_weights(&config).unwrap();
-        let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text).unwrap();
+        let tokenizer = origin.tokenizer().unwrap();
         let training = data::load(&config.data, &tokenizer).unwrap();
         let state = fresh_state(&config, weights, class_names(&config, &training)).unwrap();
         let encoded: Vec<EncodedEpisode> = step_episodes(&config, &training, 3)

@@ -42,10 +42,14 @@ pub struct PriorWeights {
 /// Everything besides the encoder that goes into a bundle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BundleContents {
-    /// Contents of a BERT `vocab.txt`.
+    /// The vocabulary tensor's text: a BERT `vocab.txt`, or `piece⇥score` lines for a unigram
+    /// tokenizer.
     pub vocab_text: String,
     /// Tokeniser settings, written as `tokenizer`.
     pub tokenizer: TokenizerMeta,
+    /// A unigram tokenizer's serialised normalisation map (tensor `tokenizer.charsmap`);
+    /// `None` for WordPiece.
+    pub charsmap: Option<Vec<u8>>,
     /// The prototype bank in row order: type `i` gets prototype row `i` and its memory rows
     /// after those of types `0..i`.
     pub types: Vec<TypeState>,
@@ -154,6 +158,9 @@ pub fn export_bundle(
     let mut writer = BundleWriter::new(metadata);
     writer.add_bytes(tensor_names::ENCODER_ONNX, &onnx)?;
     writer.add_bytes(tensor_names::VOCAB, contents.vocab_text.as_bytes())?;
+    if let Some(charsmap) = &contents.charsmap {
+        writer.add_bytes(tensor_names::CHARSMAP, charsmap)?;
+    }
     let n = contents.types.len();
     let rows = memory.len() / d;
     match dtype {

@@ -93,6 +93,7 @@ pub fn random_bundle(shape: Shape, seed: u64, dtype: WeightDtype) -> Result<Vec<
     let contents = BundleContents {
         vocab_text: MINILM_VOCAB.to_string(),
         tokenizer: bert_uncased_meta(),
+        charsmap: None,
         types,
         default_active: ["PER", "ORG", "LOC", "MISC"]
             .iter()

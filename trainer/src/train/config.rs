@@ -76,12 +76,19 @@ fn default_log_every() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "init", rename_all = "snake_case")]
 pub enum EncoderInit {
-    /// all-MiniLM-L6-v2 from `dir` (default: the `ner-tools fetch-encoder` cache), with a
-    /// `type_dim`-wide type head initialised at random.
+    /// A pretrained encoder imported by `ner-tools fetch-encoder` (all-MiniLM-L6-v2 by default;
+    /// `init = "pretrained"` is the same), from `dir` or the cache, with a `type_dim`-wide type
+    /// head initialised at random.
+    #[serde(alias = "pretrained")]
     Minilm {
-        /// Directory holding `model.safetensors` and `vocab.txt`.
+        /// Directory holding `config.json`, `model.safetensors` and the vocabulary (`vocab.txt`,
+        /// or `unigram.json` + `charsmap.bin`).
         #[serde(default)]
         dir: Option<PathBuf>,
+        /// When `dir` is unset: the directory of this name in the ner-edge cache (beside the
+        /// MiniLM one), e.g. `"multilingual-e5-small"`; unset means all-MiniLM-L6-v2.
+        #[serde(default)]
+        cache: Option<String>,
         /// Width of the new type head (default 128).
         #[serde(default = "default_type_dim")]
         type_dim: usize,

@@ -44,7 +44,12 @@ impl CorpusFiles {
                 if !path.exists() {
                     bail!("{} does not exist", path.display());
                 }
-                read_corpus(path).with_context(|| format!("reading {}", path.display()))
+                let corpus = if path.extension().is_some_and(|e| e == "json") {
+                    ner_edge_corpus::read_cluener(path, ner_edge_corpus::Overlaps::KeepLongest)
+                } else {
+                    read_corpus(path)
+                };
+                corpus.with_context(|| format!("reading {}", path.display()))
             }
             CorpusFiles::Pack(pack) => pack.entries.remove(key).with_context(|| {
                 format!(
@@ -139,6 +144,16 @@ pub fn load_from(
             repairs += corpus.repairs;
             sentences.extend(corpus.sentences);
         }
+        if tokenizer.as_unigram().is_some() {
+            let lost = align_to_units(&mut sentences, tokenizer);
+            if lost > 0 {
+                eprintln!(
+                    "corpus {:?}: {lost} entities cannot be told apart at the tokenizer's \
+                     units (several starting in one unit) and were dropped",
+                    entry.name
+                );
+            }
+        }
         let before = sentences.len();
         let kept: Vec<Sentence> = sentences
             .into_iter()
@@ -166,9 +181,75 @@ pub fn load_from(
     })
 }
 
+/// Rewrites the char tags of every char-level sentence to what its unit tags
+/// ([`sentence_encoding`]) say, so that episode sampling counts exactly the entities training
+/// sees; returns how many entities that dropped.
+fn align_to_units(sentences: &mut [Sentence], tokenizer: &Tokenizer) -> usize {
+    let mut lost = 0;
+    for s in sentences.iter_mut() {
+        let Some(text) = s.char_level_text() else {
+            continue;
+        };
+        let (enc, unit_tags) = sentence_encoding(s, tokenizer);
+        let tags = Sentence::char_tags(text, &enc.words, &unit_tags);
+        let before = s.entity_count();
+        s.tags = tags;
+        lost += before.saturating_sub(s.entity_count());
+    }
+    lost
+}
+
 fn piece_count(tokenizer: &Tokenizer, s: &Sentence) -> usize {
+    sentence_encoding(s, tokenizer).0.ids.len()
+}
+
+/// The encoding of a sentence and the tag of each of its words. Word-level sentences, and
+/// every sentence for WordPiece, are encoded word by word ([`Tokenizer::encode_words`]) with
+/// their own tags. A char-level sentence under a unigram tokenizer is encoded from its text,
+/// as `predict` sees it ([`Tokenizer::encode`]: ideographs alone, other chars in `▁`-units),
+/// and each unit takes the first `B-` tag among its chars, else its first char's tag; an `I-`
+/// unit after a unit of another type or `O` becomes `B-`.
+pub(crate) fn sentence_encoding<'s>(
+    s: &'s Sentence,
+    tokenizer: &Tokenizer,
+) -> (
+    ner_edge::tokenizer::Encoding,
+    std::borrow::Cow<'s, [String]>,
+) {
+    if let (Some(_), Some(text)) = (tokenizer.as_unigram(), s.char_level_text()) {
+        let enc = tokenizer.encode(text);
+        let char_at: std::collections::HashMap<usize, usize> = text
+            .char_indices()
+            .enumerate()
+            .map(|(ci, (b, _))| (b, ci))
+            .collect();
+        let mut tags: Vec<String> = Vec::with_capacity(enc.words.len());
+        for word in &enc.words {
+            let first = char_at.get(&word.start).copied().unwrap_or(0);
+            let last = char_at.get(&word.end).copied().unwrap_or(s.tags.len());
+            let inside = &s.tags[first.min(s.tags.len())..last.min(s.tags.len())];
+            let mut tag = inside.first().cloned().unwrap_or_else(|| "O".into());
+            if let Some(b) = inside.iter().find(|t| t.starts_with("B-")) {
+                tag = b.clone();
+            }
+            if let Some(ty) = tag.strip_prefix("I-") {
+                let continues = tags
+                    .last()
+                    .and_then(|p| p.get(2..))
+                    .is_some_and(|prev| prev == ty);
+                if !continues {
+                    tag = format!("B-{ty}");
+                }
+            }
+            tags.push(tag);
+        }
+        return (enc, std::borrow::Cow::Owned(tags));
+    }
     let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
-    tokenizer.encode_words(&words).ids.len()
+    (
+        tokenizer.encode_words(&words),
+        std::borrow::Cow::Borrowed(&s.tags),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -239,8 +320,7 @@ pub(crate) fn encode_sentence(
     tokenizer: &Tokenizer,
     index: &BTreeMap<&str, usize>,
 ) -> Result<EncodedSentence> {
-    let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
-    let enc = tokenizer.encode_words(&words);
+    let (enc, tags) = sentence_encoding(s, tokenizer);
     let mut ids = Vec::with_capacity(enc.ids.len() + 2);
     ids.push(tokenizer.cls_id());
     ids.extend_from_slice(&enc.ids);
@@ -254,8 +334,7 @@ pub(crate) fn encode_sentence(
         .iter()
         .map(|&p| p as usize + 1)
         .collect();
-    let labels = s
-        .tags
+    let labels = tags
         .iter()
         .enumerate()
         .map(|(w, tag)| label_index(tag, index).with_context(|| format!("word {}", w + 1)))
@@ -292,6 +371,87 @@ mod tests {
 
     fn tokenizer() -> Tokenizer {
         Tokenizer::new(&bert_uncased_meta(), crate::export::fixture::MINILM_VOCAB).unwrap()
+    }
+
+    fn xlmr_fixture_tokenizer() -> Tokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tokenizer/xlmr");
+        let (spec, _) = ner_edge::tokenizer::unigram::UnigramSpec::from_json(
+            &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
+            std::fs::read(dir.join("charsmap.bin")).unwrap(),
+        )
+        .unwrap();
+        let lines: String = spec
+            .pieces
+            .iter()
+            .map(|(p, s)| format!("{p}\t{s}\n"))
+            .collect();
+        let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
+        Tokenizer::from_parts(&meta, &lines, Some(&spec.charsmap)).unwrap()
+    }
+
+    #[test]
+    fn char_level_sentences_are_labelled_by_unigram_units_and_map_back() {
+        let text = "苹果公司CEO蒂姆 访问北京";
+        let tags = [
+            "B-company",
+            "I-company",
+            "I-company",
+            "I-company",
+            "B-position",
+            "I-position",
+            "I-position",
+            "B-name",
+            "I-name",
+            "O",
+            "O",
+            "O",
+            "B-address",
+            "I-address",
+        ];
+        let s = Sentence {
+            tokens: text.chars().map(String::from).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            text: Some(text.to_string()),
+        };
+        assert_eq!(s.char_level_text(), Some(text));
+        let tok = xlmr_fixture_tokenizer();
+        let (enc, unit_tags) = sentence_encoding(&s, &tok);
+        let words: Vec<&str> = enc.words.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(
+            words,
+            ["苹", "果", "公", "司", "CEO", "蒂", "姆", "访", "问", "北", "京"]
+        );
+        assert_eq!(
+            unit_tags.as_ref(),
+            [
+                "B-company",
+                "I-company",
+                "I-company",
+                "I-company",
+                "B-position",
+                "B-name",
+                "I-name",
+                "O",
+                "O",
+                "B-address",
+                "I-address"
+            ]
+        );
+        assert_eq!(Sentence::char_tags(text, &enc.words, &unit_tags), tags);
+        let index: BTreeMap<&str, usize> =
+            [("company", 0), ("position", 1), ("name", 2), ("address", 3)]
+                .into_iter()
+                .collect();
+        let encoded = encode_sentence(&s, &tok, &index).unwrap();
+        assert_eq!(encoded.labels.len(), 11);
+        assert_eq!(encoded.first_piece.len(), 11);
+        assert_eq!(encoded.ids[0], tok.cls_id());
+        let bert = tokenizer();
+        assert_eq!(
+            sentence_encoding(&s, &bert).0.words.len(),
+            14,
+            "WordPiece keeps the chars"
+        );
     }
 
     fn sentence(tokens: &[&str], tags: &[&str]) -> Sentence {

@@ -17,7 +17,7 @@ use ner_edge::tokenizer::Tokenizer;
 use ner_edge_corpus::Sentence;
 
 use super::config::DenseConfig;
-use super::data::{encode_sentence, EncodedSentence, TrainingData};
+use super::data::{encode_sentence, sentence_encoding, EncodedSentence, TrainingData};
 use crate::episodes::OTHER_TAG;
 use crate::loss::ClassParams;
 use crate::model::rng::SplitMix64;
@@ -76,10 +76,7 @@ impl<'a> DenseSampler<'a> {
             pieces.push(
                 c.sentences
                     .iter()
-                    .map(|s| {
-                        let words: Vec<&str> = s.tokens.iter().map(String::as_str).collect();
-                        tokenizer.encode_words(&words).ids.len()
-                    })
+                    .map(|s| sentence_encoding(s, tokenizer).0.ids.len())
                     .collect(),
             );
             total += c.sentences.len() as f64 * f64::from(weights.get(i).copied().unwrap_or(1.0));
@@ -138,6 +135,7 @@ impl<'a> DenseSampler<'a> {
         };
         let mut tokens = Vec::new();
         let mut tags = Vec::new();
+        let mut text = Some(String::new());
         let mut used = 0;
         let mut length = 0;
         while used < n_sent {
@@ -148,6 +146,13 @@ impl<'a> DenseSampler<'a> {
             }
             tokens.extend(corpus.sentences[i].tokens.iter().cloned());
             tags.extend(corpus.sentences[i].tags.iter().cloned());
+            text = match (text, &corpus.sentences[i].text) {
+                (Some(mut acc), Some(t)) => {
+                    acc.push_str(t);
+                    Some(acc)
+                }
+                _ => None,
+            };
             length += p;
             used += 1;
         }
@@ -186,11 +191,7 @@ impl<'a> DenseSampler<'a> {
                 }
             })
             .collect();
-        let packed = Sentence {
-            tokens,
-            tags,
-            text: None,
-        };
+        let packed = Sentence { tokens, tags, text };
         let sentence = encode_sentence(&packed, tokenizer, &index)?;
         Ok(DenseSeq {
             corpus: c,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use ner_edge::bundle::{Bundle, BundleWriter, DType, Provenance};
-use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
+use ner_edge::tokenizer::Tokenizer;
 
 use super::config::TrainConfig;
 use super::data::TrainingData;
@@ -85,8 +85,7 @@ pub fn prototype_bank(
             let mut firsts = Vec::with_capacity(chunk.len());
             for &(c, s) in chunk {
                 let sentence = &data.corpora[c].sentences[s];
-                let words: Vec<&str> = sentence.tokens.iter().map(String::as_str).collect();
-                let enc = tokenizer.encode_words(&words);
+                let (enc, tags) = super::data::sentence_encoding(sentence, tokenizer);
                 let mut ids = Vec::with_capacity(enc.ids.len() + 2);
                 ids.push(tokenizer.cls_id());
                 ids.extend_from_slice(&enc.ids);
@@ -96,19 +95,18 @@ pub fn prototype_bank(
                     .chain([0])
                     .collect();
                 batch.push_shaped(&w.config, &ids, Some(&shapes))?;
-                firsts.push(enc.word_first_piece);
+                firsts.push((enc.word_first_piece, tags.into_owned()));
             }
             forward(w, &batch, &mut tape);
-            for (k, &(c, s)) in chunk.iter().enumerate() {
+            for (k, (word_first, tags)) in firsts.iter().enumerate() {
                 let base = batch.offsets()[k] + 1;
-                let tags = &data.corpora[c].sentences[s].tags;
                 for (word, tag) in tags.iter().enumerate() {
                     let is_type = tag
                         .strip_prefix("B-")
                         .or_else(|| tag.strip_prefix("I-"))
                         .is_some_and(|t| t == name);
                     if is_type {
-                        let row = base + firsts[k][word] as usize;
+                        let row = base + word_first[word] as usize;
                         for (a, &v) in sum.iter_mut().zip(&tape.types()[row * dt..(row + 1) * dt]) {
                             *a += f64::from(v);
                         }
@@ -228,7 +226,8 @@ pub fn export_trained(
     let p = &state.heads.prior;
     let contents = BundleContents {
         vocab_text: origin.vocab_text.clone(),
-        tokenizer: bert_uncased_meta(),
+        tokenizer: origin.tokenizer.clone(),
+        charsmap: origin.charsmap.clone(),
         types,
         default_active,
         transitions: state.heads.cdt.clone(),

