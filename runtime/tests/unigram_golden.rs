@@ -88,11 +88,7 @@ fn bundle_tokenizer() -> ner_edge::tokenizer::Tokenizer {
         std::fs::read(dir.join("charsmap.bin")).unwrap(),
     )
     .unwrap();
-    let lines: String = spec
-        .pieces
-        .iter()
-        .map(|(p, s)| format!("{p}\t{s}\n"))
-        .collect();
+    let lines = spec.vocab_text().unwrap();
     let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
     ner_edge::tokenizer::Tokenizer::from_parts(&meta, &lines, Some(&spec.charsmap)).unwrap()
 }

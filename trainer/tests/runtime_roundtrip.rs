@@ -50,11 +50,7 @@ fn unigram_parts() -> (String, ner_edge::bundle::TokenizerMeta, Vec<u8>, usize) 
         std::fs::read(dir.join("charsmap.bin")).unwrap(),
     )
     .unwrap();
-    let lines: String = spec
-        .pieces
-        .iter()
-        .map(|(p, s)| format!("{p}\t{s}\n"))
-        .collect();
+    let lines = spec.vocab_text().unwrap();
     let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
     (lines, meta, spec.charsmap, spec.pieces.len())
 }

@@ -84,6 +84,8 @@ pub struct Pruning {
     pub check: Vec<PathBuf>,
     /// A piece is kept when the corpora use it at least this often.
     pub min_count: usize,
+    /// The data root the corpora are named relative to in `pruning.json`.
+    pub data_root: PathBuf,
 }
 
 impl Pruning {
@@ -114,6 +116,7 @@ impl Pruning {
             corpora,
             check: existing(DEFAULT_CHECK_CORPORA),
             min_count,
+            data_root: data_root.to_path_buf(),
         })
     }
 }
@@ -166,16 +169,13 @@ pub fn fetch_e5(dir: &Path, force: bool, pruning: &Pruning) -> Result<bool> {
     Ok(true)
 }
 
-/// The last three components of `path` (e.g. `crossner/ai/train.txt`), so settings do not
-/// depend on where the data root is.
-fn short_name(path: &Path) -> String {
-    let parts: Vec<String> = path
-        .components()
-        .rev()
-        .take(3)
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+/// `path` relative to the data root when it lies under it, so settings do not depend on where
+/// the data root is; else `path` as given.
+fn short_name(path: &Path, data_root: &Path) -> String {
+    path.strip_prefix(data_root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn settings_json(pruning: &Pruning) -> Value {
@@ -183,7 +183,11 @@ fn settings_json(pruning: &Pruning) -> Value {
         "checkpoint_sha256": E5_SHA256,
         "tokenizer_sha256": TOKENIZER_SHA256,
         "min_count": pruning.min_count,
-        "corpora": pruning.corpora.iter().map(|p| short_name(p)).collect::<Vec<_>>(),
+        "corpora": pruning
+            .corpora
+            .iter()
+            .map(|p| short_name(p, &pruning.data_root))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -294,6 +298,7 @@ fn corpus_texts(path: &Path) -> Result<Vec<String>> {
 /// What pruning changed on one held-out corpus.
 fn check_corpus(
     path: &Path,
+    data_root: &Path,
     full: &UnigramTokenizer,
     pruned: &UnigramTokenizer,
     kept: &[u32],
@@ -314,7 +319,7 @@ fn check_corpus(
         same += usize::from(same_ids);
     }
     Ok(json!({
-        "corpus": short_name(path),
+        "corpus": short_name(path, data_root),
         "sentences": texts.len(),
         "sentences_segmented_as_with_the_full_vocabulary": same,
         "pieces_full_vocabulary_reference": plain,
@@ -398,7 +403,7 @@ pub fn build(
     let checks = pruning
         .check
         .iter()
-        .map(|p| check_corpus(p, &tokenizer, &pruned_tokenizer, &kept))
+        .map(|p| check_corpus(p, &pruning.data_root, &tokenizer, &pruned_tokenizer, &kept))
         .collect::<Result<Vec<_>>>()?;
 
     let tensors = hf_tensors(&e5, &kept)?;
@@ -535,9 +540,11 @@ mod tests {
 
     #[test]
     fn short_names_drop_the_data_root() {
+        let root = Path::new("../shared/data");
         assert_eq!(
-            short_name(Path::new("/x/y/shared/data/crossner/ai/train.txt")),
+            short_name(&root.join("crossner/ai/train.txt"), root),
             "crossner/ai/train.txt"
         );
+        assert_eq!(short_name(Path::new("x/train.json"), root), "x/train.json");
     }
 }

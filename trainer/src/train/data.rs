@@ -218,16 +218,11 @@ pub(crate) fn sentence_encoding<'s>(
 ) {
     if let (Some(_), Some(text)) = (tokenizer.as_unigram(), s.char_level_text()) {
         let enc = tokenizer.encode(text);
-        let char_at: std::collections::HashMap<usize, usize> = text
-            .char_indices()
-            .enumerate()
-            .map(|(ci, (b, _))| (b, ci))
-            .collect();
+        let starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+        let char_of = |byte: usize| starts.partition_point(|&b| b < byte).min(s.tags.len());
         let mut tags: Vec<String> = Vec::with_capacity(enc.words.len());
         for word in &enc.words {
-            let first = char_at.get(&word.start).copied().unwrap_or(0);
-            let last = char_at.get(&word.end).copied().unwrap_or(s.tags.len());
-            let inside = &s.tags[first.min(s.tags.len())..last.min(s.tags.len())];
+            let inside = &s.tags[char_of(word.start)..char_of(word.end).max(char_of(word.start))];
             let mut tag = inside.first().cloned().unwrap_or_else(|| "O".into());
             if let Some(b) = inside.iter().find(|t| t.starts_with("B-")) {
                 tag = b.clone();
@@ -380,11 +375,7 @@ mod tests {
             std::fs::read(dir.join("charsmap.bin")).unwrap(),
         )
         .unwrap();
-        let lines: String = spec
-            .pieces
-            .iter()
-            .map(|(p, s)| format!("{p}\t{s}\n"))
-            .collect();
+        let lines = spec.vocab_text().unwrap();
         let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
         Tokenizer::from_parts(&meta, &lines, Some(&spec.charsmap)).unwrap()
     }

@@ -116,15 +116,9 @@ fn directory_vocabulary(dir: &Path) -> Result<(String, TokenizerMeta, Option<Vec
             .with_context(|| format!("cannot read {}", charsmap_path.display()))?;
         let (spec, _) = ner_edge::tokenizer::unigram::UnigramSpec::from_json(&text, charsmap)
             .with_context(|| format!("parsing {}", unigram.display()))?;
-        let mut lines = String::new();
-        for (i, (piece, score)) in spec.pieces.iter().enumerate() {
-            ensure!(
-                !piece.contains(['\t', '\n', '\r']),
-                "{}: piece {i} ({piece:?}) has a tab or line break",
-                unigram.display()
-            );
-            lines.push_str(&format!("{piece}\t{score}\n"));
-        }
+        let lines = spec
+            .vocab_text()
+            .with_context(|| format!("{}", unigram.display()))?;
         let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
         for (what, id, token) in [
             ("start", spec.bos_id, &meta.cls_token),

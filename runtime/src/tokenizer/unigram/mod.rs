@@ -79,6 +79,24 @@ impl UnigramSpec {
         Ok((spec, source))
     }
 
+    /// The vocabulary as a bundle's `tokenizer.vocab` tensor holds it: one `piece⇥score` line
+    /// per id. Fails with [`Error::Bundle`] when a piece has a tab or a line break.
+    pub fn vocab_text(&self) -> Result<String> {
+        let mut text = String::with_capacity(self.pieces.len() * 16);
+        for (i, (piece, score)) in self.pieces.iter().enumerate() {
+            if piece.contains(['\t', '\n', '\r']) {
+                return Err(Error::Bundle(format!(
+                    "unigram piece {i} ({piece:?}) has a tab or a line break"
+                )));
+            }
+            text.push_str(piece);
+            text.push('\t');
+            text.push_str(&score.to_string());
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
     /// The JSON form [`UnigramSpec::from_json`] reads, with `source` ids (one per piece).
     pub fn to_json(&self, source: &[u32]) -> Result<String> {
         if source.len() != self.pieces.len() {
