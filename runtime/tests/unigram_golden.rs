@@ -16,7 +16,7 @@ fn fixture_dir() -> PathBuf {
 fn load() -> (UnigramTokenizer, Vec<u32>) {
     let dir = fixture_dir();
     let (spec, source) = UnigramSpec::from_json(
-        &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
+        &std::fs::read_to_string(dir.join("unigram.json")).unwrap(),
         std::fs::read(dir.join("charsmap.bin")).unwrap(),
     )
     .unwrap();
@@ -84,7 +84,7 @@ fn ids_and_offsets_equal_the_reference() {
 fn bundle_tokenizer() -> ner_edge::tokenizer::Tokenizer {
     let dir = fixture_dir();
     let (spec, _) = UnigramSpec::from_json(
-        &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
+        &std::fs::read_to_string(dir.join("unigram.json")).unwrap(),
         std::fs::read(dir.join("charsmap.bin")).unwrap(),
     )
     .unwrap();

@@ -11,7 +11,7 @@ semantra_multilingual/assets/multilingual-e5-small/tokenizer.json):
 Writes into the output directory:
   golden.jsonl   one {"text", "ids", "offsets"} per string: the reference's content pieces
                  (without <s> and </s>) and their char offsets in the text;
-  vocab.json     every piece that matches a substring of some normalised word of the golden
+  unigram.json   every piece that matches a substring of some normalised word of the golden
                  strings (so each string's segmentation lattice, hence its best path, is the
                  full vocabulary's), with its score and its id in the full vocabulary, plus the
                  special ids and the full vocabulary's unknown score (lowest score - 10);
@@ -161,7 +161,7 @@ def main():
         "unk_score": unk_score,
         "pieces": pieces,
     }
-    with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, "unigram.json"), "w", encoding="utf-8") as f:
         json.dump(fixture, f, ensure_ascii=False, indent=0)
         f.write("\n")
     charsmap = None

@@ -45,14 +45,9 @@ fn model_with_vocab(seed: u64, vocab_size: usize) -> ModelWeights {
 /// lines, its settings and its normalisation map, and the number of pieces.
 fn unigram_parts() -> (String, ner_edge::bundle::TokenizerMeta, Vec<u8>, usize) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tokenizer/xlmr");
-    let (spec, _) = ner_edge::tokenizer::unigram::UnigramSpec::from_json(
-        &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
-        std::fs::read(dir.join("charsmap.bin")).unwrap(),
-    )
-    .unwrap();
-    let lines = spec.vocab_text().unwrap();
-    let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
-    (lines, meta, spec.charsmap, spec.pieces.len())
+    let (lines, meta, charsmap) = ner_edge_trainer::train::meta::encoder_vocabulary(&dir).unwrap();
+    let n = lines.lines().count();
+    (lines, meta, charsmap.unwrap(), n)
 }
 
 /// A small random model; `shaped` gives it a word-shape table with large random rows, so that

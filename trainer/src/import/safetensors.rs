@@ -180,15 +180,21 @@ impl SafeTensors {
                 }),
             );
         }
-        let mut text = serde_json::to_vec(&header)?;
-        while (8 + text.len()) % 8 != 0 {
-            text.push(b' ');
-        }
-        let mut out = (text.len() as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&text);
-        out.extend_from_slice(&data);
-        Ok(out)
+        file_bytes(&header, &data)
     }
+}
+
+/// A safetensors file: the 8-byte header length, the JSON header padded with spaces to a
+/// multiple of 8 bytes, then the data.
+fn file_bytes(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Result<Vec<u8>> {
+    let mut text = serde_json::to_vec(header)?;
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(data);
+    Ok(out)
 }
 
 /// An f32 tensor to write: name, shape, values (row-major).
@@ -219,14 +225,7 @@ pub fn f32_safetensors(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
             }),
         );
     }
-    let mut text = serde_json::to_vec(&header)?;
-    while (8 + text.len()) % 8 != 0 {
-        text.push(b' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&data);
-    Ok(out)
+    file_bytes(&header, &data)
 }
 
 #[cfg(test)]

@@ -370,14 +370,8 @@ mod tests {
 
     fn xlmr_fixture_tokenizer() -> Tokenizer {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tokenizer/xlmr");
-        let (spec, _) = ner_edge::tokenizer::unigram::UnigramSpec::from_json(
-            &std::fs::read_to_string(dir.join("vocab.json")).unwrap(),
-            std::fs::read(dir.join("charsmap.bin")).unwrap(),
-        )
-        .unwrap();
-        let lines = spec.vocab_text().unwrap();
-        let meta = ner_edge::tokenizer::xlmr_unigram_meta(spec.unk_score);
-        Tokenizer::from_parts(&meta, &lines, Some(&spec.charsmap)).unwrap()
+        let (lines, meta, charsmap) = crate::train::meta::encoder_vocabulary(&dir).unwrap();
+        Tokenizer::from_parts(&meta, &lines, charsmap.as_deref()).unwrap()
     }
 
     #[test]

