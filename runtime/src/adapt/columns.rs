@@ -283,6 +283,21 @@ pub fn parse_conll2003(text: &str, source: &str) -> Result<Labelled> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn char_tags_expand_words_and_continue_entities_over_inner_spaces() {
+        let tags = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let text = "New York 北京";
+        let words = [0..3, 4..8, 9..12, 12..15];
+        let got = Sentence::char_tags(text, &words, &tags(&["B-LOC", "I-LOC", "B-GPE", "I-GPE"]));
+        let want = tags(&[
+            "B-LOC", "I-LOC", "I-LOC", "I-LOC", "I-LOC", "I-LOC", "I-LOC", "I-LOC", "O", "B-GPE",
+            "I-GPE",
+        ]);
+        assert_eq!(got, want);
+        let apart = Sentence::char_tags("a b", &[0..1, 2..3], &tags(&["B-X", "B-X"]));
+        assert_eq!(apart, tags(&["B-X", "O", "B-X"]));
+    }
+
     fn message(result: Result<Labelled>) -> String {
         match result {
             Err(Error::Input(m)) => m,

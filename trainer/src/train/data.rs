@@ -439,6 +439,49 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// After `align_to_units`, char tags → unit tags → char tags is the identity, so the
+        /// entities sampling counts are exactly the ones training sees; and the unit tags are
+        /// a valid BIO sequence with one label per word.
+        #[test]
+        fn unit_alignment_is_a_fixed_point(
+            picks in proptest::collection::vec((0usize..12, 0usize..4), 1..30)
+        ) {
+            const CHARS: [&str; 12] = ["北", "京", "大", "学", "C", "E", "O", " ", "《", "》", "1", "。"];
+            const TAGS: [&str; 4] = ["O", "B-name", "I-name", "B-book"];
+            let text: String = picks.iter().map(|&(c, _)| CHARS[c]).collect();
+            let mut tags: Vec<String> = Vec::new();
+            for &(_, t) in &picks {
+                let tag = TAGS[t];
+                let valid = if let Some(ty) = tag.strip_prefix("I-") {
+                    tags.last().is_some_and(|p| p.get(2..) == Some(ty))
+                } else {
+                    true
+                };
+                tags.push(if valid { tag.to_string() } else { format!("B-{}", &tag[2..]) });
+            }
+            let tok = xlmr_fixture_tokenizer();
+            let mut sentences = vec![Sentence {
+                tokens: text.chars().map(String::from).collect(),
+                tags,
+                text: Some(text.clone()),
+            }];
+            align_to_units(&mut sentences, &tok);
+            let s = &sentences[0];
+            let (enc, unit_tags) = sentence_encoding(s, &tok);
+            proptest::prop_assert_eq!(unit_tags.len(), enc.words.len());
+            for (k, t) in unit_tags.iter().enumerate() {
+                if let Some(ty) = t.strip_prefix("I-") {
+                    proptest::prop_assert!(k > 0 && unit_tags[k - 1].get(2..) == Some(ty));
+                }
+            }
+            proptest::prop_assert_eq!(&Sentence::char_tags(&text, &enc.words, &unit_tags), &s.tags);
+            let mut again = sentences.clone();
+            proptest::prop_assert_eq!(align_to_units(&mut again, &tok), 0);
+            proptest::prop_assert_eq!(&again, &sentences);
+        }
+    }
+
     fn sentence(tokens: &[&str], tags: &[&str]) -> Sentence {
         Sentence {
             tokens: tokens.iter().map(|s| s.to_string()).collect(),
