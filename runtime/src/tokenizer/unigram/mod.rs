@@ -234,11 +234,6 @@ impl UnigramTokenizer {
         self.pieces.get(id as usize).map(String::as_str)
     }
 
-    /// Log-probability of piece `id`.
-    pub fn score(&self, id: u32) -> Option<f32> {
-        self.scores.get(id as usize).copied()
-    }
-
     /// Id of the piece `piece`, matched exactly.
     pub fn piece_id(&self, piece: &str) -> Option<u32> {
         self.lookup.get(piece).copied()
@@ -264,16 +259,6 @@ impl UnigramTokenizer {
         self.pad
     }
 
-    /// The score of an unknown char.
-    pub fn unk_score(&self) -> f32 {
-        self.unk_score
-    }
-
-    /// The normalisation map.
-    pub fn charsmap(&self) -> &CharsMap {
-        &self.charsmap
-    }
-
     /// The reference tokenisation of `text`: pieces without `<s>`/`</s>`, consecutive unknown
     /// chars fused into one unknown piece. Never fails and never panics.
     pub fn encode(&self, text: &str) -> Vec<UnigramPiece> {
@@ -286,11 +271,6 @@ impl UnigramTokenizer {
     /// ideograph.
     pub fn encode_units(&self, text: &str) -> Vec<UnigramPiece> {
         self.encode_with(text, true)
-    }
-
-    /// The normalised text the pieces are cut from (with `▁` for spaces), for inspection.
-    pub fn normalize(&self, text: &str) -> String {
-        self.normalized(text).iter().map(|a| a.c).collect()
     }
 
     fn normalized(&self, text: &str) -> Vec<Aligned> {
@@ -409,7 +389,6 @@ impl UnigramTokenizer {
             let fuse = node.id == self.unk
                 && cuts.last().is_some_and(|&(s, _, id)| {
                     id == self.unk
-                        && s == end
                         && !(split_cjk && (is_cjk(slice[s].c) || is_cjk(slice[end - 1].c)))
                 });
             if fuse {
