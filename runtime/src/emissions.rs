@@ -40,6 +40,21 @@ pub fn emissions(
     n_types: usize,
     out: &mut Vec<f32>,
 ) {
+    emissions_with_offsets(boundary, types, d, prototypes, n_types, &[], out);
+}
+
+/// [`emissions`] with `type_offsets` (`[T, n_types]`, or empty for none) added to the type
+/// scores `types · prototypes` before their log-softmax: how the associated memory
+/// ([`crate::associated_memory`]) says "words like this one were of type k".
+pub fn emissions_with_offsets(
+    boundary: &[f32],
+    types: &[f32],
+    d: usize,
+    prototypes: &[f32],
+    n_types: usize,
+    type_offsets: &[f32],
+    out: &mut Vec<f32>,
+) {
     debug_assert_eq!(boundary.len() % 3, 0, "boundary must be [T, 3]");
     debug_assert_eq!(types.len(), boundary.len() / 3 * d, "types must be [T, d]");
     debug_assert_eq!(
@@ -67,7 +82,8 @@ pub fn emissions(
         for (k, pair) in row[1..].chunks_exact_mut(2).enumerate() {
             let start = (k * d).min(prototypes.len());
             let end = ((k + 1) * d).min(prototypes.len());
-            let s = dot(vector, &prototypes[start..end]);
+            let s = dot(vector, &prototypes[start..end])
+                + type_offsets.get(t * n_types + k).copied().unwrap_or(0.0);
             pair[0] = s;
             max = max.max(s);
         }

@@ -5,6 +5,7 @@
 //! ```text
 //! input (text lines) ─► tokenizer (words + WordPiece, char offsets)
 //!   ─► encoder (tract, ONNX from the bundle): boundary logits [T,3], type vectors [T,128]
+//!   ─► associated memory (optional: labels of similar memory sentences, read by attention)
 //!   ─► emissions (log P over {O, B-X, I-X} for the active types)
 //!   ─► decode (CDT transitions, Viterbi with hard BIO constraints, forward–backward marginals)
 //!   ─► spans (entities with char offsets and confidence) ─► output (jsonl, conll, inline)
@@ -21,6 +22,7 @@
 //! live in the `ner-edge-corpus` crate, which builds on those same primitives.
 
 pub mod adapt;
+pub mod associated_memory;
 pub mod bundle;
 pub mod container;
 pub mod decode;

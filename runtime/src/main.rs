@@ -13,7 +13,7 @@ use ner_edge::adapt::{
 use ner_edge::bundle::{describe, Bundle};
 use ner_edge::input::{DocumentMode, Segment, SegmentReader, DEFAULT_MAX_SEGMENT_BYTES};
 use ner_edge::output::{DocumentWriter, Format};
-use ner_edge::pack::{write_pack, LabelPack, PACK_MAGIC};
+use ner_edge::pack::{write_full_pack, LabelPack, PACK_MAGIC};
 use ner_edge::pipeline::Tagger;
 use ner_edge::{Error, Result};
 
@@ -136,6 +136,13 @@ struct PredictArgs {
     /// precision).
     #[arg(long)]
     no_other: bool,
+    /// Do not read the bundle's associated memory (labelled memory sentences), for bundles
+    /// that have one; the ablation.
+    #[arg(long)]
+    no_memory: bool,
+    /// Memory sentences each text reads, for bundles with an associated memory.
+    #[arg(long, value_name = "N", default_value_t = ner_edge::associated_memory::DEFAULT_RETRIEVE)]
+    memory_sentences: usize,
     /// Replace invalid UTF-8 with U+FFFD instead of stopping with an error.
     #[arg(long)]
     lossy: bool,
@@ -256,11 +263,12 @@ fn adapt_command(args: AdaptArgs) -> Result<()> {
         )));
     }
     let adapted = adapt(&bundle, support.as_ref(), &opts)?;
-    write_pack(
+    write_full_pack(
         &args.out,
         &adapted.metadata,
         &adapted.prototypes,
         adapted.heads.as_ref(),
+        adapted.memory.as_ref(),
     )?;
     if !args.quiet {
         if let Some(s) = support.as_ref().filter(|s| s.repairs > 0) {
@@ -318,6 +326,10 @@ fn predict(args: PredictArgs) -> Result<()> {
     if args.no_other {
         tagger.disable_other();
     }
+    if args.no_memory {
+        tagger.disable_memory();
+    }
+    tagger.set_memory_retrieve(args.memory_sentences);
     let (reader, source, total): (Box<dyn BufRead>, String, Option<u64>) =
         if args.input.as_os_str() == "-" {
             (

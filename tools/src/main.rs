@@ -195,6 +195,9 @@ struct CommonEval {
     /// the most likely active type.
     #[arg(long)]
     no_other: bool,
+    /// Do not read the bundle's associated memory (the ablation), for bundles that have one.
+    #[arg(long)]
+    no_memory: bool,
 }
 
 #[derive(clap::Args)]
@@ -863,6 +866,9 @@ fn run_eval(protocol: EvalProtocol) -> Result<()> {
             let mut tagger = Tagger::new(&b, types.as_deref())?;
             if common.no_other {
                 tagger.disable_other();
+            }
+            if common.no_memory {
+                tagger.disable_memory();
             }
             let opts = eval::EvalOptions {
                 scheme: scheme.scheme(),

@@ -473,6 +473,7 @@ fn a_student_cut_from_a_teacher_checkpoint_keeps_the_chosen_layers_and_trains() 
     student.encoder = EncoderInit::Teacher {
         checkpoint: ckpt.clone(),
         layers: vec![1],
+        warm_start: false,
     };
     let (weights, origin) = initial_weights(&student).unwrap();
     assert_eq!(weights.config.layers, 1);
@@ -485,6 +486,7 @@ fn a_student_cut_from_a_teacher_checkpoint_keeps_the_chosen_layers_and_trains() 
         student.encoder = EncoderInit::Teacher {
             checkpoint: ckpt.clone(),
             layers: bad.clone(),
+            warm_start: false,
         };
         let e = initial_weights(&student).unwrap_err().to_string();
         assert!(e.contains("encoder.layers"), "{bad:?}: {e}");
@@ -493,6 +495,7 @@ fn a_student_cut_from_a_teacher_checkpoint_keeps_the_chosen_layers_and_trains() 
     student.encoder = EncoderInit::Teacher {
         checkpoint: ckpt,
         layers: vec![0],
+        warm_start: false,
     };
     student.steps = 2;
     let student_out = temp_dir("student");
@@ -541,6 +544,7 @@ fn distillation_pulls_the_student_towards_its_teacher() {
     student.encoder = EncoderInit::Teacher {
         checkpoint: ckpt.clone(),
         layers: vec![0],
+        warm_start: false,
     };
     let distances: Vec<f64> = [None, Some(DistillConfig::default())]
         .into_iter()
@@ -671,4 +675,80 @@ fn a_time_limit_ends_the_run_early_with_a_bundle() {
         validated.contains("validation_supervised_f1"),
         "{validated}"
     );
+}
+
+/// `[assoc]`: dense sequences read the other sequences of their batch, the read's gains leave
+/// zero (gradients reach them), the bundle carries the read and a memory of training
+/// sentences that the runtime reads; a run continued from that checkpoint with
+/// `warm_start` (and without `[assoc]`) starts from its heads and class vectors.
+#[test]
+fn associated_memory_trains_exports_and_warm_starts() {
+    use ner_edge::associated_memory::{tensor_names, AssociatedMemory};
+    use ner_edge::pipeline::Tagger;
+    use ner_edge_trainer::train::config::{AssocConfig, EncoderInit};
+
+    let mut cfg = dense_fixture_config();
+    cfg.steps = 12;
+    cfg.data.validate_every = 0;
+    cfg.checkpoint_every = 0;
+    cfg.assoc = Some(AssocConfig {
+        memory_sentences: 7,
+        ..AssocConfig::default()
+    });
+    let out = temp_dir("assoc");
+    run_meta(&cfg, &opts(&out)).unwrap();
+    let bundle = Bundle::open(&out.join("model.nerb")).unwrap();
+    let meta = bundle.metadata();
+    let memory =
+        AssociatedMemory::from_bundle(&bundle, meta.encoder.type_dim, meta.labels.types.len())
+            .unwrap()
+            .expect("the bundle has a memory");
+    assert_eq!(memory.bank.sentences(), 7);
+    assert_eq!((memory.params.heads, memory.params.key_dim), (4, 16));
+    assert!(
+        memory.params.type_gain.iter().any(|&g| g != 0.0),
+        "{:?}",
+        memory.params.type_gain
+    );
+    let (_, labels, _) = memory.bank.parts();
+    assert!(
+        labels.iter().any(|&y| y != 0),
+        "memory words carry gold labels"
+    );
+    let mut tagger = Tagger::new(&bundle, None).unwrap();
+    assert!(tagger.reads_memory());
+    let tagged = tagger.tag(&["John Smith visited Paris ."], 1).unwrap();
+    assert_eq!(tagged[0].words.len(), 5);
+    tagger.disable_memory();
+    assert!(!tagger.reads_memory());
+
+    let mut next = dense_fixture_config();
+    next.steps = 1;
+    next.data.validate_every = 0;
+    next.encoder = EncoderInit::Teacher {
+        checkpoint: out.join("checkpoint.ckpt"),
+        layers: vec![0, 1],
+        warm_start: true,
+    };
+    let state = ner_edge_trainer::train::meta::fresh_state(
+        &next,
+        ner_edge_trainer::train::meta::initial_weights(&next)
+            .unwrap()
+            .0,
+        Vec::new(),
+    );
+    let state = state.unwrap();
+    assert!(state.heads.assoc.is_none());
+    let ckpt = ner_edge_trainer::train::checkpoint::read(&out.join("checkpoint.ckpt")).unwrap();
+    let saved = |name: &str| {
+        ckpt.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        saved("cdt.matrix").unwrap(),
+        state.heads.cdt.matrix.as_flattened()
+    );
+    assert!(saved(tensor_names::TYPE_GAIN).is_some());
 }

@@ -503,3 +503,164 @@ fn unigram_bundles_tag_chinese_text_as_the_trainer_computes() {
     );
     assert!(entities > 0, "the test model should produce entities");
 }
+
+/// Length `[T, n]` of the type offsets of a text of type vectors `t` (`[T, d]`).
+fn offsets_len(t: &[f32], d: usize, n: usize) -> usize {
+    t.len() / d * n
+}
+
+/// First-piece boundary logits and type vectors of every word of `encodings` from the
+/// reference forward of `w`.
+fn reference_words(
+    w: &ModelWeights,
+    tok: &Tokenizer,
+    encodings: &[Encoding],
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let (rb, rt) = reference_pieces(w, tok, encodings);
+    let d = w.config.type_dim;
+    encodings
+        .iter()
+        .enumerate()
+        .map(|(i, enc)| {
+            let (mut b, mut t) = (Vec::new(), Vec::new());
+            for &p in &enc.word_first_piece {
+                let p = p as usize;
+                b.extend_from_slice(&rb[i][3 * p..3 * p + 3]);
+                t.extend_from_slice(&rt[i][d * p..d * (p + 1)]);
+            }
+            (b, t)
+        })
+        .collect()
+}
+
+/// A bundle with an associated memory tags as the trainer's read computes: the memory words'
+/// keys are the trainer's type vectors of the memory sentences under `Wk`, rounded to f16 as
+/// stored; the runtime's read of every text (retrieval, label map, attention) equals the read
+/// over every stored memory word within 1e-5 of the largest offset, and the trainer's
+/// `assoc_forward` over the unrounded type vectors within 2e-2 (the f16 keys); its labels equal Viterbi over the emissions with the read's offsets.
+/// `--no-memory` gives the plain bundle's labels.
+#[test]
+fn runtime_reads_the_associated_memory_as_the_trainer_computes() {
+    use ner_edge::associated_memory::{AssociatedMemory, MemoryBank};
+    use ner_edge::emissions::emissions_with_offsets;
+    use ner_edge_trainer::loss::assoc::{assoc_forward, init_assoc};
+    use ner_edge_trainer::train::export::{memory_tensors, with_tensors};
+
+    let w = model(21, false);
+    let c = contents(w.config.type_dim, 9);
+    let d = w.config.type_dim;
+    let n = c.types.len();
+    let plain_bytes = export_bundle(&w, &c, WeightDtype::F32).unwrap();
+    let plain = Bundle::from_vec(plain_bytes.clone(), "plain.nerb").unwrap();
+    let tok = Tagger::new(&plain, None).unwrap().tokenizer().clone();
+
+    let mut rng = SplitMix64::new(4);
+    let mut p = init_assoc(d, 2, 3, 17);
+    p.tag_values = rng.normal_vec(2 * 9, 3.0);
+    p.type_gain = vec![6.0, -4.0];
+    let memory_texts = [
+        "Siemens opened a plant in Erlangen.",
+        "Merkel met officials in Khartoum.",
+        "The U.N. office in Jeddah said so.",
+    ];
+    let memory_encodings: Vec<_> = memory_texts.iter().map(|t| tok.encode(t)).collect();
+    let mut bank = MemoryBank::empty(p.width());
+    let mut memory_types = Vec::new();
+    let mut memory_labels = Vec::new();
+    for (i, (_, types)) in reference_words(&w, &tok, &memory_encodings)
+        .into_iter()
+        .enumerate()
+    {
+        let words = types.len() / d;
+        let labels: Vec<u16> = (0..words)
+            .map(|k| match (k + i) % 4 {
+                0 => 0,
+                1 => 1 + 2 * (k % n) as u16,
+                _ => 0,
+            })
+            .collect();
+        let mut keys = Vec::new();
+        p.project(&p.key, &types, &mut keys);
+        AssociatedMemory::round_keys_to_f16(&mut keys);
+        bank.push_sentence(&keys, &labels).unwrap();
+        memory_types.extend(types);
+        memory_labels.extend(labels);
+    }
+    let bytes = with_tensors(plain_bytes, memory_tensors(&p, &bank).unwrap()).unwrap();
+    let bundle = Bundle::from_vec(bytes, "memory.nerb").unwrap();
+    let tagger = Tagger::new(&bundle, None).unwrap();
+    assert!(tagger.reads_memory());
+    let tagged = tagger.tag(TEXTS, 1).unwrap();
+
+    let encodings: Vec<_> = TEXTS.iter().map(|t| tok.encode(t)).collect();
+    let protos: Vec<f32> = c.types.iter().flat_map(|t| t.prototype.clone()).collect();
+    let trans = unfold(&c.transitions, n);
+    let memory = AssociatedMemory {
+        params: p.clone(),
+        bank,
+    };
+    let mut changed = 0;
+    for (i, (b, t)) in reference_words(&w, &tok, &encodings)
+        .into_iter()
+        .enumerate()
+    {
+        let exact = assoc_forward(&p, &t, &memory_types, &memory_labels, n).unwrap();
+        let (all_keys, all_labels, _) = memory.bank.parts();
+        let mut queries = Vec::new();
+        p.project(&p.query, &t, &mut queries);
+        let mut stored_b = vec![0.0; b.len()];
+        let mut stored_t = vec![0.0; offsets_len(&t, d, n)];
+        p.attend(
+            &queries,
+            all_keys,
+            all_labels,
+            n,
+            &mut stored_b,
+            &mut stored_t,
+            None,
+        );
+        let mut read_b = b.clone();
+        let mut offsets = Vec::new();
+        let mut scratch = Default::default();
+        memory.read(&t, n, 32, &[], &mut read_b, &mut offsets, &mut scratch);
+        let read_delta: Vec<f32> = read_b.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let relative = |a: &[f32], b: &[f32]| {
+            max_abs_diff(a, b) / b.iter().fold(1.0f32, |m, x| m.max(x.abs()))
+        };
+        let stored = (
+            relative(&read_delta, &stored_b),
+            relative(&offsets, &stored_t),
+        );
+        assert!(stored.0 < 1e-5 && stored.1 < 1e-5, "text {i}: {stored:?}");
+        let rounding = (
+            relative(&read_delta, &exact.boundary),
+            relative(&offsets, &exact.type_offsets),
+        );
+        assert!(
+            rounding.0 < 2e-2 && rounding.1 < 2e-2,
+            "text {i}: {rounding:?}"
+        );
+        let mut em = Vec::new();
+        emissions_with_offsets(&read_b, &t, d, &protos, n, &offsets, &mut em);
+        let mut path = Vec::new();
+        viterbi(&em, label_count(n), &trans, &mut path);
+        assert_eq!(tagged[i].labels, path, "text {i}");
+        let mut plain_em = Vec::new();
+        emissions(&b, &t, d, &protos, n, &mut plain_em);
+        let mut plain_path = Vec::new();
+        viterbi(&plain_em, label_count(n), &trans, &mut plain_path);
+        changed += usize::from(plain_path != path);
+    }
+    assert!(
+        changed > 0,
+        "the memory should change some labels in this test"
+    );
+
+    let mut ablated = Tagger::new(&bundle, None).unwrap();
+    ablated.disable_memory();
+    assert!(!ablated.reads_memory());
+    let want = Tagger::new(&plain, None).unwrap().tag(TEXTS, 1).unwrap();
+    for (g, w) in ablated.tag(TEXTS, 1).unwrap().iter().zip(&want) {
+        assert_eq!(g.labels, w.labels);
+    }
+}

@@ -213,7 +213,16 @@ fn run() -> Result<()> {
 fn cpu_baseline(config: &TrainConfig, state: &mut TrainState, steps: usize) -> Result<()> {
     let per_step = config.episodes_per_step;
     let mut workers: Vec<StepWorker> = (0..config.threads)
-        .map(|_| StepWorker::new(&state.weights.config, &state.classes, per_step, 0, 0.0))
+        .map(|_| {
+            StepWorker::new(
+                &state.weights.config,
+                &state.heads,
+                &state.classes,
+                per_step,
+                0,
+                0.0,
+            )
+        })
         .collect();
     println!(
         "CPU baseline: MiniLM-L6 shape, random weights, {per_step} episodes per step on {} threads",

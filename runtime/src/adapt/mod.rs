@@ -40,6 +40,7 @@ pub mod tune;
 
 use std::collections::HashMap;
 
+use crate::associated_memory::{AssociatedMemory, MemoryBank};
 use crate::bundle::{tensor_names, xxh64, Bundle};
 use crate::decode::{self, Tag};
 use crate::encoder::{Encoder, Heads, PieceSeq};
@@ -92,6 +93,10 @@ pub struct Adapted {
     pub prototypes: Vec<f32>,
     /// The tuned heads, exactly when `metadata.tuned_heads` is set.
     pub heads: Option<Heads>,
+    /// On a bundle with an associated memory: the support sentences as memory sentences (word
+    /// keys under the bundle's `Wk`, labels over the pack's types), which the pack's types read
+    /// at tagging time.
+    pub memory: Option<MemoryBank>,
 }
 
 /// How [`Adapter::adapt_tokens`] uses type descriptions.
@@ -142,6 +147,10 @@ struct Mention {
     type_name: String,
 }
 
+/// A support sentence's word type vectors (`[words, d]`) and, per word, the mention type and
+/// whether the word begins it.
+type SentenceWords = (Vec<f32>, Vec<Option<(String, bool)>>);
+
 /// What [`Adapter::collect`] gathers from a support set.
 #[derive(Default)]
 struct Collection {
@@ -150,6 +159,8 @@ struct Collection {
     examples: HashMap<String, Collected>,
     /// Sentences kept for head tuning.
     pending: Vec<PendingSentence>,
+    /// Every support sentence's word type vectors (`[words, d]`) and per-word marks.
+    words: Vec<SentenceWords>,
 }
 
 #[derive(Default)]
@@ -290,6 +301,7 @@ impl<'a> Adapter<'a> {
             order,
             examples,
             pending,
+            words,
         } = self.collect(normalised, tuning)?;
 
         let type_list: Vec<String> = match &opts.types {
@@ -332,7 +344,7 @@ impl<'a> Adapter<'a> {
             .collect();
         let description_vectors = self.description_vectors(&described)?;
 
-        let adapted = self.prototypes(
+        let mut adapted = self.prototypes(
             &type_list,
             &examples,
             &descriptions,
@@ -346,8 +358,12 @@ impl<'a> Adapter<'a> {
                 notes: opts.notes.clone(),
             },
         )?;
+        adapted.memory = self.support_memory(&words, &type_list)?;
         match &opts.tune {
-            Some(t) => self.tune(adapted, &pending, t),
+            Some(t) => {
+                let tuned = self.tune(adapted, &pending, t)?;
+                self.with_tuned_memory(tuned, &pending, &type_list)
+            }
             None => Ok(adapted),
         }
     }
@@ -395,6 +411,10 @@ impl<'a> Adapter<'a> {
                         marks[w] = Some((m.type_name.clone(), w == m.words.start));
                     }
                 }
+                out.words.push((
+                    word_hidden(&sc.types, d, &enc.word_first_piece),
+                    marks.clone(),
+                ));
                 if tuning {
                     out.pending.push(PendingSentence {
                         hidden: word_hidden(&sc.hidden, width, &enc.word_first_piece),
@@ -404,6 +424,63 @@ impl<'a> Adapter<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// The support sentences as associated-memory sentences when the bundle has a memory:
+    /// keys under the bundle's `Wk` (rounded to f16 as a bundle stores them), labels over
+    /// `type_list` (words of other types are O).
+    fn support_memory(
+        &self,
+        words: &[SentenceWords],
+        type_list: &[String],
+    ) -> Result<Option<MemoryBank>> {
+        let d = self.encoder.type_dim();
+        let n_types = self.bundle.metadata().labels.types.len();
+        let Some(memory) = AssociatedMemory::from_bundle(self.bundle, d, n_types)? else {
+            return Ok(None);
+        };
+        let p = &memory.params;
+        let mut bank = MemoryBank::empty(p.width());
+        let mut keys = Vec::new();
+        for (types, marks) in words {
+            let labels: Vec<u16> = marks
+                .iter()
+                .map(|m| {
+                    let typed = m.as_ref().and_then(|(name, begins)| {
+                        let k = type_list.iter().position(|t| t == name)?;
+                        Some(if *begins { Tag::B(k) } else { Tag::I(k) }.to_index())
+                    });
+                    typed.unwrap_or(0).min(usize::from(u16::MAX)) as u16
+                })
+                .collect();
+            p.project(&p.key, types, &mut keys);
+            AssociatedMemory::round_keys_to_f16(&mut keys);
+            bank.push_sentence(&keys, &labels)?;
+        }
+        Ok(Some(bank))
+    }
+
+    /// `adapted` whose memory (if any) is rebuilt from the type vectors its tuned heads give
+    /// the support sentences, the vectors its types are scored with.
+    fn with_tuned_memory(
+        &self,
+        mut adapted: Adapted,
+        pending: &[PendingSentence],
+        type_list: &[String],
+    ) -> Result<Adapted> {
+        if let (Some(heads), Some(_)) = (&adapted.heads, &adapted.memory) {
+            let mut boundary = Vec::new();
+            let words: Vec<SentenceWords> = pending
+                .iter()
+                .map(|p| {
+                    let mut types = Vec::new();
+                    heads.apply(&p.hidden, &mut boundary, &mut types);
+                    (types, p.marks.clone())
+                })
+                .collect();
+            adapted.memory = self.support_memory(&words, type_list)?;
+        }
+        Ok(adapted)
     }
 
     /// The type vectors of the first piece of every word of each description, by type name.
@@ -583,6 +660,7 @@ impl<'a> Adapter<'a> {
             order,
             mut examples,
             pending,
+            words,
         } = self.collect(
             normalised
                 .into_iter()
@@ -614,7 +692,7 @@ impl<'a> Adapter<'a> {
             examples.clear();
         }
         let description_vectors = self.description_vectors(&described)?;
-        let adapted = self.prototypes(
+        let mut adapted = self.prototypes(
             &order,
             &examples,
             &opts.descriptions,
@@ -628,8 +706,12 @@ impl<'a> Adapter<'a> {
                 notes: String::new(),
             },
         )?;
+        adapted.memory = self.support_memory(&words, &order)?;
         match tune {
-            Some(t) => self.tune(adapted, &pending, t),
+            Some(t) => {
+                let tuned = self.tune(adapted, &pending, t)?;
+                self.with_tuned_memory(tuned, &pending, &order)
+            }
             None => Ok(adapted),
         }
     }
@@ -716,6 +798,7 @@ impl<'a> Adapter<'a> {
         }
         let meta = bundle.metadata();
         Ok(Adapted {
+            memory: None,
             metadata: PackMetadata {
                 base_bundle: BaseBundle {
                     content_id: bundle.content_id(),

@@ -43,7 +43,9 @@ pub fn describe(bundle: &Bundle) -> String {
         tk.kind,
         match tk.kind.as_str() {
             "unigram" =>
-                " (SentencePiece; words: \u{2581}-units, each CJK ideograph alone)".to_string(),
+                " (SentencePiece; words: \u{2581}-units, each CJK ideograph and wide punctuation \
+                 mark alone)"
+                    .to_string(),
             _ => format!(
                 " (lowercase={} strip_accents={})",
                 tk.lowercase, tk.strip_accents
@@ -75,6 +77,23 @@ pub fn describe(bundle: &Bundle) -> String {
         Err(_) => "none (the bundle tags without context)",
     };
     let _ = writeln!(s, "context fusion:  {gate}");
+    let memory = crate::associated_memory::AssociatedMemory::from_bundle(
+        bundle,
+        enc.type_dim,
+        meta.labels.types.len(),
+    );
+    let memory = match memory {
+        Ok(Some(m)) => format!(
+            "{} sentences, {} words; {} heads × {} key dims (predict --no-memory turns it off)",
+            m.bank.sentences(),
+            m.bank.words(),
+            m.params.heads,
+            m.params.key_dim
+        ),
+        Ok(None) => "none".to_string(),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    let _ = writeln!(s, "assoc. memory:   {memory}");
     let _ = writeln!(s, "encoder source:  {}", meta.provenance.encoder_source);
     let _ = writeln!(s, "created by:      {}", meta.provenance.created_by);
 

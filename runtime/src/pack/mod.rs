@@ -13,6 +13,7 @@ use std::path::Path;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
+use crate::associated_memory::MemoryBank;
 use crate::bundle::Bundle;
 use crate::container::{
     bad_as, parse_container, write_atomically, ContainerKind, DType, FormatProblem, TensorInfo,
@@ -46,6 +47,13 @@ pub const PROMPT_KEY_TENSOR: &str = "pack.prompt.key";
 pub const PROMPT_VALUE_TENSOR: &str = "pack.prompt.value";
 /// Prompt gates `[prompts.layers, prompts.heads]`, f32.
 pub const PROMPT_GATE_TENSOR: &str = "pack.prompt.gate";
+/// Associated memory of a pack adapted on a bundle with one (optional; all three or none):
+/// f16 `[words, width]` keys of the support sentences' words under the bundle's `Wk`.
+pub const MEMORY_KEYS_TENSOR: &str = "pack.memory.keys";
+/// bytes: u16 little-endian label of every memory word, over the pack's types.
+pub const MEMORY_LABELS_TENSOR: &str = "pack.memory.labels";
+/// bytes: u32 little-endian word offsets of the memory sentences.
+pub const MEMORY_SENTENCES_TENSOR: &str = "pack.memory.sentences";
 
 const PACK_KIND: ContainerKind = ContainerKind {
     magic: PACK_MAGIC,
@@ -208,6 +216,7 @@ pub struct LabelPack {
     prototypes: Vec<f32>,
     heads: Option<Heads>,
     prompts: Option<Prompts>,
+    memory: Option<MemoryBank>,
     tensors: Vec<TensorInfo>,
 }
 
@@ -488,7 +497,9 @@ impl LabelPack {
                 Some(prompts)
             }
         };
+        let memory = read_memory(bytes, &c.tensors, name, meta.types.len())?;
         Ok(LabelPack {
+            memory,
             name: name.to_string(),
             version: c.version,
             content_id: c.content_id,
@@ -504,6 +515,12 @@ impl LabelPack {
     /// ([`PackMetadata::tuned_heads`]).
     pub fn heads(&self) -> Option<&Heads> {
         self.heads.as_ref()
+    }
+
+    /// The pack's associated memory (its support sentences), when it was adapted on a bundle
+    /// with one.
+    pub fn memory(&self) -> Option<&MemoryBank> {
+        self.memory.as_ref()
     }
 
     /// The pack's prompt adapters, when it has them ([`PackMetadata::prompts`]).
@@ -692,6 +709,18 @@ pub fn prompted_pack_to_bytes(
     heads: Option<&Heads>,
     prompts: Option<&Prompts>,
 ) -> Result<Vec<u8>> {
+    full_pack_to_bytes(metadata, prototypes, heads, prompts, None)
+}
+
+/// [`prompted_pack_to_bytes`] with the support sentences as associated memory (keys stored
+/// as f16), labels over the pack's types.
+pub fn full_pack_to_bytes(
+    metadata: &PackMetadata,
+    prototypes: &[f32],
+    heads: Option<&Heads>,
+    prompts: Option<&Prompts>,
+    memory: Option<&MemoryBank>,
+) -> Result<Vec<u8>> {
     let meta = serde_json::to_vec(metadata)
         .map_err(|e| Error::Bundle(format!("pack writer: cannot serialise metadata: {e}")))?;
     let mut tensors = TensorList::default();
@@ -736,9 +765,97 @@ pub fn prompted_pack_to_bytes(
             ))
         }
     }
+    if let Some(bank) = memory {
+        let (keys, labels, offsets) = bank.parts();
+        let half: Vec<u8> = keys
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect();
+        tensors.add_raw(
+            MEMORY_KEYS_TENSOR,
+            DType::F16,
+            &[labels.len(), bank.width()],
+            half,
+        )?;
+        let labels: Vec<u8> = labels.iter().flat_map(|y| y.to_le_bytes()).collect();
+        tensors.add_raw(MEMORY_LABELS_TENSOR, DType::Bytes, &[labels.len()], labels)?;
+        let offsets: Vec<u8> = offsets
+            .iter()
+            .map(|&o| {
+                u32::try_from(o)
+                    .map_err(|_| Error::Bundle("pack writer: memory over 2^32 words".into()))
+            })
+            .collect::<Result<Vec<u32>>>()?
+            .iter()
+            .flat_map(|o| o.to_le_bytes())
+            .collect();
+        tensors.add_raw(
+            MEMORY_SENTENCES_TENSOR,
+            DType::Bytes,
+            &[offsets.len()],
+            offsets,
+        )?;
+    }
     let bytes = tensors.assemble(PACK_MAGIC, PACK_VERSION, &meta)?;
     LabelPack::from_bytes(&bytes, "pack writer output")?;
     Ok(bytes)
+}
+
+/// The pack's associated memory: `None` without any of its tensors; an error when only some
+/// are there or they do not make a valid memory of `n_types` types.
+fn read_memory(
+    bytes: &[u8],
+    tensors: &[TensorInfo],
+    name: &str,
+    n_types: usize,
+) -> Result<Option<MemoryBank>> {
+    let find = |t: &str| tensors.iter().find(|i| i.name == t);
+    let parts = [
+        find(MEMORY_KEYS_TENSOR),
+        find(MEMORY_LABELS_TENSOR),
+        find(MEMORY_SENTENCES_TENSOR),
+    ];
+    let [keys, labels, sentences] = match parts {
+        [None, None, None] => return Ok(None),
+        [Some(k), Some(l), Some(s)] => [k, l, s],
+        _ => {
+            return Err(bad(
+                name,
+                format!(
+                    "the associated memory needs all of {MEMORY_KEYS_TENSOR:?}, \
+                     {MEMORY_LABELS_TENSOR:?} and {MEMORY_SENTENCES_TENSOR:?}"
+                ),
+            ))
+        }
+    };
+    if keys.dtype != DType::F16 || keys.shape.len() != 2 {
+        return Err(bad_shape(
+            name,
+            MEMORY_KEYS_TENSOR,
+            format!("tensor {MEMORY_KEYS_TENSOR:?} must be f16 [words, width]"),
+        ));
+    }
+    let raw = |info: &TensorInfo| -> Result<&[u8]> {
+        info.offset
+            .checked_add(info.len)
+            .and_then(|end| bytes.get(info.offset..end))
+            .ok_or_else(|| {
+                bad(
+                    name,
+                    format!("tensor {:?} lies outside the file", info.name),
+                )
+            })
+    };
+    let values = tensor_values(bytes, keys, name)?;
+    MemoryBank::from_stored(
+        keys.shape[1],
+        &values,
+        raw(labels)?,
+        raw(sentences)?,
+        n_types,
+    )
+    .map(Some)
+    .map_err(|e| bad(name, format!("associated memory: {e}")))
 }
 
 /// [`pack_to_bytes`], written to `path` atomically (temporary file, fsync, rename).
@@ -749,6 +866,20 @@ pub fn write_pack(
     heads: Option<&Heads>,
 ) -> Result<()> {
     write_atomically(path, &pack_to_bytes(metadata, prototypes, heads)?)
+}
+
+/// [`full_pack_to_bytes`], written to `path` atomically.
+pub fn write_full_pack(
+    path: &Path,
+    metadata: &PackMetadata,
+    prototypes: &[f32],
+    heads: Option<&Heads>,
+    memory: Option<&MemoryBank>,
+) -> Result<()> {
+    write_atomically(
+        path,
+        &full_pack_to_bytes(metadata, prototypes, heads, None, memory)?,
+    )
 }
 
 /// [`prompted_pack_to_bytes`], written to `path` atomically.

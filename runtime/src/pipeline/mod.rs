@@ -9,11 +9,13 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::associated_memory::{self, AssociatedMemory, ReadScratch};
 use crate::bundle::{tensor_names, Bundle, CdtParams};
 use crate::decode::{self, Decoder, Tag, Transitions};
-use crate::emissions::emissions;
+use crate::emissions::emissions_with_offsets;
 use crate::encoder::{
     ContextFusion, ContextGate, ContextWindow, Encoder, Heads, PieceScores, PieceSeq, Prompts,
     SpecialIds,
@@ -112,6 +114,18 @@ struct LabelGroup {
     /// Which encoder pass scores the group: 0 the bundle's encoder, `i` the prompted encoder
     /// `i - 1` of [`Tagger::prompted`] (a pack with prompts).
     pass: usize,
+    /// The associated memory the group reads (the bundle's for the bundle's group, a pack's
+    /// support sentences for its group), when there is one.
+    memory: Option<GroupMemory>,
+}
+
+/// An associated memory as one group reads it.
+struct GroupMemory {
+    memory: Arc<AssociatedMemory>,
+    /// Each memory type's index among the group's types (`None`: not decoded here).
+    types: Vec<Option<usize>>,
+    /// The label map built from `types` ([`associated_memory::group_label_map`]).
+    map: Vec<u16>,
 }
 
 impl LabelGroup {
@@ -138,7 +152,16 @@ impl LabelGroup {
             cdt: cdt.clone(),
             heads,
             pass: 0,
+            memory: None,
         }
+    }
+
+    /// Reads `memory`, whose type `k` is the group's type `types[k]` (`None`: not decoded
+    /// here).
+    fn read_memory(&mut self, memory: Arc<AssociatedMemory>, types: Vec<Option<usize>>) {
+        let other = (self.decoded > self.n_types).then_some(self.n_types);
+        let map = associated_memory::group_label_map(&types, other, self.decoded);
+        self.memory = Some(GroupMemory { memory, types, map });
     }
 
     /// Whether the group scores with type vectors of its own rather than the bundle encoder's.
@@ -152,6 +175,9 @@ impl LabelGroup {
             self.prototypes.truncate(self.n_types * d);
             self.decoded = self.n_types;
             self.transitions = decode::unfold(&self.cdt, self.n_types);
+            if let Some(m) = self.memory.take() {
+                self.read_memory(m.memory, m.types);
+            }
         }
     }
 }
@@ -191,6 +217,8 @@ pub struct Tagger {
     fusion: Option<ContextFusion>,
     /// The encoder run with each prompted pack's prompts, in pack order.
     prompted: Vec<Encoder>,
+    /// Memory sentences a text reads.
+    memory_retrieve: usize,
     clock: StageClock,
 }
 
@@ -345,12 +373,49 @@ impl Tagger {
             sources.push((group, heads, row, pass));
         }
 
+        let memory = AssociatedMemory::from_bundle(bundle, d, meta.labels.types.len())?;
         let mut type_names = Vec::new();
         let mut groups = Vec::new();
-        for (group, heads, row, pass) in sources {
+        for (source, (group, heads, row, pass)) in sources.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
+            let position = |name: &str| group.iter().position(|c| c.name == name);
+            let group_memory: Option<(Arc<AssociatedMemory>, Vec<Option<usize>>)> =
+                match (source.checked_sub(1).map(|k| &packs[k]), &memory) {
+                    (_, None) => None,
+                    (None, Some(m)) => Some((
+                        Arc::new(m.clone()),
+                        meta.labels
+                            .types
+                            .iter()
+                            .map(|t| position(&t.name))
+                            .collect(),
+                    )),
+                    (Some(pack), Some(m)) => match pack.memory() {
+                        None => None,
+                        Some(bank) if bank.width() != m.params.width() => {
+                            return Err(Error::Bundle(format!(
+                                "label pack {}: its memory keys are {} wide, the bundle's read \
+                                 takes {}",
+                                pack.name(),
+                                bank.width(),
+                                m.params.width()
+                            )))
+                        }
+                        Some(bank) => Some((
+                            Arc::new(AssociatedMemory {
+                                params: m.params.clone(),
+                                bank: bank.clone(),
+                            }),
+                            pack.metadata()
+                                .types
+                                .iter()
+                                .map(|t| position(&t.name))
+                                .collect(),
+                        )),
+                    },
+                };
             let n_types = group.len();
             check_group_size(n_types + usize::from(other.is_some()))?;
             let offset = type_names.len();
@@ -368,6 +433,9 @@ impl Tagger {
                 heads,
             );
             group.pass = pass;
+            if let Some((m, types)) = group_memory {
+                group.read_memory(m, types);
+            }
             groups.push(group);
         }
         if groups.is_empty() {
@@ -388,8 +456,28 @@ impl Tagger {
             other,
             fusion: None,
             prompted,
+            memory_retrieve: associated_memory::DEFAULT_RETRIEVE,
             clock: StageClock::default(),
         })
+    }
+
+    /// Stops reading associated memories (the bundle's and the packs'; the ablation); nothing
+    /// changes for a bundle without one.
+    pub fn disable_memory(&mut self) {
+        for g in &mut self.groups {
+            g.memory = None;
+        }
+    }
+
+    /// Whether any active type reads an associated memory.
+    pub fn reads_memory(&self) -> bool {
+        self.groups.iter().any(|g| g.memory.is_some())
+    }
+
+    /// How many memory sentences a text reads (default
+    /// [`associated_memory::DEFAULT_RETRIEVE`]).
+    pub fn set_memory_retrieve(&mut self, sentences: usize) {
+        self.memory_retrieve = sentences;
     }
 
     /// Stops decoding the bundle's "other" prototypes (`labels.other`): every entity the
@@ -867,12 +955,30 @@ impl Tagger {
                     (&s.group_boundary, &s.group_types[g])
                 }
             };
-            emissions(
+            let (boundary, offsets): (&[f32], &[f32]) = match &group.memory {
+                Some(m) => {
+                    s.read_boundary.clear();
+                    s.read_boundary.extend_from_slice(boundary);
+                    m.memory.read(
+                        types,
+                        group.decoded,
+                        self.memory_retrieve,
+                        &m.map,
+                        &mut s.read_boundary,
+                        &mut s.type_offsets,
+                        &mut s.read,
+                    );
+                    (&s.read_boundary, &s.type_offsets)
+                }
+                None => (boundary, &[]),
+            };
+            emissions_with_offsets(
                 boundary,
                 types,
                 d,
                 &group.prototypes,
                 group.decoded,
+                offsets,
                 &mut s.emissions,
             );
             s.decoders[g].viterbi(&s.emissions, n_labels, &group.transitions, &mut s.path);
@@ -1079,6 +1185,11 @@ struct Scratch {
     emissions: Vec<f32>,
     path: Vec<usize>,
     decoders: Vec<Decoder>,
+    /// Boundary logits plus what the associated memory read adds.
+    read_boundary: Vec<f32>,
+    /// `[words, decoded]` type-score offsets of the memory read.
+    type_offsets: Vec<f32>,
+    read: ReadScratch,
 }
 
 #[cfg(test)]

@@ -516,7 +516,7 @@ impl HostGrads {
         HostGrads {
             boundary: Vec::new(),
             types: Vec::new(),
-            heads: HeadParams::zeros(state.weights.config.type_dim),
+            heads: state.heads.zeros_like(),
             classes: state.classes.zeros_like(),
         }
     }
@@ -738,6 +738,7 @@ mod tests {
 
         let mut workers = vec![StepWorker::new(
             &c,
+            &state.heads,
             &state.classes,
             config.episodes_per_step,
             config.dense.sequences_per_step,

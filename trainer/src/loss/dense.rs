@@ -33,6 +33,9 @@ pub struct DenseLoss {
     pub d_prototypes: Vec<f32>,
     /// Wrt the 21 CDT numbers.
     pub cdt: CdtGrad,
+    /// `[T, n]` wrt the type scores (before their log-softmax), where offsets were added
+    /// ([`dense_loss_with_offsets`]); empty otherwise.
+    pub d_type_scores: Vec<f32>,
 }
 
 /// Loss and gradients of one sequence whose labels (layout of [`ner_edge::decode::labels`])
@@ -46,6 +49,19 @@ pub fn dense_loss(
     type_dim: usize,
     cdt: &CdtParams,
     weights: &LossWeights,
+) -> Result<DenseLoss> {
+    dense_loss_with_offsets(sentence, prototypes, type_dim, cdt, weights, &[])
+}
+
+/// [`dense_loss`] with `type_offsets` (`[T, n]`, or empty) added to the type scores, as the
+/// associated memory does; the loss also carries the gradient wrt the type scores.
+pub fn dense_loss_with_offsets(
+    sentence: &SentenceRef<'_>,
+    prototypes: &[f32],
+    type_dim: usize,
+    cdt: &CdtParams,
+    weights: &LossWeights,
+    type_offsets: &[f32],
 ) -> Result<DenseLoss> {
     let d = type_dim;
     ensure!(d > 0, "type dimension must be positive");
@@ -72,7 +88,8 @@ pub fn dense_loss(
     let boundary = wide(sentence.boundary);
     let types = wide(sentence.types);
     let protos = wide(prototypes);
-    let em = Emissions::compute(&boundary, &types, d, &protos, n)?;
+    let em =
+        Emissions::compute_with_offsets(&boundary, &types, d, &protos, n, &wide(type_offsets))?;
 
     let mut terms = LossTerms::default();
     let mut d_lb = vec![0.0; 3 * len];
@@ -121,7 +138,13 @@ pub fn dense_loss(
     let mut dp = vec![0.0; n * d];
     em.backward(&types, d, &protos, &d_lb, &d_lt, &mut db, &mut dv, &mut dp);
     let narrow = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    let d_type_scores = if type_offsets.is_empty() {
+        Vec::new()
+    } else {
+        narrow(em.type_score_grads(&d_lt))
+    };
     Ok(DenseLoss {
+        d_type_scores,
         terms,
         grad: SentenceGrad {
             boundary: narrow(db),

@@ -58,6 +58,21 @@ impl Emissions {
         prototypes: &[f64],
         n_types: usize,
     ) -> Result<Emissions> {
+        Emissions::compute_with_offsets(boundary, types, d, prototypes, n_types, &[])
+    }
+
+    /// [`Emissions::compute`] with `type_offsets` (`[T, n_types]`, or empty for none) added
+    /// to the type scores before their log-softmax, as
+    /// [`ner_edge::emissions::emissions_with_offsets`]. Errors also on an offset length that
+    /// is neither 0 nor `T · n_types` and on non-finite offsets.
+    pub fn compute_with_offsets(
+        boundary: &[f64],
+        types: &[f64],
+        d: usize,
+        prototypes: &[f64],
+        n_types: usize,
+        type_offsets: &[f64],
+    ) -> Result<Emissions> {
         ensure!(
             boundary.len().is_multiple_of(3),
             "boundary must be [T, 3], got {} values",
@@ -86,6 +101,15 @@ impl Emissions {
                 .all(|x| x.is_finite()),
             "emission inputs must be finite"
         );
+        ensure!(
+            type_offsets.is_empty() || type_offsets.len() == len * n_types,
+            "type offsets must be [{len}, {n_types}], got {} values",
+            type_offsets.len()
+        );
+        ensure!(
+            type_offsets.iter().all(|x| x.is_finite()),
+            "type offsets must be finite"
+        );
         let mut log_boundary = vec![0.0; 3 * len];
         for (x, y) in boundary
             .chunks_exact(3)
@@ -96,12 +120,18 @@ impl Emissions {
         let mut log_types = vec![0.0; n_types * len];
         if n_types > 0 {
             let mut scores = vec![0.0; n_types];
-            for (v, y) in types
+            for (t, (v, y)) in types
                 .chunks_exact(d)
                 .zip(log_types.chunks_exact_mut(n_types))
+                .enumerate()
             {
-                for (s, p) in scores.iter_mut().zip(prototypes.chunks_exact(d)) {
-                    *s = v.iter().zip(p).map(|(a, b)| a * b).sum();
+                for (k, (s, p)) in scores
+                    .iter_mut()
+                    .zip(prototypes.chunks_exact(d))
+                    .enumerate()
+                {
+                    *s = v.iter().zip(p).map(|(a, b)| a * b).sum::<f64>()
+                        + type_offsets.get(t * n_types + k).copied().unwrap_or(0.0);
                 }
                 log_softmax_into(&scores, y);
             }
@@ -159,6 +189,25 @@ impl Emissions {
                 d_log_types[t * n + k] += gb + gi;
             }
         }
+    }
+
+    /// The gradient wrt the type scores (`types · prototypes` plus any offsets, before their
+    /// log-softmax), `[T, n]`, given the gradient wrt [`Emissions::log_types`].
+    pub fn type_score_grads(&self, d_log_types: &[f64]) -> Vec<f64> {
+        let n = self.n_types;
+        let mut out = vec![0.0; self.len * n];
+        if n == 0 {
+            return out;
+        }
+        for ((y, dy), o) in self
+            .log_types
+            .chunks_exact(n)
+            .zip(d_log_types.chunks_exact(n))
+            .zip(out.chunks_exact_mut(n))
+        {
+            log_softmax_backward(y, dy, o);
+        }
+        out
     }
 
     /// Backward pass: given the gradients wrt the two factors, adds the gradients wrt

@@ -1,7 +1,9 @@
-//! The trainable parameters of the loss side: the 21 CDT numbers and the prior MLP, as named
-//! tensors for the optimiser and checkpoints (also used as their gradient accumulator).
+//! The trainable parameters of the loss side: the 21 CDT numbers, the prior MLP and, when the
+//! run has one, the associated memory's read, as named tensors for the optimiser and
+//! checkpoints (also used as their gradient accumulator).
 
 use anyhow::Result;
+use ner_edge::associated_memory::{tensor_names as assoc_names, AssocParams};
 use ner_edge::bundle::metadata::CdtParams;
 
 use super::crf::CdtGrad;
@@ -23,6 +25,8 @@ pub struct HeadParams {
     pub cdt: CdtParams,
     /// The prior MLP mapping `[s_k; m_k]` towards the prior prototype `μ_k`.
     pub prior: PriorParams,
+    /// The associated memory's read (tensors `assoc.*`), when the run has one.
+    pub assoc: Option<AssocParams>,
 }
 
 impl HeadParams {
@@ -32,6 +36,7 @@ impl HeadParams {
         HeadParams {
             cdt: zero_cdt(),
             prior: PriorParams::init(type_dim, seed),
+            assoc: None,
         }
     }
 
@@ -40,16 +45,31 @@ impl HeadParams {
         HeadParams {
             cdt: zero_cdt(),
             prior: PriorParams::zeros(type_dim),
+            assoc: None,
         }
     }
 
-    /// Checks the prior MLP shapes ([`PriorParams::check`]).
-    pub fn check(&self) -> Result<()> {
-        self.prior.check()
+    /// All zeros, with the same tensors as `self` (an associated memory read when `self` has
+    /// one).
+    pub fn zeros_like(&self) -> HeadParams {
+        HeadParams {
+            assoc: self.assoc.as_ref().map(super::assoc::zeros_like),
+            ..HeadParams::zeros(self.prior.dim)
+        }
     }
 
-    /// Named tensors in a fixed order: [`CDT_MATRIX`], [`CDT_START`], [`CDT_END`], then the
-    /// four prior tensors under their bundle names (`prior.fc1.weight`, …).
+    /// Checks the prior MLP shapes ([`PriorParams::check`]) and the read's.
+    pub fn check(&self) -> Result<()> {
+        self.prior.check()?;
+        if let Some(a) = &self.assoc {
+            a.check("associated memory")?;
+        }
+        Ok(())
+    }
+
+    /// Named tensors in a fixed order: [`CDT_MATRIX`], [`CDT_START`], [`CDT_END`], the
+    /// four prior tensors under their bundle names (`prior.fc1.weight`, …), then the read's
+    /// four (`assoc.query`, `assoc.key`, `assoc.tag_values`, `assoc.type_gain`) when present.
     pub fn tensors(&self) -> Vec<(String, &[f32])> {
         let mut out: Vec<(String, &[f32])> = vec![
             (CDT_MATRIX.into(), self.cdt.matrix.as_flattened()),
@@ -62,6 +82,14 @@ impl HeadParams {
                 .into_iter()
                 .map(|(name, _, data)| (name.to_string(), data)),
         );
+        if let Some(a) = &self.assoc {
+            out.extend([
+                (assoc_names::QUERY.into(), &a.query[..]),
+                (assoc_names::KEY.into(), &a.key[..]),
+                (assoc_names::TAG_VALUES.into(), &a.tag_values[..]),
+                (assoc_names::TYPE_GAIN.into(), &a.type_gain[..]),
+            ]);
+        }
         out
     }
 
@@ -69,7 +97,7 @@ impl HeadParams {
     pub fn tensors_mut(&mut self) -> Vec<(String, &mut [f32])> {
         use ner_edge::bundle::metadata::tensor_names as n;
         let p = &mut self.prior;
-        vec![
+        let mut out: Vec<(String, &mut [f32])> = vec![
             (CDT_MATRIX.into(), self.cdt.matrix.as_flattened_mut()),
             (CDT_START.into(), &mut self.cdt.start[..]),
             (CDT_END.into(), &mut self.cdt.end[..]),
@@ -77,7 +105,16 @@ impl HeadParams {
             (n::PRIOR_FC1_BIAS.into(), &mut p.fc1_bias[..]),
             (n::PRIOR_FC2_WEIGHT.into(), &mut p.fc2_weight[..]),
             (n::PRIOR_FC2_BIAS.into(), &mut p.fc2_bias[..]),
-        ]
+        ];
+        if let Some(a) = &mut self.assoc {
+            out.extend([
+                (assoc_names::QUERY.into(), &mut a.query[..]),
+                (assoc_names::KEY.into(), &mut a.key[..]),
+                (assoc_names::TAG_VALUES.into(), &mut a.tag_values[..]),
+                (assoc_names::TYPE_GAIN.into(), &mut a.type_gain[..]),
+            ]);
+        }
+        out
     }
 
     /// Adds `scale ·` a CDT gradient.

@@ -16,7 +16,10 @@
 //!   learned class vectors.
 //! * [`classes`]: the learned class vectors and the "none of these types" vectors.
 //! * [`distill`]: [`distill_loss`], a student's piece outputs against a teacher's.
+//! * [`assoc`]: the associated memory's read (forward as the runtime, backward) for dense
+//!   sequences.
 
+pub mod assoc;
 pub mod classes;
 pub mod crf;
 pub mod dense;
@@ -30,7 +33,7 @@ pub mod prototypes;
 
 pub use classes::{ClassParams, OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT};
 pub use crf::{cdt_from_flat, cdt_to_flat, crf_nll, CdtGrad, CrfTransitions};
-pub use dense::{dense_loss, DenseLoss};
+pub use dense::{dense_loss, dense_loss_with_offsets, DenseLoss};
 pub use distill::{distill_loss, DistillTerms, DistillWeights};
 pub use emissions::Emissions;
 pub use episode::{

@@ -60,6 +60,38 @@ pub struct TrainConfig {
     /// Teacher–student distillation (`[distill]`; off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillConfig>,
+    /// The associated memory (`[assoc]`; off when absent): dense sequences read the labels of
+    /// the other sequences of their batch, and the bundle carries a memory of training
+    /// sentences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assoc: Option<AssocConfig>,
+}
+
+/// Shape of the associated memory's read and of the memory exported with the bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssocConfig {
+    /// Attention heads (default 4).
+    pub heads: usize,
+    /// Query/key width per head (default 16).
+    pub key_dim: usize,
+    /// Training sentences (records) encoded into the bundle's memory (default 2000), drawn
+    /// uniformly over every training sentence, seeded by the run's seed.
+    pub memory_sentences: usize,
+    /// Peak learning rate of the read's parameters (default 1e-2; same schedule as the
+    /// others): its gains start at zero and must grow to logit scale within one run.
+    pub lr: f32,
+}
+
+impl Default for AssocConfig {
+    fn default() -> Self {
+        AssocConfig {
+            heads: 4,
+            key_dim: 16,
+            memory_sentences: 2000,
+            lr: 1e-2,
+        }
+    }
 }
 
 fn default_episodes_per_step() -> usize {
@@ -107,6 +139,11 @@ pub enum EncoderInit {
         checkpoint: PathBuf,
         /// Teacher layers the student keeps, in order, e.g. `[0, 2, 4]`.
         layers: Vec<usize>,
+        /// Also start the CDT numbers, prior MLP and class vectors from the checkpoint (every
+        /// tensor of the same name and size; the others, e.g. a new `[assoc]` read, start
+        /// fresh). Continues a run under a changed configuration.
+        #[serde(default)]
+        warm_start: bool,
     },
     /// Random weights of the given shape, with the vocabulary file `vocab` (`vocab.txt`
     /// format; its line count must equal `shape.vocab_size`).
@@ -425,6 +462,21 @@ impl TrainConfig {
                 "distill.temperature must be finite and > 0"
             );
             self.distill_teacher()?;
+        }
+        if let Some(a) = &self.assoc {
+            ensure!(
+                a.heads > 0 && a.key_dim > 0,
+                "assoc.heads and assoc.key_dim must be at least 1"
+            );
+            ensure!(
+                a.lr.is_finite() && a.lr >= 0.0,
+                "assoc.lr must be finite and >= 0"
+            );
+            ensure!(
+                self.dense.sequences_per_step >= 2,
+                "[assoc] reads the other dense sequences of a batch: dense.sequences_per_step \
+                 must be at least 2"
+            );
         }
         ensure!(self.steps > 0, "steps must be at least 1");
         ensure!(

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
+use half::f16;
+use ner_edge::associated_memory::{AssocParams, AssociatedMemory, MemoryBank};
 use ner_edge::bundle::{Bundle, BundleWriter, DType, Provenance};
+use ner_edge::decode::Tag;
 use ner_edge::tokenizer::Tokenizer;
 
 use super::config::TrainConfig;
@@ -86,10 +89,7 @@ pub fn prototype_bank(
             for &(c, s) in chunk {
                 let sentence = &data.corpora[c].sentences[s];
                 let (enc, tags) = super::data::sentence_encoding(sentence, tokenizer);
-                let mut ids = Vec::with_capacity(enc.ids.len() + 2);
-                ids.push(tokenizer.cls_id());
-                ids.extend_from_slice(&enc.ids);
-                ids.push(tokenizer.sep_id());
+                let ids = wrapped(tokenizer, &enc.ids);
                 let shapes: Vec<u8> = std::iter::once(0)
                     .chain(enc.shapes.iter().copied())
                     .chain([0])
@@ -209,7 +209,8 @@ pub fn export_trained(
             },
         )
         .collect();
-    let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+    let type_names: Vec<String> = types.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<&str> = type_names.iter().map(String::as_str).collect();
     for want in &config.export.default_active {
         if !names.contains(&want.as_str()) {
             bail!(
@@ -269,7 +270,183 @@ pub fn export_trained(
     let dtype = WeightDtype::parse(&config.export.dtype)
         .with_context(|| format!("export.dtype {:?}", config.export.dtype))?;
     let bytes = export_bundle(&state.weights, &contents, dtype)?;
+    let bytes = match (&config.assoc, &state.heads.assoc) {
+        (Some(a), Some(p)) => {
+            let memory = associated_memory(
+                state,
+                p,
+                data,
+                tokenizer,
+                &names,
+                a.memory_sentences,
+                config.seed,
+            )
+            .context("building the associated memory")?;
+            with_tensors(bytes, memory_tensors(p, &memory)?)?
+        }
+        _ => bytes,
+    };
     add_sentence_hashes(bytes, &training_sentence_hashes(data))
+}
+
+/// One extra bundle tensor: name, dtype, shape, little-endian bytes.
+type RawTensor = (String, DType, Vec<usize>, Vec<u8>);
+
+/// The memory of `count` training sentences (fewer when the corpora have fewer), drawn
+/// uniformly without replacement over every corpus's sentences with a generator seeded by
+/// `seed`, kept in corpus order: each sentence's word keys under the trained read `p` and its
+/// gold labels over `type_names` (the bundle's types, in order; other tags become O).
+pub fn associated_memory(
+    state: &TrainState,
+    p: &AssocParams,
+    data: &TrainingData,
+    tokenizer: &Tokenizer,
+    type_names: &[&str],
+    count: usize,
+    seed: u64,
+) -> Result<MemoryBank> {
+    let w = &state.weights;
+    let dt = w.config.type_dim;
+    let mut all: Vec<(usize, usize)> = data
+        .corpora
+        .iter()
+        .enumerate()
+        .flat_map(|(c, corpus)| (0..corpus.sentences.len()).map(move |s| (c, s)))
+        .collect();
+    let take = count.min(all.len());
+    let mut rng = SplitMix64::new(seed ^ 0x4d45_4d4f);
+    for i in 0..take {
+        let j = i + (rng.next_u64() % (all.len() - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(take);
+    all.sort_unstable();
+    let label_of = |tag: &str| -> u16 {
+        let typed = |name: &str| type_names.iter().position(|t| *t == name);
+        let label = match (tag.strip_prefix("B-"), tag.strip_prefix("I-")) {
+            (Some(name), _) => typed(name).map(|k| Tag::B(k).to_index()),
+            (_, Some(name)) => typed(name).map(|k| Tag::I(k).to_index()),
+            _ => None,
+        };
+        label.unwrap_or(0).min(usize::from(u16::MAX)) as u16
+    };
+    let mut bank = MemoryBank::empty(p.width());
+    let mut batch = PieceBatch::default();
+    let mut tape = Tape::new();
+    let mut keys = Vec::new();
+    for chunk in all.chunks(BANK_BATCH) {
+        batch.clear();
+        let mut words = Vec::with_capacity(chunk.len());
+        for &(c, s) in chunk {
+            let sentence = &data.corpora[c].sentences[s];
+            let (enc, tags) = super::data::sentence_encoding(sentence, tokenizer);
+            let ids = wrapped(tokenizer, &enc.ids);
+            let shapes: Vec<u8> = std::iter::once(0)
+                .chain(enc.shapes.iter().copied())
+                .chain([0])
+                .collect();
+            batch.push_shaped(&w.config, &ids, Some(&shapes))?;
+            let labels: Vec<u16> = tags.iter().map(|t| label_of(t)).collect();
+            words.push((enc.word_first_piece, labels));
+        }
+        forward(w, &batch, &mut tape);
+        for (k, (first, labels)) in words.iter().enumerate() {
+            let base = batch.offsets()[k] + 1;
+            let types: Vec<f32> = first
+                .iter()
+                .flat_map(|&f| {
+                    let row = base + f as usize;
+                    tape.types()[row * dt..(row + 1) * dt].iter().copied()
+                })
+                .collect();
+            p.project(&p.key, &types, &mut keys);
+            AssociatedMemory::round_keys_to_f16(&mut keys);
+            bank.push_sentence(&keys, labels)?;
+        }
+    }
+    Ok(bank)
+}
+
+/// `[CLS] ids [SEP]`.
+fn wrapped(tokenizer: &Tokenizer, ids: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(ids.len() + 2);
+    out.push(tokenizer.cls_id());
+    out.extend_from_slice(ids);
+    out.push(tokenizer.sep_id());
+    out
+}
+
+/// The bundle tensors of a read and its memory (names in
+/// [`ner_edge::associated_memory::tensor_names`]).
+pub fn memory_tensors(p: &AssocParams, bank: &MemoryBank) -> Result<Vec<RawTensor>> {
+    use ner_edge::associated_memory::tensor_names as n;
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (keys, labels, offsets) = bank.parts();
+    let words = labels.len();
+    let offsets: Vec<u32> = offsets
+        .iter()
+        .map(|&o| u32::try_from(o).context("more than 2^32 memory words"))
+        .collect::<Result<_>>()?;
+    Ok(vec![
+        (
+            n::QUERY.into(),
+            DType::F32,
+            vec![p.type_dim, p.width()],
+            f32s(&p.query),
+        ),
+        (
+            n::KEY.into(),
+            DType::F32,
+            vec![p.type_dim, p.width()],
+            f32s(&p.key),
+        ),
+        (
+            n::TAG_VALUES.into(),
+            DType::F32,
+            vec![p.heads, 3, 3],
+            f32s(&p.tag_values),
+        ),
+        (
+            n::TYPE_GAIN.into(),
+            DType::F32,
+            vec![p.heads],
+            f32s(&p.type_gain),
+        ),
+        (
+            n::MEMORY_KEYS.into(),
+            DType::F16,
+            vec![words, bank.width()],
+            keys.iter()
+                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                .collect(),
+        ),
+        (
+            n::MEMORY_LABELS.into(),
+            DType::Bytes,
+            vec![2 * words],
+            labels.iter().flat_map(|y| y.to_le_bytes()).collect(),
+        ),
+        (
+            n::MEMORY_SENTENCES.into(),
+            DType::Bytes,
+            vec![4 * offsets.len()],
+            offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
+        ),
+    ])
+}
+
+/// `bundle` with `extra` tensors added after its own; metadata and every other tensor are
+/// copied unchanged. Fails when `bundle` is not a valid bundle or a name is taken.
+pub fn with_tensors(bundle: Vec<u8>, extra: Vec<RawTensor>) -> Result<Vec<u8>> {
+    let source = Bundle::from_vec(bundle, "exported bundle")?;
+    let mut writer = BundleWriter::new(source.metadata().clone());
+    for t in source.tensors() {
+        writer.add_raw(&t.name, t.dtype, &t.shape, source.bytes(&t.name)?.to_vec())?;
+    }
+    for (name, dtype, shape, bytes) in extra {
+        writer.add_raw(&name, dtype, &shape, bytes)?;
+    }
+    Ok(writer.to_bytes()?)
 }
 
 /// Name of the optional bundle tensor holding the training sentences' hashes: `u8`, shape
@@ -309,14 +486,16 @@ pub fn add_sentence_hashes(bundle: Vec<u8>, hashes: &[u64]) -> Result<Vec<u8>> {
     let mut sorted = hashes.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let source = Bundle::from_vec(bundle, "exported bundle")?;
-    let mut writer = BundleWriter::new(source.metadata().clone());
-    for t in source.tensors() {
-        writer.add_raw(&t.name, t.dtype, &t.shape, source.bytes(&t.name)?.to_vec())?;
-    }
     let bytes: Vec<u8> = sorted.iter().flat_map(|h| h.to_le_bytes()).collect();
-    writer.add_raw(SENTENCE_HASHES, DType::U8, &[sorted.len(), 8], bytes)?;
-    Ok(writer.to_bytes()?)
+    with_tensors(
+        bundle,
+        vec![(
+            SENTENCE_HASHES.into(),
+            DType::U8,
+            vec![sorted.len(), 8],
+            bytes,
+        )],
+    )
 }
 
 #[cfg(test)]

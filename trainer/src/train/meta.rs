@@ -232,7 +232,9 @@ pub fn initial_weights(config: &TrainConfig) -> Result<(ModelWeights, EncoderOri
                 },
             ))
         }
-        EncoderInit::Teacher { checkpoint, layers } => {
+        EncoderInit::Teacher {
+            checkpoint, layers, ..
+        } => {
             let (mut weights, origin) = checkpoint_weights(checkpoint)?;
             let teacher_layers = weights.layers.len();
             ensure!(
@@ -343,7 +345,11 @@ pub fn fresh_state(
     class_names: Vec<String>,
 ) -> Result<TrainState> {
     let dt = weights.config.type_dim;
-    let heads = HeadParams::init(dt, config.seed ^ 0x4845_4144);
+    let mut heads = HeadParams::init(dt, config.seed ^ 0x4845_4144);
+    heads.assoc = config
+        .assoc
+        .as_ref()
+        .map(|a| crate::loss::assoc::init_assoc(dt, a.heads, a.key_dim, config.seed ^ 0x4153_534f));
     let classes = ClassParams::init(
         dt,
         class_names,
@@ -359,9 +365,45 @@ pub fn fresh_state(
         opt: AdamW::new(config.optim.adamw.clone(), &[]),
         step: 0,
     };
+    if let EncoderInit::Teacher {
+        checkpoint,
+        warm_start: true,
+        ..
+    } = &config.encoder
+    {
+        warm_start_heads(&mut state, checkpoint)?;
+    }
     let sizes: Vec<usize> = param_sizes(&mut state);
     state.opt = AdamW::new(config.optim.adamw.clone(), &sizes);
     Ok(state)
+}
+
+/// Copies into `state`'s heads and class vectors every tensor of `path` with the same name
+/// and size.
+fn warm_start_heads(state: &mut TrainState, path: &Path) -> Result<()> {
+    let ckpt = checkpoint::read(path)?;
+    let mut restored = Vec::new();
+    let targets = state
+        .heads
+        .tensors_mut()
+        .into_iter()
+        .chain(state.classes.tensors_mut());
+    for (name, dst) in targets {
+        if let Some((_, v)) = ckpt
+            .tensors
+            .iter()
+            .find(|(n, v)| *n == name && v.len() == dst.len())
+        {
+            dst.copy_from_slice(v);
+            restored.push(name);
+        }
+    }
+    eprintln!(
+        "ner-train: warm start from {}: {}",
+        path.display(),
+        restored.join(", ")
+    );
+    Ok(())
 }
 
 fn param_sizes(state: &mut TrainState) -> Vec<usize> {
@@ -480,6 +522,7 @@ pub fn cpu_workers(
         .map(|_| {
             let worker = StepWorker::new(
                 &state.weights.config,
+                &state.heads,
                 &state.classes,
                 config.episodes_per_step,
                 config.dense.sequences_per_step,
@@ -521,6 +564,10 @@ pub fn run_meta_ranked(
     let rank = collective.rank();
     let world = collective.world_size();
     let lead = rank == 0;
+    ensure!(
+        config.assoc.is_none() || matches!(backend, Backend::Cpu),
+        "[assoc]: the associated memory trains on the CPU backend only (--backend cpu)"
+    );
     ensure!(
         opts.time_limit.is_none() || world == 1,
         "a time limit needs a single-rank run (the ranks would not stop at the same step)"
@@ -927,6 +974,7 @@ pub fn apply_update_ranked(
         .collect();
     let lr_enc = config.optim.lr_encoder * factor;
     let lr_heads = config.optim.lr_heads * factor;
+    let lr_assoc = config.assoc.as_ref().map_or(0.0, |a| a.lr) * factor;
     let mut params: Vec<(String, &mut [f32])> = state.weights.tensors_mut();
     params.extend(state.heads.tensors_mut());
     params.extend(state.classes.tensors_mut());
@@ -940,7 +988,9 @@ pub fn apply_update_ranked(
         .into_iter()
         .zip(&scaled)
         .map(|((name, value), grad)| ParamUpdate {
-            lr: if is_head_tensor(&name) {
+            lr: if name.starts_with("assoc.") {
+                lr_assoc
+            } else if is_head_tensor(&name) {
                 lr_heads
             } else {
                 lr_enc
@@ -997,12 +1047,14 @@ pub(crate) fn is_head_tensor(name: &str) -> bool {
 }
 
 /// Whether AdamW's weight decay applies to tensor `name` (not to biases, layer norms, the CDT
-/// numbers, or the class and "other" vectors, which live in the prototype space).
+/// numbers, the class and "other" vectors, which live in the prototype space, or the
+/// associated memory's read).
 pub(crate) fn decays(name: &str) -> bool {
     !is_no_decay(name)
         && !name.starts_with("cdt")
         && !name.starts_with("classes.")
         && !name.starts_with("other.")
+        && !name.starts_with("assoc.")
 }
 
 /// Writes `state` to `path`; with `moments`, the optimiser moments too (needed to resume, not

@@ -9,12 +9,14 @@ use super::data::{EncodedEpisode, EncodedSentence};
 use super::dense::DenseSeq;
 use super::meta::TrainState;
 use crate::backprop::{backward, forward, BackwardScratch, PieceBatch, Tape};
+use crate::loss::assoc::{assoc_backward, assoc_forward};
 use crate::loss::{
-    dense_loss, distill_loss, entity_vectors, episode_loss, ClassParams, DenseLoss, DistillWeights,
-    EpisodeLoss, HeadParams, LossTerms, LossWeights, SentenceGrad, SentenceRef,
+    dense_loss_with_offsets, distill_loss, entity_vectors, episode_loss, ClassParams, DenseLoss,
+    DistillWeights, EpisodeLoss, HeadParams, LossTerms, LossWeights, SentenceGrad, SentenceRef,
     OTHER_BESIDE_CLASSES, OTHER_BESIDE_SUPPORT,
 };
 use crate::model::{EncoderConfig, ModelWeights};
+use ner_edge::associated_memory::AssocParams;
 
 /// Loss terms of one episode.
 pub type EpisodeTerms = LossTerms;
@@ -165,6 +167,7 @@ impl StepWorker {
     /// over its episodes, and each dense sequence's by `dense_weight / dense_per_step`.
     pub fn new(
         config: &EncoderConfig,
+        heads: &HeadParams,
         classes: &ClassParams,
         episodes_per_step: usize,
         dense_per_step: usize,
@@ -175,7 +178,7 @@ impl StepWorker {
             tape: Tape::new(),
             scratch: BackwardScratch::new(),
             grads: ModelWeights::zeros(config),
-            head_grads: HeadParams::zeros(config.type_dim),
+            head_grads: heads.zeros_like(),
             class_grads: classes.zeros_like(),
             d_boundary: Vec::new(),
             d_types: Vec::new(),
@@ -340,10 +343,19 @@ impl StepWorker {
         self.d_boundary.resize(tokens * 3, 0.0);
         self.d_types.clear();
         self.d_types.resize(tokens * dt, 0.0);
-        for (i, (seq, out)) in seqs.iter().zip(&outputs).enumerate() {
-            let loss = dense_head_loss(state, seq, out, weights)?;
+        let losses = match (&state.heads.assoc, self.head_grads.assoc.as_mut()) {
+            (Some(p), Some(g)) => {
+                dense_losses_with_memory(state, p, seqs, &outputs, weights, self.dense_scale, g)?
+            }
+            _ => seqs
+                .iter()
+                .zip(&outputs)
+                .map(|(seq, out)| dense_head_loss(state, seq, out, weights))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        for (i, (seq, loss)) in seqs.iter().zip(&losses).enumerate() {
             scatter_dense_grads(
-                &loss,
+                loss,
                 seq,
                 self.batch.offsets()[i],
                 self.dense_scale,
@@ -382,6 +394,18 @@ pub fn dense_head_loss(
     out: &WordOutputs,
     weights: &LossWeights,
 ) -> Result<DenseLoss> {
+    dense_head_loss_read(state, seq, out, weights, &[])
+}
+
+/// [`dense_head_loss`] with the type offsets of an associated-memory read (`[T, n]`, or
+/// empty); the read's boundary offsets are already in `out.boundary`.
+fn dense_head_loss_read(
+    state: &TrainState,
+    seq: &DenseSeq,
+    out: &WordOutputs,
+    weights: &LossWeights,
+    type_offsets: &[f32],
+) -> Result<DenseLoss> {
     let dt = state.weights.config.type_dim;
     let classes = &state.classes;
     let mut protos: Vec<f32> = Vec::with_capacity((seq.classes.len() + 1) * dt);
@@ -396,8 +420,113 @@ pub fn dense_head_loss(
         types: &out.types,
         labels: &seq.sentence.labels,
     };
-    dense_loss(&sentence, &protos, dt, &state.heads.cdt, weights)
-        .with_context(|| format!("dense sequence from corpus {}", seq.corpus))
+    dense_loss_with_offsets(
+        &sentence,
+        &protos,
+        dt,
+        &state.heads.cdt,
+        weights,
+        type_offsets,
+    )
+    .with_context(|| format!("dense sequence from corpus {}", seq.corpus))
+}
+
+/// Label `y` of sequence `from` in the label space of sequence `to`: a type `to` scores keeps
+/// its index there; a type `to` does not score becomes `to`'s "other" type when the run has
+/// one; "other" itself, and any type without a place, keeps only its tag (type index
+/// `n_types`, which the read ignores).
+fn memory_label(y: usize, from: &DenseSeq, to: &DenseSeq, other: bool) -> u16 {
+    let Some(k) = ner_edge::decode::Tag::from_index(y).type_index() else {
+        return 0;
+    };
+    let n_types = to.classes.len() + usize::from(other);
+    let target = from
+        .classes
+        .get(k)
+        .and_then(|row| {
+            to.classes
+                .iter()
+                .position(|r| r == row)
+                .or(other.then_some(to.classes.len()))
+        })
+        .unwrap_or(n_types);
+    let inside = usize::from(y.is_multiple_of(2));
+    (1 + 2 * target + inside).min(usize::from(u16::MAX)) as u16
+}
+
+/// The dense losses of a batch whose sequences read the associated memory made of the other
+/// sequences of the batch (their type vectors and gold labels). Adds `scale ·` the read's
+/// parameter gradients into `grads`; every loss's type-vector gradient includes what flows
+/// back through the reads of the sequence's own words and of its words as others' memory.
+fn dense_losses_with_memory(
+    state: &TrainState,
+    p: &AssocParams,
+    seqs: &[DenseSeq],
+    outputs: &[WordOutputs],
+    weights: &LossWeights,
+    scale: f32,
+    grads: &mut AssocParams,
+) -> Result<Vec<DenseLoss>> {
+    let other = state.classes.other_row(OTHER_BESIDE_CLASSES).is_some();
+    let mut as_memory: Vec<Vec<f32>> = outputs.iter().map(|o| vec![0.0; o.types.len()]).collect();
+    let mut losses = Vec::with_capacity(seqs.len());
+    for (i, (seq, out)) in seqs.iter().zip(outputs).enumerate() {
+        let n = seq.classes.len() + usize::from(other);
+        let mut memory = Vec::new();
+        let mut labels = Vec::new();
+        let mut owners = Vec::new();
+        for (j, (from, o)) in seqs.iter().zip(outputs).enumerate() {
+            if j == i {
+                continue;
+            }
+            owners.push((j, memory.len()..memory.len() + o.types.len()));
+            memory.extend_from_slice(&o.types);
+            labels.extend(
+                from.sentence
+                    .labels
+                    .iter()
+                    .map(|&y| memory_label(y, from, seq, other)),
+            );
+        }
+        let read = assoc_forward(p, &out.types, &memory, &labels, n)?;
+        let read_out = WordOutputs {
+            boundary: out
+                .boundary
+                .iter()
+                .zip(&read.boundary)
+                .map(|(a, b)| a + b)
+                .collect(),
+            types: out.types.clone(),
+        };
+        let mut loss = dense_head_loss_read(state, seq, &read_out, weights, &read.type_offsets)?;
+        let g = assoc_backward(
+            p,
+            &out.types,
+            &memory,
+            &labels,
+            n,
+            &read,
+            &loss.grad.boundary,
+            &loss.d_type_scores,
+            scale,
+            grads,
+        );
+        for (dst, src) in loss.grad.types.iter_mut().zip(&g.words) {
+            *dst += src;
+        }
+        for (j, range) in owners {
+            for (dst, src) in as_memory[j].iter_mut().zip(&g.memory[range]) {
+                *dst += src;
+            }
+        }
+        losses.push(loss);
+    }
+    for (loss, extra) in losses.iter_mut().zip(as_memory) {
+        for (dst, src) in loss.grad.types.iter_mut().zip(extra) {
+            *dst += src;
+        }
+    }
+    Ok(losses)
 }
 
 /// Where [`scatter_dense_grads`] adds a dense sequence's gradients.

@@ -7,8 +7,9 @@
 //! pipeline of XLM-R (`Precompiled` + `Replace(" {2,}", " ")` + `Metaspace` + `Unigram` with
 //! fused unknowns), except that special-token text such as `<s>` typed in the input is tokenised
 //! like any other text. [`UnigramTokenizer::encode_units`] is the labelling variant: a CJK
-//! ideograph never shares a piece with another char, so every ideograph can start and end an
-//! entity.
+//! ideograph or a CJK/general punctuation mark (book-title marks, full stops, quotes) never
+//! shares a piece with another char, so every ideograph can start and end an entity and no
+//! entity is glued to the punctuation beside it.
 
 mod charsmap;
 mod normalize;
@@ -23,6 +24,17 @@ use normalize::Aligned;
 
 use super::normalize::is_cjk;
 use crate::{Error, Result};
+
+/// Whether labelling units keep `c` in a piece and unit of its own: a CJK ideograph, or a
+/// mark of the CJK symbols and punctuation, general punctuation, CJK compatibility forms or
+/// full-width forms blocks (what NFKC leaves of them).
+pub fn stands_alone(c: char) -> bool {
+    is_cjk(c)
+        || matches!(
+            u32::from(c),
+            0x2010..=0x205E | 0x3001..=0x303F | 0xFE30..=0xFE4F | 0xFF01..=0xFF65
+        )
+}
 
 /// Log-probability penalty of an unknown char below the lowest piece score, as SentencePiece.
 pub const UNK_PENALTY: f32 = 10.0;
@@ -265,10 +277,10 @@ impl UnigramTokenizer {
         self.encode_with(text, false)
     }
 
-    /// [`encode`](Self::encode) with every CJK ideograph a piece of its own (with the `▁` before
-    /// it, if any) that starts a unit, and the text after an ideograph starting a new unit, so
-    /// that entity boundaries can fall on any ideograph. Unknown chars are not fused across an
-    /// ideograph.
+    /// [`encode`](Self::encode) with every char that [`stands_alone`] (CJK ideographs and
+    /// wide punctuation) a piece of its own (with the `▁` before it, if any) that starts a
+    /// unit, and the text after it starting a new unit, so that entity boundaries can fall on
+    /// any ideograph and never inside `》。`. Unknown chars are not fused across such a char.
     pub fn encode_units(&self, text: &str) -> Vec<UnigramPiece> {
         self.encode_with(text, true)
     }
@@ -302,7 +314,7 @@ impl UnigramTokenizer {
     }
 
     fn allowed(slice: &[Aligned], from: usize, to: usize) -> bool {
-        let cjk_at = slice[from..to].iter().position(|a| is_cjk(a.c));
+        let cjk_at = slice[from..to].iter().position(|a| stands_alone(a.c));
         match cjk_at {
             None => true,
             Some(0) => to - from == 1,
@@ -389,7 +401,8 @@ impl UnigramTokenizer {
             let fuse = node.id == self.unk
                 && cuts.last().is_some_and(|&(s, _, id)| {
                     id == self.unk
-                        && !(split_cjk && (is_cjk(slice[s].c) || is_cjk(slice[end - 1].c)))
+                        && !(split_cjk
+                            && (stands_alone(slice[s].c) || stands_alone(slice[end - 1].c)))
                 });
             if fuse {
                 if let Some(last) = cuts.last_mut() {
@@ -408,9 +421,10 @@ impl UnigramTokenizer {
                 (Some(first), Some(last)) => first.orig.start..last.orig.end.max(first.orig.start),
                 _ => span.end..span.end,
             };
-            let after_cjk = split_cjk && start > 0 && is_cjk(slice[start - 1].c);
-            let unit_start =
-                i == 0 || (split_cjk && slice[start..end].iter().any(|a| is_cjk(a.c))) || after_cjk;
+            let after_cjk = split_cjk && start > 0 && stands_alone(slice[start - 1].c);
+            let unit_start = i == 0
+                || (split_cjk && slice[start..end].iter().any(|a| stands_alone(a.c)))
+                || after_cjk;
             out.push(UnigramPiece {
                 id,
                 span,

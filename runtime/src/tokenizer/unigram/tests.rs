@@ -92,6 +92,30 @@ fn units_split_every_ideograph() {
 }
 
 #[test]
+fn units_keep_wide_punctuation_apart() {
+    let t = tokenizer(&[
+        ("▁", -2.0),
+        ("》。", -1.0),
+        ("》", -5.0),
+        ("。", -5.0),
+        ("三", -5.0),
+        ("5》", -1.0),
+        ("5", -5.0),
+        ("▁GTA", -3.0),
+    ]);
+    assert_eq!(texts(&t, &t.encode("三》。")), ["▁", "三", "》。"]);
+    let units = t.encode_units("三》。");
+    assert_eq!(texts(&t, &units), ["▁", "三", "》", "。"]);
+    assert_eq!(units.iter().filter(|p| p.unit_start).count(), 4);
+    let latin = t.encode_units("GTA5》");
+    assert_eq!(texts(&t, &latin), ["▁GTA", "5", "》"]);
+    assert_eq!(
+        latin.iter().map(|p| p.unit_start).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+}
+
+#[test]
 fn bad_vocabularies_are_errors() {
     let spec = |pieces: Vec<(String, f32)>, unk: u32| UnigramSpec {
         pieces,
@@ -130,8 +154,8 @@ proptest::proptest! {
         }
         for p in t.encode_units(&text) {
             let covered = &text[p.span.clone()];
-            let cjk = covered.chars().filter(|&c| is_cjk(c)).count();
-            proptest::prop_assert!(cjk <= 1, "{covered:?}");
+            let alone = covered.chars().filter(|&c| stands_alone(c)).count();
+            proptest::prop_assert!(alone <= 1, "{covered:?}");
         }
     }
 }
