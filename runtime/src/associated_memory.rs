@@ -27,6 +27,7 @@ use half::f16;
 
 use crate::bundle::Bundle;
 use crate::decode::Tag;
+use crate::emissions::dot;
 use crate::{Error, Result};
 
 /// Tensor names in a bundle.
@@ -176,39 +177,38 @@ impl AssocParams {
             return;
         }
         let scale = 1.0 / (dk as f32).sqrt();
-        let mut row = vec![0.0f32; m];
-        for h in 0..h_count {
-            let cols = h * dk..(h + 1) * dk;
-            let values = &self.tag_values[h * 9..(h + 1) * 9];
-            let gain = self.type_gain[h];
-            for t in 0..t_len {
-                let q = &queries[t * w..(t + 1) * w][cols.clone()];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in row.iter_mut().enumerate() {
-                    let k = &keys[j * w..(j + 1) * w][cols.clone()];
-                    *s = scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>();
-                    max = max.max(*s);
+        let mut scores = vec![0.0f32; h_count * m];
+        for t in 0..t_len {
+            let q = &queries[t * w..(t + 1) * w];
+            for (j, k) in keys.chunks_exact(w).enumerate() {
+                for (h, (qh, kh)) in q.chunks_exact(dk).zip(k.chunks_exact(dk)).enumerate() {
+                    scores[h * m + j] = scale * dot(qh, kh);
                 }
+            }
+            let b = &mut boundary[t * 3..t * 3 + 3];
+            for (h, row) in scores.chunks_exact_mut(m).enumerate() {
+                let values = &self.tag_values[h * 9..(h + 1) * 9];
+                let gain = self.type_gain[h];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f32;
                 for s in row.iter_mut() {
                     *s = (*s - max).exp();
                     sum += *s;
                 }
                 let inv = 1.0 / sum;
-                let b = &mut boundary[t * 3..t * 3 + 3];
-                for (j, s) in row.iter_mut().enumerate() {
+                for (s, &y) in row.iter_mut().zip(labels) {
                     *s *= inv;
-                    let y = labels[j];
-                    let v = &values[label_tag(y) * 3..label_tag(y) * 3 + 3];
-                    for c in 0..3 {
-                        b[c] += *s * v[c];
+                    let tag = label_tag(y);
+                    let v = &values[tag * 3..tag * 3 + 3];
+                    for (bc, vc) in b.iter_mut().zip(v) {
+                        *bc += *s * vc;
                     }
                     if let Some(k) = label_type(y).filter(|&k| k < n_types) {
                         type_logits[t * n_types + k] += gain * *s;
                     }
                 }
                 if let Some(p) = probs.as_deref_mut() {
-                    p[(h * t_len + t) * m..(h * t_len + t + 1) * m].copy_from_slice(&row);
+                    p[(h * t_len + t) * m..(h * t_len + t + 1) * m].copy_from_slice(row);
                 }
             }
         }

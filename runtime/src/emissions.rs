@@ -111,7 +111,7 @@ fn log_softmax3(x: [f32; 3]) -> [f32; 3] {
 /// Dot product over the common prefix of `a` and `b`, with eight independent accumulators so
 /// that the compiler can keep them in vector registers.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let n = a.len().min(b.len());
     let (a, a_tail) = a[..n].as_chunks::<LANES>();
