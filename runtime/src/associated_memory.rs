@@ -215,6 +215,9 @@ impl AssocParams {
     }
 }
 
+/// A memory's bytes as stored: f16 keys, u16 labels, u32 sentence offsets (all little-endian).
+pub type StoredMemory = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// Labelled memory words grouped in sentences, with one retrieval centroid per sentence.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryBank {
@@ -380,6 +383,26 @@ impl MemoryBank {
                 .map_err(|e| e.to_string())?;
         }
         Ok(bank)
+    }
+
+    /// The memory as stored, the inverse of [`MemoryBank::from_stored`]: keys as f16
+    /// little-endian bytes (`[words, width]`), labels as u16 and sentence offsets as u32
+    /// little-endian bytes. Errors when an offset does not fit in a u32.
+    pub fn to_stored(&self) -> std::result::Result<StoredMemory, String> {
+        let keys = self
+            .keys
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect();
+        let labels = self.labels.iter().flat_map(|y| y.to_le_bytes()).collect();
+        let offsets = self
+            .offsets
+            .iter()
+            .map(|&o| u32::try_from(o).map(u32::to_le_bytes))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| "more than 2^32 memory words".to_string())?
+            .concat();
+        Ok((keys, labels, offsets))
     }
 
     /// Every word's keys `[words, width]`, labels `[words]` and the sentence offsets

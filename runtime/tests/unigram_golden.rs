@@ -94,7 +94,7 @@ fn bundle_tokenizer() -> ner_edge::tokenizer::Tokenizer {
 }
 
 #[test]
-fn words_are_ideographs_and_space_separated_runs() {
+fn words_are_ideographs_wide_punctuation_and_space_separated_runs() {
     let tokenizer = bundle_tokenizer();
     assert_eq!(tokenizer.kind(), "unigram");
     let text = "苹果公司CEO蒂姆 访问了 New York。";
@@ -102,7 +102,9 @@ fn words_are_ideographs_and_space_separated_runs() {
     let words: Vec<&str> = enc.words.iter().map(|r| &text[r.clone()]).collect();
     assert_eq!(
         words,
-        ["苹", "果", "公", "司", "CEO", "蒂", "姆", "访", "问", "了", "New", "York。"]
+        [
+            "苹", "果", "公", "司", "CEO", "蒂", "姆", "访", "问", "了", "New", "York", "。"
+        ]
     );
     for (p, span) in enc.piece_spans.iter().enumerate() {
         let word = &enc.words[enc.piece_word[p] as usize];
@@ -113,7 +115,8 @@ fn words_are_ideographs_and_space_separated_runs() {
     }
     assert_eq!(
         enc.entity_span(text, 10..12),
-        Some(text.find("New").unwrap()..text.len())
+        Some(text.find("New").unwrap()..text.find('。').unwrap()),
+        "the full stop is a word of its own, outside the entity"
     );
     assert_eq!(
         tokenizer.cls_id(),

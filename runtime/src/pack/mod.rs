@@ -766,29 +766,12 @@ pub fn full_pack_to_bytes(
         }
     }
     if let Some(bank) = memory {
-        let (keys, labels, offsets) = bank.parts();
-        let half: Vec<u8> = keys
-            .iter()
-            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-            .collect();
-        tensors.add_raw(
-            MEMORY_KEYS_TENSOR,
-            DType::F16,
-            &[labels.len(), bank.width()],
-            half,
-        )?;
-        let labels: Vec<u8> = labels.iter().flat_map(|y| y.to_le_bytes()).collect();
+        let (keys, labels, offsets) = bank
+            .to_stored()
+            .map_err(|e| Error::Bundle(format!("pack writer: {e}")))?;
+        let shape = [bank.words(), bank.width()];
+        tensors.add_raw(MEMORY_KEYS_TENSOR, DType::F16, &shape, keys)?;
         tensors.add_raw(MEMORY_LABELS_TENSOR, DType::Bytes, &[labels.len()], labels)?;
-        let offsets: Vec<u8> = offsets
-            .iter()
-            .map(|&o| {
-                u32::try_from(o)
-                    .map_err(|_| Error::Bundle("pack writer: memory over 2^32 words".into()))
-            })
-            .collect::<Result<Vec<u32>>>()?
-            .iter()
-            .flat_map(|o| o.to_le_bytes())
-            .collect();
         tensors.add_raw(
             MEMORY_SENTENCES_TENSOR,
             DType::Bytes,

@@ -373,7 +373,8 @@ impl Tagger {
             sources.push((group, heads, row, pass));
         }
 
-        let memory = AssociatedMemory::from_bundle(bundle, d, meta.labels.types.len())?;
+        let memory =
+            AssociatedMemory::from_bundle(bundle, d, meta.labels.types.len())?.map(Arc::new);
         let mut type_names = Vec::new();
         let mut groups = Vec::new();
         for (source, (group, heads, row, pass)) in sources.into_iter().enumerate() {
@@ -385,7 +386,7 @@ impl Tagger {
                 match (source.checked_sub(1).map(|k| &packs[k]), &memory) {
                     (_, None) => None,
                     (None, Some(m)) => Some((
-                        Arc::new(m.clone()),
+                        Arc::clone(m),
                         meta.labels
                             .types
                             .iter()

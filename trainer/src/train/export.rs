@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use half::f16;
 use ner_edge::associated_memory::{AssocParams, AssociatedMemory, MemoryBank};
 use ner_edge::bundle::{Bundle, BundleWriter, DType, Provenance};
 use ner_edge::decode::Tag;
@@ -381,12 +380,7 @@ fn wrapped(tokenizer: &Tokenizer, ids: &[u32]) -> Vec<u32> {
 pub fn memory_tensors(p: &AssocParams, bank: &MemoryBank) -> Result<Vec<RawTensor>> {
     use ner_edge::associated_memory::tensor_names as n;
     let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (keys, labels, offsets) = bank.parts();
-    let words = labels.len();
-    let offsets: Vec<u32> = offsets
-        .iter()
-        .map(|&o| u32::try_from(o).context("more than 2^32 memory words"))
-        .collect::<Result<_>>()?;
+    let (keys, labels, offsets) = bank.to_stored().map_err(anyhow::Error::msg)?;
     Ok(vec![
         (
             n::QUERY.into(),
@@ -415,22 +409,20 @@ pub fn memory_tensors(p: &AssocParams, bank: &MemoryBank) -> Result<Vec<RawTenso
         (
             n::MEMORY_KEYS.into(),
             DType::F16,
-            vec![words, bank.width()],
-            keys.iter()
-                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-                .collect(),
+            vec![bank.words(), bank.width()],
+            keys,
         ),
         (
             n::MEMORY_LABELS.into(),
             DType::Bytes,
-            vec![2 * words],
-            labels.iter().flat_map(|y| y.to_le_bytes()).collect(),
+            vec![labels.len()],
+            labels,
         ),
         (
             n::MEMORY_SENTENCES.into(),
             DType::Bytes,
-            vec![4 * offsets.len()],
-            offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
+            vec![offsets.len()],
+            offsets,
         ),
     ])
 }
