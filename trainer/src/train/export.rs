@@ -18,7 +18,9 @@ use super::meta::{EncoderOrigin, TrainState};
 use crate::backprop::{forward, PieceBatch, Tape};
 use crate::export::bundle::{export_bundle, BundleContents, PriorWeights, TypeState};
 use crate::model::rng::SplitMix64;
+use crate::model::ModelWeights;
 use crate::WeightDtype;
+use ner_edge_corpus::Sentence;
 
 /// One prototype-bank entry: type name, the corpora it occurs in, prototype `[type_dim]`.
 pub struct BankEntry {
@@ -87,14 +89,7 @@ pub fn prototype_bank(
             let mut firsts = Vec::with_capacity(chunk.len());
             for &(c, s) in chunk {
                 let sentence = &data.corpora[c].sentences[s];
-                let (enc, tags) = super::data::sentence_encoding(sentence, tokenizer);
-                let ids = wrapped(tokenizer, &enc.ids);
-                let shapes: Vec<u8> = std::iter::once(0)
-                    .chain(enc.shapes.iter().copied())
-                    .chain([0])
-                    .collect();
-                batch.push_shaped(&w.config, &ids, Some(&shapes))?;
-                firsts.push((enc.word_first_piece, tags.into_owned()));
+                firsts.push(push_wrapped(&mut batch, w, tokenizer, sentence)?);
             }
             forward(w, &batch, &mut tape);
             for (k, (word_first, tags)) in firsts.iter().enumerate() {
@@ -338,15 +333,9 @@ pub fn associated_memory(
         let mut words = Vec::with_capacity(chunk.len());
         for &(c, s) in chunk {
             let sentence = &data.corpora[c].sentences[s];
-            let (enc, tags) = super::data::sentence_encoding(sentence, tokenizer);
-            let ids = wrapped(tokenizer, &enc.ids);
-            let shapes: Vec<u8> = std::iter::once(0)
-                .chain(enc.shapes.iter().copied())
-                .chain([0])
-                .collect();
-            batch.push_shaped(&w.config, &ids, Some(&shapes))?;
+            let (first, tags) = push_wrapped(&mut batch, w, tokenizer, sentence)?;
             let labels: Vec<u16> = tags.iter().map(|t| label_of(t)).collect();
-            words.push((enc.word_first_piece, labels));
+            words.push((first, labels));
         }
         forward(w, &batch, &mut tape);
         for (k, (first, labels)) in words.iter().enumerate() {
@@ -366,13 +355,26 @@ pub fn associated_memory(
     Ok(bank)
 }
 
-/// `[CLS] ids [SEP]`.
-fn wrapped(tokenizer: &Tokenizer, ids: &[u32]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(ids.len() + 2);
-    out.push(tokenizer.cls_id());
-    out.extend_from_slice(ids);
-    out.push(tokenizer.sep_id());
-    out
+/// Pushes `sentence` into `batch` as `[CLS] pieces [SEP]` with its word shapes (0 for the
+/// specials); returns the first piece of each of its words (without the `[CLS]` offset) and
+/// their tags at the tokenizer's units.
+fn push_wrapped(
+    batch: &mut PieceBatch,
+    w: &ModelWeights,
+    tokenizer: &Tokenizer,
+    sentence: &Sentence,
+) -> Result<(Vec<u32>, Vec<String>)> {
+    let (enc, tags) = super::data::sentence_encoding(sentence, tokenizer);
+    let mut ids = Vec::with_capacity(enc.ids.len() + 2);
+    ids.push(tokenizer.cls_id());
+    ids.extend_from_slice(&enc.ids);
+    ids.push(tokenizer.sep_id());
+    let shapes: Vec<u8> = std::iter::once(0)
+        .chain(enc.shapes.iter().copied())
+        .chain([0])
+        .collect();
+    batch.push_shaped(&w.config, &ids, Some(&shapes))?;
+    Ok((enc.word_first_piece, tags.into_owned()))
 }
 
 /// The bundle tensors of a read and its memory (names in
