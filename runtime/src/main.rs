@@ -13,7 +13,7 @@ use ner_edge::adapt::{
 use ner_edge::bundle::{describe, Bundle};
 use ner_edge::input::{DocumentMode, Segment, SegmentReader, DEFAULT_MAX_SEGMENT_BYTES};
 use ner_edge::output::{DocumentWriter, Format};
-use ner_edge::pack::{write_full_pack, LabelPack, PACK_MAGIC};
+use ner_edge::pack::{write_adapted, LabelPack, PACK_MAGIC};
 use ner_edge::pipeline::Tagger;
 use ner_edge::{Error, Result};
 
@@ -263,13 +263,7 @@ fn adapt_command(args: AdaptArgs) -> Result<()> {
         )));
     }
     let adapted = adapt(&bundle, support.as_ref(), &opts)?;
-    write_full_pack(
-        &args.out,
-        &adapted.metadata,
-        &adapted.prototypes,
-        adapted.heads.as_ref(),
-        adapted.memory.as_ref(),
-    )?;
+    write_adapted(&args.out, &adapted)?;
     if !args.quiet {
         if let Some(s) = support.as_ref().filter(|s| s.repairs > 0) {
             eprintln!(

@@ -245,14 +245,7 @@ fn adapt_grows_a_memory_from_the_support_sentences() {
     assert_eq!(offsets, [0, 5, 11]);
     assert_eq!(labels[1], 1, "ibuprofen is B-DRUG (type 0)");
     assert_eq!(&labels[8..10], [0, 3], "with O, Merkel B-PER2 (type 1)");
-    let bytes = full_pack_to_bytes(
-        &adapted.metadata,
-        &adapted.prototypes,
-        None,
-        None,
-        Some(&bank),
-    )
-    .unwrap();
+    let bytes = adapted.to_pack_bytes().unwrap();
     let pack = LabelPack::from_bytes(&bytes, "drugs.nerp").unwrap();
     assert_eq!(pack.memory(), Some(&bank));
     let mut tagger = Tagger::with_packs(&bundle, &[pack], None, false).unwrap();

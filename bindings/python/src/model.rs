@@ -17,7 +17,7 @@ use ner_edge::adapt::{
 use ner_edge::bundle::Bundle;
 use ner_edge::input::{DocumentMode, Segment, SegmentReader, DEFAULT_MAX_SEGMENT_BYTES};
 use ner_edge::output::{CharCounter, DocumentWriter, Format};
-use ner_edge::pack::{pack_to_bytes, LabelPack};
+use ner_edge::pack::LabelPack;
 use ner_edge::pipeline::{TaggedText, Tagger};
 use ner_edge::{Error, Result};
 
@@ -431,12 +431,7 @@ impl NativeModel {
                         l2: tune_l2,
                     }),
                 };
-                let adapted = adapt(&self.bundle, support.as_ref(), &opts)?;
-                pack_to_bytes(
-                    &adapted.metadata,
-                    &adapted.prototypes,
-                    adapted.heads.as_ref(),
-                )
+                adapt(&self.bundle, support.as_ref(), &opts)?.to_pack_bytes()
             })
             .py_err(py)?;
         Pack::from_bytes(bytes, "<adapted pack>").py_err(py)

@@ -99,6 +99,20 @@ pub struct Adapted {
     pub memory: Option<MemoryBank>,
 }
 
+impl Adapted {
+    /// The label pack of this adaptation, with everything it made: prototypes, tuned heads and
+    /// the support sentences' memory ([`crate::pack::full_pack_to_bytes`]).
+    pub fn to_pack_bytes(&self) -> Result<Vec<u8>> {
+        crate::pack::full_pack_to_bytes(
+            &self.metadata,
+            &self.prototypes,
+            self.heads.as_ref(),
+            None,
+            self.memory.as_ref(),
+        )
+    }
+}
+
 /// How [`Adapter::adapt_tokens`] uses type descriptions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DescriptionUse {

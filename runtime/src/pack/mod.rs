@@ -851,18 +851,10 @@ pub fn write_pack(
     write_atomically(path, &pack_to_bytes(metadata, prototypes, heads)?)
 }
 
-/// [`full_pack_to_bytes`], written to `path` atomically.
-pub fn write_full_pack(
-    path: &Path,
-    metadata: &PackMetadata,
-    prototypes: &[f32],
-    heads: Option<&Heads>,
-    memory: Option<&MemoryBank>,
-) -> Result<()> {
-    write_atomically(
-        path,
-        &full_pack_to_bytes(metadata, prototypes, heads, None, memory)?,
-    )
+/// The pack of `adapted` ([`crate::adapt::Adapted::to_pack_bytes`]: prototypes, tuned heads,
+/// memory), written to `path` atomically.
+pub fn write_adapted(path: &Path, adapted: &crate::adapt::Adapted) -> Result<()> {
+    write_atomically(path, &adapted.to_pack_bytes()?)
 }
 
 /// [`prompted_pack_to_bytes`], written to `path` atomically.
